@@ -1,0 +1,170 @@
+"""The data that flows between the seams: frames, detections, and the two outcomes of a frame.
+
+A sink can only ever be handed a :class:`MaskedFrame` (pixels that went through the mask
+step) or a :class:`DroppedFrame` (no pixels at all). Nothing else carries an image out of
+the pipeline, which makes "no unmasked frame leaves" a property of the types, not of care.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Class ids are shared by every detector, the tracker, the masks and the wire header.
+CLASS_NAMES: tuple[str, ...] = ("face", "plate")
+FACE, PLATE = 0, 1
+
+
+class BadFrame(ValueError):
+    """A frame whose pixels are not an HxWx3 uint8 image."""
+
+
+class BadDetections(ValueError):
+    """A detector produced output that cannot be trusted (wrong shape, NaN, inverted box...)."""
+
+
+def check_image(image: object) -> np.ndarray:
+    """Return `image` if it is an HxWx3 uint8 array, else raise BadFrame naming what is wrong."""
+    if not isinstance(image, np.ndarray):
+        raise BadFrame(f"frame is {type(image).__name__}, expected numpy.ndarray")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise BadFrame(f"frame shape {image.shape}, expected (H, W, 3)")
+    if image.dtype != np.uint8:
+        raise BadFrame(f"frame dtype {image.dtype}, expected uint8")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise BadFrame(f"frame shape {image.shape} is empty")
+    return image
+
+
+@dataclass(slots=True)
+class Frame:
+    """One captured image with the identity and timestamps that travel with it to the output."""
+
+    image: np.ndarray  # HxWx3 uint8 BGR, masked in place by the pipeline
+    camera_id: str
+    seq: int  # per-camera, increasing, gaps mean frames the source lost
+    t_capture_mono_ns: int  # time.monotonic_ns() at capture: deadlines are measured from it
+    t_capture_wall_ns: int  # time.time_ns() at capture: for the recording's timeline
+    name: str = ""  # file stem (image folder) or zero-padded frame number (video); "" for cameras
+
+
+def _as_array(value, dtype, shape_tail: tuple[int, ...], what: str) -> np.ndarray:
+    arr = np.asarray(value, dtype=dtype)
+    if arr.size == 0:
+        return np.zeros((0, *shape_tail), dtype=dtype)
+    if arr.shape[1:] != shape_tail:
+        raise BadDetections(f"{what} has shape {arr.shape}, expected (N, {', '.join(map(str, shape_tail))})")
+    return arr
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """Boxes in pixel coordinates of the frame they were found in.
+
+    Empty is a (0, 4) array, never None. Construction validates, so a detector's malformed
+    output (NaN, inverted boxes, mismatched lengths) raises BadDetections at the seam.
+    """
+
+    xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    score: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    class_id: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
+    # Optional quadrilateral per box (plates), (N, 4, 2); rows of NaN where a box has none.
+    quad: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        xyxy = _as_array(self.xyxy, np.float32, (4,), "xyxy")
+        if xyxy.ndim != 2:
+            raise BadDetections(f"xyxy has shape {xyxy.shape}, expected (N, 4)")
+        n = len(xyxy)
+        score = np.asarray(self.score, np.float32).reshape(-1)
+        class_id = np.asarray(self.class_id).reshape(-1)
+        if len(score) != n or len(class_id) != n:
+            raise BadDetections(f"lengths differ: xyxy {n}, score {len(score)}, class_id {len(class_id)}")
+        if not np.isfinite(xyxy).all() or not np.isfinite(score).all():
+            raise BadDetections("non-finite values in boxes or scores")
+        if n and ((xyxy[:, 2] < xyxy[:, 0]).any() or (xyxy[:, 3] < xyxy[:, 1]).any()):
+            raise BadDetections("box with x2 < x1 or y2 < y1")
+        if n and ((class_id < 0).any() or (class_id >= len(CLASS_NAMES)).any()):
+            raise BadDetections(f"class_id outside 0..{len(CLASS_NAMES) - 1}")
+        quad = self.quad
+        if quad is not None:
+            quad = np.asarray(quad, np.float32)
+            if quad.shape != (n, 4, 2):
+                raise BadDetections(f"quad has shape {quad.shape}, expected ({n}, 4, 2)")
+        object.__setattr__(self, "xyxy", xyxy)
+        object.__setattr__(self, "score", score)
+        object.__setattr__(self, "class_id", class_id.astype(np.int32, copy=False))
+        object.__setattr__(self, "quad", quad)
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, index) -> "Detections":
+        return Detections(
+            self.xyxy[index], self.score[index], self.class_id[index],
+            None if self.quad is None else self.quad[index],
+        )
+
+    @staticmethod
+    def empty() -> "Detections":
+        return Detections()
+
+    @staticmethod
+    def concat(parts: "list[Detections]") -> "Detections":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Detections()
+        quads = None
+        if any(p.quad is not None for p in parts):
+            quads = np.concatenate([
+                p.quad if p.quad is not None else np.full((len(p), 4, 2), np.nan, np.float32) for p in parts
+            ])
+        return Detections(
+            np.concatenate([p.xyxy for p in parts]),
+            np.concatenate([p.score for p in parts]),
+            np.concatenate([p.class_id for p in parts]),
+            quads,
+        )
+
+    def with_class(self, class_id: int) -> "Detections":
+        return dataclasses.replace(self, class_id=np.full(len(self), class_id, np.int32))
+
+    def to_list(self) -> list[dict]:
+        """JSON-ready rows for headers and logs: boxes and scores only, never pixels."""
+        return [
+            {"xyxy": [round(float(v), 1) for v in box], "class": CLASS_NAMES[int(c)], "score": round(float(s), 3)}
+            for box, s, c in zip(self.xyxy, self.score, self.class_id)
+        ]
+
+
+@dataclass(slots=True)
+class MaskedFrame:
+    """A frame whose every region to protect has been painted over. Only the mask step makes these."""
+
+    frame: Frame
+    regions: np.ndarray  # (N, 4) int32 xyxy actually painted (clipped, margins included)
+    detections: Detections  # what the regions came from (class and score per region)
+    status: str  # "masked" (regions painted) or "masked_whole" (the entire frame filled)
+    timings_ms: dict[str, float]
+    models: tuple[tuple[str, str], ...] = ()  # (name, sha256) of every detector that ran
+
+
+@dataclass(slots=True)
+class DroppedFrame:
+    """A frame that will never leave the process; only its identity and the reason travel."""
+
+    camera_id: str
+    seq: int
+    t_capture_mono_ns: int
+    t_capture_wall_ns: int
+    name: str
+    reason: str
+    timings_ms: dict[str, float]
+
+    @staticmethod
+    def of(frame: Frame, reason: str, timings_ms: dict[str, float] | None = None) -> "DroppedFrame":
+        return DroppedFrame(
+            frame.camera_id, frame.seq, frame.t_capture_mono_ns, frame.t_capture_wall_ns,
+            frame.name, reason, dict(timings_ms or {}),
+        )
