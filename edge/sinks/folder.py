@@ -1,0 +1,143 @@
+"""Folder sink for bench work: lossless PNGs of masked frames plus one JSON line per outcome."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import cv2
+
+from edge import wire
+from edge.frame import DroppedFrame, MaskedFrame
+from edge.sinks import require_outcome
+
+log = logging.getLogger(__name__)
+
+JSONL_NAME = "detections.jsonl"
+_UNSAFE = re.compile(r"[\x00-\x1f/\\]")
+
+
+class FolderSinkError(OSError):
+    """The output folder cannot be created or written."""
+
+
+def safe_stem(name: str) -> str:
+    """`name` usable as a file stem inside one folder: no separators, never '.' or '..'."""
+    stem = _UNSAFE.sub("_", name)
+    return "_" + stem if stem in ("", ".", "..") else stem
+
+
+def frame_stem(camera_id: str, seq: int, name: str = "") -> str:
+    """The file stem of a frame: its own name, else `<camera_id>_<seq:08d>`."""
+    return safe_stem(name) if name else safe_stem(f"{camera_id}_{seq:08d}")
+
+
+def write_png(path: Path, image, compression: int) -> int:
+    """Encode in memory and write once (no temporary file); returns the bytes written."""
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, compression])
+    if not ok:
+        raise OSError(f"PNG encoding failed for image of shape {image.shape}")
+    data = buf.tobytes()
+    f = open(path, "wb")
+    try:
+        with f:
+            f.write(data)
+    except OSError:
+        with contextlib.suppress(OSError):
+            path.unlink()  # never leave a truncated image behind
+        raise
+    return len(data)
+
+
+class FolderSink:
+    """Write each MaskedFrame as ``<name>.png`` and every outcome as a line of ``detections.jsonl``.
+
+    A DroppedFrame gets its line and no image. The folder is created and proven writable at
+    construction, so a bad path fails before the first frame. Thread-safe.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, *, png_compression: int = 1) -> None:
+        if not 0 <= png_compression <= 9:
+            raise ValueError(f"png_compression {png_compression}, expected 0..9")
+        self.output_dir = Path(output_dir)
+        self._compression = int(png_compression)
+        self._lock = threading.Lock()
+        self._stats = {"sent": 0, "sent_dropped_records": 0, "write_errors": 0, "dropped_closed": 0, "bytes": 0}
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self._jsonl = open(self.output_dir / JSONL_NAME, "a", encoding="utf-8")
+        except OSError as exc:
+            raise FolderSinkError(f"cannot write to output folder {str(self.output_dir)!r}: {exc}") from exc
+        if not os.access(self.output_dir, os.W_OK | os.X_OK):
+            self._jsonl.close()
+            raise FolderSinkError(f"cannot write images into output folder {str(self.output_dir)!r}")
+        self._closed = False
+
+    def send(self, item: MaskedFrame | DroppedFrame) -> bool:
+        """Write the outcome; False (counted as write_errors) if the disk refused it."""
+        item = require_outcome(item)
+        with self._lock:
+            if self._closed:
+                self._stats["dropped_closed"] += 1
+                return False
+            try:
+                self._write(item)
+            except OSError as exc:
+                self._stats["write_errors"] += 1
+                log.error("folder sink %s: cannot write %s: %s", self.output_dir, _ident(item), exc)
+                return False
+            return True
+
+    def _write(self, item: MaskedFrame | DroppedFrame) -> None:
+        if isinstance(item, DroppedFrame):
+            self._append(item.name or frame_stem(item.camera_id, item.seq), {
+                "camera_id": item.camera_id, "seq": item.seq, "status": "dropped", "reason": item.reason,
+                "boxes": [], "detections": [], "timings_ms": wire.clean_timings(item.timings_ms),
+            })
+            self._stats["sent_dropped_records"] += 1
+            return
+        frame = item.frame
+        stem = frame_stem(frame.camera_id, frame.seq, frame.name)
+        path = self.output_dir / f"{stem}.png"
+        t0 = time.perf_counter_ns()
+        size = write_png(path, frame.image, self._compression)
+        write_ms = (time.perf_counter_ns() - t0) / 1e6
+        self._append(frame.name or stem, {
+            "camera_id": frame.camera_id, "seq": frame.seq, "status": item.status,
+            "boxes": wire.painted_boxes(item), "detections": item.detections.to_list(),
+            "timings_ms": wire.clean_timings({**item.timings_ms, "write": write_ms}),
+        })
+        self._stats["sent"] += 1
+        self._stats["bytes"] += size
+
+    def _append(self, name: str, record: dict) -> None:
+        line = json.dumps({"frame": name, **record}, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        self._jsonl.write(line + "\n")
+        self._jsonl.flush()
+
+    def stats(self) -> dict:
+        with self._lock:
+            return dict(self._stats)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._jsonl.close()
+
+    def __enter__(self) -> "FolderSink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ident(item: MaskedFrame | DroppedFrame) -> str:
+    ident = item.frame if isinstance(item, MaskedFrame) else item
+    return f"{ident.camera_id}#{ident.seq}"

@@ -1,0 +1,152 @@
+"""Consumer side of the wire: a ZeroMQ subscriber and a small receive/print/save loop."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import zmq
+
+from edge import wire
+from edge.sinks.folder import FolderSinkError, frame_stem, write_png
+
+logger = logging.getLogger(__name__)
+
+# run_subscribe waits in slices this long so Ctrl-C and the idle timeout are honoured promptly.
+_POLL_SLICE_S = 0.2
+
+
+class Subscriber:
+    """A SUB socket connected to a publisher; :meth:`recv` returns decoded, validated messages."""
+
+    def __init__(
+        self,
+        connect: str,
+        *,
+        topics: Iterable[str] = ("",),
+        rcvhwm: int = 8,
+        linger_ms: int = 0,
+        context: zmq.Context | None = None,
+        socket_options_hook: Callable[[zmq.Socket], None] | None = None,
+    ) -> None:
+        if rcvhwm < 1:
+            raise ValueError(f"rcvhwm {rcvhwm}: must be >= 1 (0 means unbounded memory in ZeroMQ)")
+        if linger_ms < 0:
+            raise ValueError(f"linger_ms {linger_ms}: must be >= 0")
+        self._linger_ms = int(linger_ms)
+        self._own_context = context is None
+        self._ctx = zmq.Context() if context is None else context
+        self._sock = self._ctx.socket(zmq.SUB)
+        self._closed = False
+        try:
+            self._sock.setsockopt(zmq.LINGER, self._linger_ms)
+            self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
+            if socket_options_hook is not None:
+                socket_options_hook(self._sock)
+            for topic in topics:
+                self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+            self._sock.connect(connect)
+        except zmq.ZMQError as exc:
+            self._release()
+            raise OSError(f"cannot connect ZeroMQ subscriber to {connect!r}: {exc}") from exc
+        except BaseException:
+            self._release()
+            raise
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+
+    def recv(self, timeout_s: float) -> tuple[dict, np.ndarray | None] | None:
+        """The next (header, pixels or None) within `timeout_s`, else None. WireError if malformed."""
+        if not self._poller.poll(max(0, int(timeout_s * 1000))):
+            return None
+        parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        return wire.decode(parts)
+
+    def _release(self) -> None:
+        self._sock.close(linger=self._linger_ms)
+        if self._own_context:
+            self._ctx.term()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    def __enter__(self) -> "Subscriber":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _summary(header: dict, now_wall_ns: int) -> str:
+    latency_ms = (now_wall_ns - header["t_capture_wall_ns"]) / 1e6
+    line = (
+        f"{header['camera_id']} seq={header['seq']} {header['status']} "
+        f"boxes={len(header.get('boxes', []))} latency={latency_ms:.1f}ms"
+    )
+    return line + (f" reason={header['reason']}" if header["status"] == "dropped" else "")
+
+
+def _prepare_dir(save_dir: str | os.PathLike) -> Path:
+    path = Path(save_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FolderSinkError(f"cannot create save folder {str(path)!r}: {exc}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise FolderSinkError(f"cannot write into save folder {str(path)!r}")
+    return path
+
+
+def run_subscribe(
+    connect: str,
+    *,
+    save_dir: str | os.PathLike | None = None,
+    count: int | None = None,
+    timeout_s: float | None = None,
+    topics: Iterable[str] = ("",),
+    log: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock_ns: Callable[[], int] = time.time_ns,
+    context: zmq.Context | None = None,
+    socket_options_hook: Callable[[zmq.Socket], None] | None = None,
+) -> dict:
+    """Receive outcomes, print one line each, optionally save masked frames as PNG.
+
+    Stops after `count` outcomes (masked frames and drop records alike) or when nothing
+    arrived for `timeout_s`; with neither it runs until interrupted. Malformed messages are
+    counted and skipped, never saved. Returns the counts.
+    """
+    out_dir = _prepare_dir(save_dir) if save_dir is not None else None
+    counts = {"received": 0, "masked": 0, "dropped": 0, "saved": 0, "malformed": 0}
+    with Subscriber(connect, topics=topics, context=context, socket_options_hook=socket_options_hook) as sub:
+        last_arrival = clock()
+        while count is None or counts["received"] < count:
+            slice_s = _POLL_SLICE_S
+            if timeout_s is not None:
+                remaining = timeout_s - (clock() - last_arrival)
+                if remaining <= 0:
+                    break
+                slice_s = min(slice_s, remaining)
+            try:
+                got = sub.recv(slice_s)
+            except wire.WireError as exc:
+                counts["malformed"] += 1
+                last_arrival = clock()
+                logger.warning("skipping malformed message: %s", exc)
+                continue
+            if got is None:
+                continue
+            last_arrival = clock()
+            header, image = got
+            counts["received"] += 1
+            counts["dropped" if image is None else "masked"] += 1
+            log(_summary(header, wall_clock_ns()))
+            if out_dir is not None and image is not None and header["masked"] is True:
+                write_png(out_dir / f"{frame_stem(header['camera_id'], header['seq'])}.png", image, 1)
+                counts["saved"] += 1
+    return counts

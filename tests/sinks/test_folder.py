@@ -1,0 +1,151 @@
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.frame import FACE, PLATE, Detections, DroppedFrame, Frame, MaskedFrame
+from edge.sinks.folder import JSONL_NAME, FolderSink, FolderSinkError, frame_stem, safe_stem
+
+
+def masked(seq: int = 3, name: str = "img_003", status: str = "masked") -> MaskedFrame:
+    img = np.random.default_rng(seq).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    frame = Frame(img, "front", seq, 100, 200, name)
+    det = Detections(np.array([[1, 1, 5, 5], [10, 2, 20, 8]], np.float32), [0.9, 0.7], [FACE, PLATE])
+    regions = np.array([[0, 0, 6, 6], [9, 1, 21, 9]], np.int32)
+    return MaskedFrame(frame, regions, det, status, {"detect": 3.5}, (("m", "00" * 32),))
+
+
+def dropped(seq: int = 4, name: str = "img_004") -> DroppedFrame:
+    return DroppedFrame.of(Frame(np.zeros((20, 30, 3), np.uint8), "front", seq, 0, 0, name), "bad_detections", {"detect": 1.0})
+
+
+def lines(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / JSONL_NAME).read_text().splitlines()]
+
+
+def test_masked_frame_becomes_lossless_png_and_a_line(tmp_path):
+    item = masked()
+    with FolderSink(tmp_path / "out") as sink:
+        assert sink.send(item) is True
+        assert sink.stats()["sent"] == 1
+
+    png = cv2.imread(str(tmp_path / "out" / "img_003.png"), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(png, item.frame.image)
+    (record,) = lines(tmp_path / "out")
+    assert record["frame"] == "img_003"
+    assert (record["camera_id"], record["seq"], record["status"]) == ("front", 3, "masked")
+    assert "reason" not in record
+    assert record["boxes"] == [[0, 0, 6, 6], [9, 1, 21, 9]]
+    assert record["detections"] == item.detections.to_list()
+    assert record["timings_ms"]["detect"] == 3.5 and "write" in record["timings_ms"]
+
+
+def test_dropped_frame_gets_a_line_and_no_image(tmp_path):
+    with FolderSink(tmp_path) as sink:
+        assert sink.send(dropped()) is True
+        assert sink.stats()["sent_dropped_records"] == 1
+    assert not list(tmp_path.glob("*.png"))
+    (record,) = lines(tmp_path)
+    assert (record["frame"], record["status"], record["reason"]) == ("img_004", "dropped", "bad_detections")
+    assert record["boxes"] == [] and record["detections"] == []
+
+
+def test_unnamed_frames_use_camera_and_seq(tmp_path):
+    with FolderSink(tmp_path) as sink:
+        sink.send(masked(seq=12, name=""))
+        sink.send(dropped(seq=13, name=""))
+    assert (tmp_path / "front_00000012.png").is_file()
+    assert [r["frame"] for r in lines(tmp_path)] == ["front_00000012", "front_00000013"]
+
+
+def test_each_line_is_on_disk_before_close(tmp_path):
+    sink = FolderSink(tmp_path)
+    sink.send(masked(seq=1, name="a"))
+    sink.send(dropped(seq=2, name="b"))
+    assert [r["frame"] for r in lines(tmp_path)] == ["a", "b"]
+    sink.close()
+
+
+def test_appends_to_an_existing_log(tmp_path):
+    with FolderSink(tmp_path) as sink:
+        sink.send(dropped(seq=1))
+    with FolderSink(tmp_path) as sink:
+        sink.send(dropped(seq=2))
+    assert [r["seq"] for r in lines(tmp_path)] == [1, 2]
+
+
+def test_png_compression_level_is_used(tmp_path):
+    smooth = masked()
+    smooth.frame.image[:] = 7
+    with FolderSink(tmp_path / "fast", png_compression=0) as fast, FolderSink(tmp_path / "small", png_compression=9) as small:
+        fast.send(smooth)
+        small.send(smooth)
+    assert (tmp_path / "small" / "img_003.png").stat().st_size < (tmp_path / "fast" / "img_003.png").stat().st_size
+
+
+def test_refuses_a_plain_frame(tmp_path):
+    with FolderSink(tmp_path) as sink:
+        with pytest.raises(TypeError):
+            sink.send(masked().frame)
+    assert not list(tmp_path.glob("*.png"))
+    assert (tmp_path / JSONL_NAME).read_text() == ""
+
+
+def test_unwritable_folder_fails_at_construction(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(FolderSinkError, match="file"):
+        FolderSink(blocker / "out")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_read_only_folder_fails_at_construction(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(FolderSinkError):
+            FolderSink(folder)
+    finally:
+        folder.chmod(0o700)
+
+
+def test_rejects_bad_compression(tmp_path):
+    with pytest.raises(ValueError):
+        FolderSink(tmp_path, png_compression=10)
+
+
+def test_write_failure_is_counted_not_raised(tmp_path):
+    with FolderSink(tmp_path) as sink:
+        (tmp_path / "img_003.png").mkdir()  # the image path is taken by a folder
+        assert sink.send(masked()) is False
+        assert sink.stats()["write_errors"] == 1
+    assert lines(tmp_path) == []
+
+
+def test_send_after_close_is_refused(tmp_path):
+    sink = FolderSink(tmp_path)
+    sink.close()
+    sink.close()
+    assert sink.send(masked()) is False
+    assert sink.stats()["dropped_closed"] == 1
+    assert not list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.parametrize("name, stem", [
+    ("img_001", "img_001"),
+    ("../../etc/passwd", ".._.._etc_passwd"),
+    ("a\\b", "a_b"),
+    ("..", "_.."),
+    ("", "_"),
+    ("kamera-ü", "kamera-ü"),
+])
+def test_safe_stem_keeps_files_inside_the_folder(name, stem):
+    assert safe_stem(name) == stem
+
+
+def test_frame_stem_falls_back_to_camera_and_seq():
+    assert frame_stem("cam/1", 42) == "cam_1_00000042"
+    assert frame_stem("cam1", 42, "x") == "x"
