@@ -1,0 +1,78 @@
+"""Shared fixtures: the real models and data from ../shared (skipped where that folder is absent)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGE_SHARED", ROOT.parent / "shared"))
+MODELS = SHARED / "models"
+VIDEO = SHARED / "data" / "video"
+WIDER = SHARED / "data" / "eval" / "faces" / "wider_dev"
+PLATES = SHARED / "data" / "eval" / "plates" / "openalpr_dev"
+
+if MODELS.is_dir():
+    # the same resolution path the product uses: by sha256 from a mirror folder
+    os.environ["EDGE_MODEL_PATH"] = os.pathsep.join(p for p in (os.environ.get("EDGE_MODEL_PATH", ""), str(MODELS)) if p)
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    return path
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import onnxruntime as ort
+        gpu = "CUDAExecutionProvider" in ort.get_available_providers() and os.path.exists("/dev/nvidia0")
+    except Exception:
+        gpu = False
+    skip_gpu = pytest.mark.skip(reason="no CUDA GPU here")
+    skip_net = pytest.mark.skip(reason="network test: set EDGE_NETWORK_TESTS=1")
+    for item in items:
+        if "gpu" in item.keywords and not gpu:
+            item.add_marker(skip_gpu)
+        if "network" in item.keywords and os.environ.get("EDGE_NETWORK_TESTS") != "1":
+            item.add_marker(skip_net)
+
+
+@pytest.fixture(scope="session")
+def yunet_model():
+    from edge import registry
+    from edge.detect.session import OnnxModel
+
+    card = registry.card("yunet_n")
+    try:
+        path = registry.resolve(card)
+    except registry.ModelError as e:
+        pytest.skip(str(e))
+    return OnnxModel(path, name=card.name, sha256=card.sha256)
+
+
+@pytest.fixture(scope="session")
+def face_detector(yunet_model):
+    from edge.detect.detector import OnnxDetector
+    from edge.frame import FACE
+
+    return OnnxDetector(yunet_model, "yunet", class_id=FACE, score_threshold=0.5, nms_iou=0.45)
+
+
+def load_wider_gt() -> dict[str, np.ndarray]:
+    gt: dict[str, list] = {}
+    current = None
+    for line in (need(WIDER) / "gt_xyxy.txt").read_text().splitlines():
+        if line.startswith("#"):
+            current = line.split()[1]
+            gt[current] = []
+        elif line.strip():
+            gt[current].append([float(v) for v in line.split()])
+    return {k: np.array(v, np.float32).reshape(-1, 4) for k, v in gt.items()}
+
+
+@pytest.fixture(scope="session")
+def wider_gt():
+    return load_wider_gt()
