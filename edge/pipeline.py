@@ -1,0 +1,141 @@
+"""The per-frame loop: detect, mask in place, hand over; any failure drops the frame or masks it whole."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from edge import mask
+from edge.detect import Detector
+from edge.frame import (BadDetections, BadFrame, Detections, DroppedFrame, Frame, MaskedFrame,
+                        check_image)
+from edge.metrics import Metrics
+from edge.sinks import Sink
+from edge.sources import EndOfStream, FrameSource
+
+log = logging.getLogger(__name__)
+
+ON_FAILURE = ("drop", "mask_whole")
+
+
+class DeadlineMissed(TimeoutError):
+    pass
+
+
+@dataclass(frozen=True)
+class Policy:
+    on_failure: str = "drop"  # drop | mask_whole
+    deadline_ms: float = 0.0  # from capture to masked; 0 = none (bench replay must keep every frame)
+
+    def __post_init__(self) -> None:
+        if self.on_failure not in ON_FAILURE:
+            raise ValueError(f"on_failure {self.on_failure!r}; choose one of {ON_FAILURE}")
+        if self.deadline_ms < 0:
+            raise ValueError("deadline_ms must be >= 0")
+
+
+def failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, DeadlineMissed):
+        return "deadline"
+    if isinstance(exc, BadDetections):
+        return "bad_output"
+    return "detector_error"
+
+
+class Pipeline:
+    """Turns a Frame into a MaskedFrame or a DroppedFrame; never returns unmasked pixels."""
+
+    def __init__(self, detector: Detector, style: mask.MaskStyle, policy: Policy = Policy(),
+                 metrics: Metrics | None = None, tracker=None,
+                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        self.detector, self.style, self.policy = detector, style, policy
+        self.metrics = metrics or Metrics()
+        self.tracker, self.clock_ns = tracker, clock_ns
+
+    def process(self, frame: Frame) -> MaskedFrame | DroppedFrame:
+        timings: dict[str, float] = {}
+        try:
+            check_image(frame.image)
+        except BadFrame as e:
+            return self._dropped(frame, "bad_frame", str(e), timings)
+        try:
+            return self._mask(frame, timings)
+        except Exception as e:  # any failure between capture and mask must end in drop or full mask
+            return self._fail(frame, e, timings)
+
+    def _mask(self, frame: Frame, timings: dict[str, float]) -> MaskedFrame:
+        dets = self.detector.detect(frame.image, timings)
+        if not isinstance(dets, Detections):
+            raise BadDetections(f"detector returned {type(dets).__name__}, expected Detections")
+        if self.tracker is not None:
+            dets = self.tracker.update(frame, dets)
+        t0 = time.perf_counter()
+        boxes = mask.regions(dets, frame.image.shape, self.style)
+        mask.apply(frame.image, boxes, self.style)
+        timings["mask"] = (time.perf_counter() - t0) * 1e3
+        self._check_deadline(frame)
+        self.metrics.count("frames_masked")
+        self.metrics.count("objects_masked", len(boxes))
+        return MaskedFrame(frame, boxes, dets, "masked", timings, self.detector.models)
+
+    def _check_deadline(self, frame: Frame) -> None:
+        if self.policy.deadline_ms:
+            age_ms = (self.clock_ns() - frame.t_capture_mono_ns) / 1e6
+            if age_ms > self.policy.deadline_ms:
+                raise DeadlineMissed(f"{age_ms:.1f} ms after capture, deadline {self.policy.deadline_ms:g} ms")
+
+    def _fail(self, frame: Frame, exc: Exception, timings: dict[str, float]) -> MaskedFrame | DroppedFrame:
+        reason = failure_reason(exc)
+        if self.policy.on_failure == "mask_whole":
+            mask.fill_whole(frame.image, self.style)
+            h, w = frame.image.shape[:2]
+            self.metrics.count(f"masked_whole_{reason}")
+            self.metrics.count("frames_masked_whole")
+            log.warning("camera %s seq %d: %s (%s); frame masked whole", frame.camera_id, frame.seq, reason, exc)
+            return MaskedFrame(frame, np.array([[0, 0, w, h]], np.int32), Detections(), "masked_whole",
+                               timings, self.detector.models)
+        return self._dropped(frame, reason, str(exc), timings)
+
+    def _dropped(self, frame: Frame, reason: str, detail: str, timings: dict[str, float]) -> DroppedFrame:
+        self.metrics.count(f"dropped_{reason}")
+        self.metrics.count("frames_dropped")
+        log.warning("camera %s seq %d: dropped (%s: %s)", frame.camera_id, frame.seq, reason, detail)
+        return DroppedFrame.of(frame, reason, timings)
+
+
+def run_loop(source: FrameSource, pipeline: Pipeline, sink: Sink, stop: threading.Event,
+             on_tick: Callable[[MaskedFrame | DroppedFrame | None], None] | None = None,
+             poll_s: float = 0.25, max_frames: int | None = None) -> int:
+    """Pull frames until the source ends, `stop` is set or `max_frames` were processed.
+
+    on_tick runs after every outcome handed to the sink, and on every empty poll, so a service
+    watchdog is fed from the loop itself: a loop wedged inside a detector stops feeding it.
+    """
+    n = 0
+    while not stop.is_set() and (max_frames is None or n < max_frames):
+        try:
+            frame = source.read(timeout=poll_s)
+        except EndOfStream:
+            break
+        if frame is None:
+            if on_tick:
+                on_tick(None)
+            continue
+        pipeline.metrics.count("frames_in")
+        outcome = pipeline.process(frame)
+        del frame  # the outcome holds the only reference to the pixels now
+        t0 = time.perf_counter()
+        if not sink.send(outcome):
+            pipeline.metrics.count("sink_dropped")
+        outcome.timings_ms["send"] = (time.perf_counter() - t0) * 1e3
+        if isinstance(outcome, MaskedFrame):
+            outcome.timings_ms["end_to_end"] = (time.monotonic_ns() - outcome.frame.t_capture_mono_ns) / 1e6
+        pipeline.metrics.observe_all(outcome.timings_ms)
+        n += 1
+        if on_tick:
+            on_tick(outcome)
+    return n
