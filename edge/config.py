@@ -1,0 +1,306 @@
+"""One frozen, typed configuration tree loaded from TOML. Unknown keys and bad values are errors.
+
+Every error names the key (`cameras[1].fps`), so `edge-anon check-config` and a refused service
+start say exactly what to fix. There is no fallback "safe mode": a config either loads or not.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration that must not be run; the message names the key and the problem."""
+
+
+def _choices(*values: str):
+    return field(default=values[0], metadata={"choices": values})
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    log_level: str = _choices("info", "debug", "warning", "error")
+    on_failure: str = _choices("drop", "mask_whole")  # what happens to a frame whose detection failed
+    deadline_ms: float = 250.0  # capture to masked; 0 disables (bench replay keeps every frame)
+    stats_interval_s: float = 10.0  # periodic metrics line in the log / journal
+    max_sink_errors: int = 20  # consecutive sink failures before the service gives up (and restarts)
+
+    def check(self) -> None:
+        _at_least(self, "deadline_ms", 0)
+        _at_least(self, "stats_interval_s", 0)
+        _at_least(self, "max_sink_errors", 1)
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    cache_dir: str = ""  # default $XDG_CACHE_HOME/edge-anon/models
+    mirrors: tuple[str, ...] = ()  # folders searched by file name (EDGE_MODEL_PATH adds more)
+    cards_dir: str = ""  # default: the project's models/ folder
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    provider: str = _choices("cpu", "cuda", "tensorrt")
+    require_provider: bool = False  # refuse to start when the provider falls back to the CPU
+    threads: int = 0  # onnxruntime intra-op threads; 0 = its default
+    device_id: int = 0
+    trt_cache_dir: str = ""
+
+    def check(self) -> None:
+        _at_least(self, "threads", 0)
+        _at_least(self, "device_id", 0)
+
+
+@dataclass(frozen=True)
+class ClassConfig:
+    enabled: bool = True
+    model: str = "yunet_n"
+    score_threshold: float = 0.5
+    nms_iou: float = 0.45
+    scales: tuple[float, ...] = (1.0,)  # full-frame passes, as factors of the frame size
+
+    def check(self) -> None:
+        _within(self, "score_threshold", 0.0, 1.0)
+        _within(self, "nms_iou", 0.0, 1.0)
+        if not self.scales or any(s <= 0 or s > 8 for s in self.scales):
+            raise ConfigError(f"scales: each must be in (0, 8], got {list(self.scales)}")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    face: ClassConfig = ClassConfig()
+    plate: ClassConfig = ClassConfig(enabled=False, model="lpd_yunet", score_threshold=0.5, nms_iou=0.3)
+
+    def check(self) -> None:
+        if not (self.face.enabled or self.plate.enabled):
+            raise ConfigError("detect: at least one of face / plate must be enabled")
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    style: str = _choices("pixelate", "solid", "blur")
+    margin: float = 0.15
+    small_box_px: float = 32.0
+    small_margin: float = 0.35
+    pixel_cells: int = 6
+    min_cell_px: int = 4
+    blur_fraction: float = 0.5
+
+    def check(self) -> None:
+        _within(self, "margin", 0.0, 2.0)
+        _within(self, "small_margin", 0.0, 2.0)
+        _at_least(self, "pixel_cells", 1)
+        _at_least(self, "min_cell_px", 1)
+        _within(self, "blur_fraction", 0.05, 2.0)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    kind: str = _choices("zmq", "folder", "none")
+    bind: str = "tcp://127.0.0.1:5555"
+    encoding: str = _choices("raw", "jpeg")
+    jpeg_quality: int = 90
+    sndhwm: int = 4  # frames queued per subscriber before they are dropped (and counted)
+    linger_ms: int = 500
+    dir: str = ""  # for kind = "folder"
+
+    def check(self) -> None:
+        _within(self, "jpeg_quality", 1, 100)
+        _at_least(self, "sndhwm", 1)
+        _at_least(self, "linger_ms", 0)
+        if self.kind == "zmq" and not self.bind.startswith(("tcp://", "ipc://")):
+            raise ConfigError(f"bind: expected tcp://HOST:PORT or ipc://PATH, got {self.bind!r}")
+        if self.kind == "folder" and not self.dir:
+            raise ConfigError("dir: required when kind = \"folder\"")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    id: str = ""
+    source: str = ""  # device index, /dev/videoN, rtsp:// URL, GStreamer pipeline, or a file/folder
+    kind: str = _choices("camera", "replay")
+    realtime: bool = True  # replay: honour the recording's fps
+    loop: bool = False  # replay: start again at the end
+    fps: float = 0.0  # camera: requested fps; replay: overrides the file's (needed for image folders)
+    width: int = 0
+    height: int = 0
+    stall_timeout_s: float = 2.0  # camera: no frame for this long means reopen
+
+    def check(self) -> None:
+        if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"id: must be a non-empty name of letters, digits, '-' and '_', got {self.id!r}")
+        if not self.source:
+            raise ConfigError("source: required")
+        _at_least(self, "fps", 0)
+        _at_least(self, "width", 0)
+        _at_least(self, "height", 0)
+        _at_least(self, "stall_timeout_s", 0.1)
+
+
+@dataclass(frozen=True)
+class Config:
+    service: ServiceConfig = ServiceConfig()
+    models: ModelsConfig = ModelsConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    detect: DetectConfig = DetectConfig()
+    mask: MaskConfig = MaskConfig()
+    output: OutputConfig = OutputConfig()
+    cameras: tuple[CameraConfig, ...] = ()
+
+    def check(self) -> None:
+        ids = [c.id for c in self.cameras]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ConfigError(f"cameras: duplicate id {sorted(dup)}")
+
+
+def _at_least(obj, name: str, low: float) -> None:
+    if getattr(obj, name) < low:
+        raise ConfigError(f"{name}: must be >= {low}, got {getattr(obj, name)!r}")
+
+
+def _within(obj, name: str, low: float, high: float) -> None:
+    if not low <= getattr(obj, name) <= high:
+        raise ConfigError(f"{name}: must be within {low}..{high}, got {getattr(obj, name)!r}")
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+        return from_dict(hint, value, key)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        return tuple(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(value, args[0], key)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint}")  # a schema bug, not a user error
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types by name."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in known:
+            raise ConfigError(f"{full}: unknown key (known: {', '.join(sorted(known))})")
+        default = known[key].default
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            # a partial table overlays the field's own default (the plate detector keeps its plate model)
+            value = {**_as_dict(default), **value}
+        converted = _convert(value, hints[key], full)
+        choices = known[key].metadata.get("choices")
+        if choices and converted not in choices:
+            raise ConfigError(f"{full}: {converted!r} is not one of {', '.join(choices)}")
+        kwargs[key] = converted
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        try:
+            check()
+        except ConfigError as e:
+            raise ConfigError(f"{prefix}.{e}" if prefix else str(e)) from None
+    return obj
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    """Relative paths in a config file are relative to the file, not to the working directory."""
+    def rel(p: str) -> str:
+        return str((base / p).resolve()) if p and not Path(p).is_absolute() else p
+
+    def source(c: CameraConfig) -> CameraConfig:
+        return dataclasses.replace(c, source=rel(c.source)) if c.kind == "replay" else c
+
+    return dataclasses.replace(
+        cfg,
+        models=dataclasses.replace(cfg.models, cache_dir=rel(cfg.models.cache_dir), cards_dir=rel(cfg.models.cards_dir),
+                                   mirrors=tuple(rel(m) for m in cfg.models.mirrors)),
+        output=dataclasses.replace(cfg.output, dir=rel(cfg.output.dir)),
+        cameras=tuple(source(c) for c in cfg.cameras),
+    )
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    try:
+        return _resolve_paths(from_dict(Config, data), path.resolve().parent)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value in TOML syntax (`0.3`, `true`, `[1.0, 2.0]`, `"x"`); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def override(cfg: Config, changes: dict[str, Any]) -> Config:
+    """A copy of `cfg` with dotted keys replaced (`detect.face.scales`), re-validated as a whole."""
+    data = _as_dict(cfg)
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for i, part in enumerate(parents):
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"{dotted}: unknown key {'.'.join(parents[:i + 1])!r}")
+            node = node[part]
+        if last not in node:
+            raise ConfigError(f"{dotted}: unknown key (known: {', '.join(sorted(node))})")
+        node[last] = _as_dict_value(value)
+    try:
+        return from_dict(type(cfg), data)
+    except ConfigError as e:
+        raise ConfigError(f"override {', '.join(changes)}: {e}") from None
+
+
+def _as_dict_value(v: Any) -> Any:
+    if dataclasses.is_dataclass(v):
+        return _as_dict(v)
+    if isinstance(v, tuple):
+        return [_as_dict_value(x) for x in v]
+    return v
+
+
+def _as_dict(obj: Any) -> dict:
+    return {f.name: _as_dict_value(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain dict (JSON/TOML-ready) of a config tree, for audit records and `check-config` output."""
+    return _as_dict(cfg)
+
