@@ -1,0 +1,204 @@
+"""Command line: argument parsing and wiring only; the work happens in edge.app and friends."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+
+from edge import config as config_mod
+from edge import registry
+from edge.config import CameraConfig, Config, ConfigError
+
+log = logging.getLogger("edge")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _load(path: str | None, overrides: list[str]) -> Config:
+    cfg = config_mod.load(path) if path else Config()
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        cfg = config_mod.override(cfg, {key.strip(): config_mod.parse_value(value.strip())})
+    return cfg
+
+
+def _apply(cfg: Config, **changes) -> Config:
+    """Apply command-line flags (dotted keys) that were actually given."""
+    given = {key.replace("__", "."): value for key, value in changes.items() if value is not None}
+    return config_mod.override(cfg, given) if given else cfg
+
+
+def _serve(cfg: Config) -> int:
+    from edge.app import StartupError, build_service
+    from edge.service import Notifier, install_stop_handlers
+
+    _setup_logging(cfg.service.log_level)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    notifier = Notifier()
+    try:
+        service = build_service(cfg, stop, notifier)
+    except StartupError as e:
+        log.error("refusing to start: %s", e)
+        notifier.status(f"refusing to start: {e}")
+        return 2
+    return service.run()
+
+
+def cmd_run(args) -> int:
+    return _serve(_load(args.config, args.set))
+
+
+def cmd_replay(args) -> int:
+    cfg = _load(args.config, args.set)
+    source = Path(args.source)
+    cam = CameraConfig(id=args.camera_id, source=str(source.resolve()), kind="replay", realtime=args.realtime,
+                       loop=args.loop, fps=args.fps or 0.0)
+    cfg = dataclasses.replace(cfg, cameras=(cam,))
+    if args.output_dir:
+        cfg = _apply(cfg, output__kind="folder", output__dir=str(Path(args.output_dir).resolve()))
+    elif args.bind:
+        cfg = _apply(cfg, output__kind="zmq", output__bind=args.bind)
+    if not args.realtime:
+        cfg = _apply(cfg, service__deadline_ms=0.0)  # as fast as possible: every frame comes out
+    return _serve(_apply(cfg, mask__style=args.mask, runtime__provider=args.provider,
+                         service__log_level=args.log_level))
+
+
+def cmd_subscribe(args) -> int:
+    from edge.subscribe import run_subscribe
+
+    counts = run_subscribe(args.connect, save_dir=args.save, count=args.count, timeout_s=args.timeout,
+                           topics=tuple(args.topic) or ("",))
+    print(json.dumps(counts), file=sys.stderr)
+    return 0
+
+
+def cmd_check_config(args) -> int:
+    try:
+        cfg = _load(args.config, args.set)
+        problems = []
+        if args.models:
+            for class_name in ("face", "plate"):
+                cls_cfg = getattr(cfg.detect, class_name)
+                if cls_cfg.enabled:
+                    try:
+                        c = registry.card(cls_cfg.model, cfg.models.cards_dir or None)
+                        registry.resolve(c, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
+                    except registry.ModelError as e:
+                        problems.append(f"detect.{class_name}.model: {e}")
+    except ConfigError as e:
+        print(f"invalid: {e}", file=sys.stderr)
+        return 2
+    if problems:
+        for p in problems:
+            print(f"invalid: {p}", file=sys.stderr)
+        return 2
+    print(f"ok: {args.config}: {len(cfg.cameras)} camera(s), output {cfg.output.kind}, "
+          f"faces {'on' if cfg.detect.face.enabled else 'off'}, plates {'on' if cfg.detect.plate.enabled else 'off'}")
+    if args.dump:
+        print(json.dumps(config_mod.to_dict(cfg), indent=2))
+    return 0
+
+
+def cmd_models(args) -> int:
+    cards = registry.load_cards(args.cards_dir)
+    names = args.names or sorted(cards)
+    unknown = [n for n in names if n not in cards]
+    if unknown:
+        print(f"unknown model(s) {unknown}; known: {sorted(cards)}", file=sys.stderr)
+        return 2
+    rc = 0
+    for name in names:
+        c = cards[name]
+        try:
+            if args.action == "fetch":
+                path = registry.fetch(c, cache_dir=args.cache_dir, mirrors=args.mirror)
+                print(f"{name}\t{path}")
+            elif args.action == "path":
+                print(registry.resolve(c, cache_dir=args.cache_dir, mirrors=args.mirror))
+            elif args.action == "verify":
+                path = registry.resolve(c, cache_dir=args.cache_dir, mirrors=args.mirror)
+                print(f"ok\t{name}\t{c.sha256}\t{path}")
+            else:
+                d = registry.describe(c, cache_dir=args.cache_dir, mirrors=args.mirror)
+                print(f"{name:16s} {c.family:11s} {','.join(c.classes):6s} {c.licence:11s} "
+                      f"{d.get('status', '?'):9s} {d.get('path') or '-'}")
+        except registry.ModelError as e:
+            print(f"error\t{name}\t{e}", file=sys.stderr)
+            rc = 2
+    return rc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-anon", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp, required: bool) -> None:
+        sp.add_argument("--config", "-c", required=required, help="TOML configuration file")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                        help="override a config key, e.g. --set detect.face.score_threshold=0.4")
+
+    sp = sub.add_parser("run", help="run the service from a config file (cameras, output)")
+    with_config(sp, True)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("replay", help="anonymize a recorded feed (video file or image folder)")
+    sp.add_argument("source", help="video file or folder of images")
+    with_config(sp, False)
+    sp.add_argument("--output-dir", help="write masked frames as PNG + detections.jsonl here")
+    sp.add_argument("--bind", help="publish over ZeroMQ on this address instead (tcp://... or ipc://...)")
+    sp.add_argument("--realtime", action="store_true", help="pace frames at the recording's fps")
+    sp.add_argument("--loop", action="store_true", help="start again at the end")
+    sp.add_argument("--fps", type=float, help="replay rate (needed for image folders with --realtime)")
+    sp.add_argument("--mask", choices=("solid", "pixelate", "blur"))
+    sp.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"))
+    sp.add_argument("--camera-id", default="replay")
+    sp.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    sp.set_defaults(func=cmd_replay)
+
+    sp = sub.add_parser("subscribe", help="receive clean frames; optionally save them")
+    sp.add_argument("--connect", default="tcp://127.0.0.1:5555")
+    sp.add_argument("--save", metavar="DIR", help="save masked frames as PNG here")
+    sp.add_argument("--count", type=int, help="stop after this many frames")
+    sp.add_argument("--timeout", type=float, help="stop when no frame arrived for this many seconds")
+    sp.add_argument("--topic", action="append", default=[], help="camera id to subscribe to (default: all)")
+    sp.set_defaults(func=cmd_subscribe)
+
+    sp = sub.add_parser("check-config", help="validate a config file (and its models) without starting anything")
+    sp.add_argument("config")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", default=[])
+    sp.add_argument("--no-models", dest="models", action="store_false", help="do not resolve and verify models")
+    sp.add_argument("--dump", action="store_true", help="print the effective configuration as JSON")
+    sp.set_defaults(func=cmd_check_config)
+
+    sp = sub.add_parser("models", help="list, verify, locate or fetch model weights (by sha256)")
+    sp.add_argument("action", choices=("list", "verify", "path", "fetch"))
+    sp.add_argument("names", nargs="*")
+    sp.add_argument("--cache-dir")
+    sp.add_argument("--mirror", action="append", default=[], help="extra folder to search (EDGE_MODEL_PATH adds more)")
+    sp.add_argument("--cards-dir")
+    sp.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"invalid configuration: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Process-level plumbing for running as a systemd service: sd_notify, signals, watchdog pacing."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Mapping
+
+log = logging.getLogger(__name__)
+
+
+class Notifier:
+    """sd_notify over $NOTIFY_SOCKET (a few lines of stdlib); every call is a no-op when it is unset."""
+
+    def __init__(self, env: Mapping[str, str] = os.environ, clock=time.monotonic) -> None:
+        self.clock = clock
+        addr = env.get("NOTIFY_SOCKET", "")
+        self._addr = "\0" + addr[1:] if addr.startswith("@") else addr
+        self._sock: socket.socket | None = None
+        if self._addr:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        watchdog_on = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
+        # ping at half the interval so one slow frame does not get a healthy process killed
+        self.watchdog_interval_s = int(usec) / 2e6 if watchdog_on else 0.0
+        self._last_ping = float("-inf")
+
+    @property
+    def enabled(self) -> bool:
+        return self._sock is not None
+
+    def notify(self, message: str) -> bool:
+        if self._sock is None:
+            return False
+        try:
+            self._sock.sendto(message.encode(), self._addr)
+            return True
+        except OSError as e:
+            log.warning("sd_notify %r failed: %s", message.split("=")[0], e)
+            return False
+
+    def ready(self, status: str = "") -> None:
+        self.notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
+
+    def status(self, text: str) -> None:
+        self.notify(f"STATUS={text}")
+
+    def stopping(self) -> None:
+        self.notify("STOPPING=1")
+
+    def watchdog(self) -> bool:
+        """Ping the watchdog if half its interval has passed since the last ping."""
+        if not self.watchdog_interval_s:
+            return False
+        now = self.clock()
+        if now - self._last_ping < self.watchdog_interval_s:
+            return False
+        self._last_ping = now
+        return self.notify("WATCHDOG=1")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    """SIGINT / SIGTERM only set the flag; the loops notice it within their poll timeout."""
+    def handler(signum, _frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
