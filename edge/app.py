@@ -38,8 +38,8 @@ def load_model(cfg: Config, name: str) -> tuple[OnnxModel, registry.ModelCard]:
     card = registry.card(name, cards_dir)
     path = registry.resolve(card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
     rewrite = None
-    if card.input.size_multiple and not card.input.dynamic:
-        # stored with placeholder dims: make H and W dynamic so any padded size runs
+    if not card.input.dynamic:
+        # stored with fixed or placeholder dims: make N, H and W dynamic so any padded size runs
         rewrite = lambda data: set_input_dims(data, ["N", 3, "H", "W"])  # noqa: E731
     model = OnnxModel(path, name=card.name, sha256=card.sha256, options=session_options(cfg), rewrite=rewrite)
     return model, card

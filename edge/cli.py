@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mirror", action="append", default=[], help="extra folder to search (EDGE_MODEL_PATH adds more)")
     sp.add_argument("--cards-dir")
     sp.set_defaults(func=cmd_models)
+
+    from edge import evaluate
+    evaluate.add_parser(sub)
     return p
 
 

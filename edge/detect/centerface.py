@@ -15,7 +15,7 @@ CHANNELS = "RGB"
 
 
 def candidates(outputs: list[np.ndarray], input_hw: tuple[int, int], score_threshold: float,
-               batch_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+               batch_index: int = 0) -> tuple[np.ndarray, np.ndarray, None]:
     if len(outputs) != 4:
         raise BadDetections(f"CenterFace returned {len(outputs)} outputs, expected 4")
     heat, scale, offset = (np.asarray(o) for o in outputs[:3])
@@ -28,10 +28,10 @@ def candidates(outputs: list[np.ndarray], input_hw: tuple[int, int], score_thres
         raise BadDetections("CenterFace: non-finite values in the outputs")
     rows, cols = np.nonzero(heat >= score_threshold)
     if rows.size == 0:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), None
     bh = np.exp(np.minimum(scale[0, rows, cols], 12.0)) * STRIDE
     bw = np.exp(np.minimum(scale[1, rows, cols], 12.0)) * STRIDE
     cy = (rows + offset[0, rows, cols] + 0.5) * STRIDE
     cx = (cols + offset[1, rows, cols] + 0.5) * STRIDE
     xyxy = np.column_stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2]).astype(np.float32)
-    return xyxy, heat[rows, cols].astype(np.float32)
+    return xyxy, heat[rows, cols].astype(np.float32), None

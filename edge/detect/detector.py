@@ -63,25 +63,30 @@ class OnnxDetector:
     def detect(self, image: np.ndarray, timings: dict[str, float] | None = None) -> Detections:
         check_image(image)
         h, w = image.shape[:2]
-        boxes, scores = [], []
+        boxes, scores, quads = [], [], []
         for scale in self.scales:
             t = time.perf_counter()
             blob, fx, fy = preprocess(image, scale, self.family.MULTIPLE, self.family.CHANNELS)
             t = _add(timings, "preprocess", t)
             outputs = self.model.run(blob)
             t = _add(timings, "inference", t)
-            xyxy, score = self.family.candidates(outputs, blob.shape[2:], self.score_threshold)
+            xyxy, score, quad = self.family.candidates(outputs, blob.shape[2:], self.score_threshold)
             boxes.append(xyxy / np.array([fx, fy, fx, fy], np.float32))
             scores.append(score)
+            quads.append(None if quad is None else quad / np.array([fx, fy], np.float32))
             _add(timings, "decode", t)
         t = time.perf_counter()
         xyxy = clip_boxes(np.concatenate(boxes), h, w)
         score = np.concatenate(scores)
+        quad = None
+        if any(q is not None for q in quads):
+            quad = np.concatenate([q if q is not None else np.full((len(b), 4, 2), np.nan, np.float32)
+                                   for q, b in zip(quads, boxes)])
         visible = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
-        xyxy, score = xyxy[visible], score[visible]
-        keep = nms(xyxy, score, self.nms_iou)
+        keep = np.flatnonzero(visible)[nms(xyxy[visible], score[visible], self.nms_iou)]
         _add(timings, "decode", t)
-        return Detections(xyxy[keep], score[keep], np.full(len(keep), self.class_id, np.int32))
+        return Detections(xyxy[keep], score[keep], np.full(len(keep), self.class_id, np.int32),
+                          None if quad is None else quad[keep])
 
 
 class MultiDetector:

@@ -15,8 +15,8 @@ CHANNELS = "BGR"
 
 
 def candidates(outputs: list[np.ndarray], input_hw: tuple[int, int], score_threshold: float,
-               batch_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (xyxy, input pixels) and scores above the threshold, before NMS.
+               batch_index: int = 0) -> tuple[np.ndarray, np.ndarray, None]:
+    """Boxes (xyxy, input pixels), scores above the threshold and quads (None: faces have none), before NMS.
 
     Raises BadDetections when the outputs do not have the layout the model promises or hold
     non-finite values: a detector that says something malformed has found nothing trustworthy.
@@ -48,5 +48,5 @@ def candidates(outputs: list[np.ndarray], input_hw: tuple[int, int], score_thres
         boxes.append(np.column_stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2]))
         scores.append(score[idx])
     if not boxes:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
-    return np.concatenate(boxes).astype(np.float32), np.concatenate(scores).astype(np.float32)
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), None
+    return np.concatenate(boxes).astype(np.float32), np.concatenate(scores).astype(np.float32), None

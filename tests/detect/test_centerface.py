@@ -23,7 +23,7 @@ def test_decode_arithmetic(row, col, scale, offset, expected):
     outs[0][0, 0, row, col] = 0.9
     outs[1][0, :, row, col] = scale
     outs[2][0, :, row, col] = offset
-    xyxy, score = centerface.candidates(outs, (32, 64), 0.5)
+    xyxy, score, _ = centerface.candidates(outs, (32, 64), 0.5)
     assert score == pytest.approx([0.9])
     np.testing.assert_allclose(xyxy[0], expected, atol=1e-4)
 

@@ -33,7 +33,8 @@ def test_decode_arithmetic(stride_index, row, col, b, expected):
     outs[stride_index][0, anchor, 0] = 0.81  # cls
     outs[3 + stride_index][0, anchor, 0] = 1.0  # obj
     outs[6 + stride_index][0, anchor] = b
-    xyxy, score = yunet.candidates(outs, (h, w), 0.5)
+    xyxy, score, quad = yunet.candidates(outs, (h, w), 0.5)
+    assert quad is None
     assert score == pytest.approx([0.9])  # sqrt(cls * obj)
     np.testing.assert_allclose(xyxy[0], expected, atol=1e-4)
 
@@ -50,7 +51,7 @@ def test_decode_rejects_malformed_outputs(corrupt, message):
 
 
 def test_decode_below_threshold_is_empty_not_none():
-    xyxy, score = yunet.candidates(blank_outputs(64, 96), (64, 96), 0.5)
+    xyxy, score, _ = yunet.candidates(blank_outputs(64, 96), (64, 96), 0.5)
     assert xyxy.shape == (0, 4) and score.shape == (0,)
 
 
