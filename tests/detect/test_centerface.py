@@ -36,3 +36,37 @@ def test_decode_arithmetic(row, col, scale, offset, expected):
 def test_rejects_malformed(corrupt):
     with pytest.raises(BadDetections):
         centerface.candidates(corrupt(outputs(32, 64)), (32, 64), 0.5)
+
+
+@pytest.fixture(scope="module")
+def centerface_detector():
+    from edge import registry
+    from edge.detect.detector import OnnxDetector
+    from edge.detect.session import OnnxModel, set_input_dims
+
+    card = registry.card("centerface")
+    try:
+        path = registry.resolve(card)
+    except registry.ModelError:
+        pytest.skip("centerface not in the cache or a mirror (edge-anon models fetch centerface)")
+    model = OnnxModel(path, name=card.name, sha256=card.sha256,
+                      rewrite=lambda b: set_input_dims(b, ["N", 3, "H", "W"]))
+    return OnnxDetector(model, "centerface", class_id=0, score_threshold=0.5)
+
+
+@pytest.mark.parametrize("image, at_least", [
+    ("7_Cheering_Cheering_7_118.jpg", 6),
+    ("2_Demonstration_Political_Rally_2_224.jpg", 5),
+    ("3_Riot_Riot_3_604.jpg", 4),
+])
+def test_real_faces_found(centerface_detector, wider_gt, image, at_least):
+    import cv2
+
+    from conftest import WIDER, need
+    from edge.detect.boxes import iou_matrix
+
+    img = cv2.imread(str(need(WIDER / "images" / image)))
+    gt = wider_gt[image]
+    size = np.sqrt((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))
+    dets = centerface_detector.detect(img)
+    assert int((iou_matrix(gt[size >= 24], dets.xyxy).max(axis=1) >= 0.5).sum()) >= at_least
