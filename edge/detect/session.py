@@ -33,25 +33,82 @@ class SessionOptions:
     require_provider: bool = False  # refuse to run when the asked-for provider is not the one used
     intra_op_threads: int = 0  # 0 = onnxruntime's choice
     device_id: int = 0
+    # TensorRT: without an engine cache every start rebuilds the engines (tens of seconds per shape)
     trt_cache_dir: str = ""
     trt_fp16: bool = True
+    trt_int8: bool = False  # for QDQ models (calibration/): TensorRT takes the scales from the graph
+    trt_workspace_mb: int = 0  # 0 = TensorRT's default
+    # Optimisation profile for the dynamic image input, "name:dims" as TensorRT wants it, e.g.
+    # "frame:1x1080x1920x3"; without one TensorRT rebuilds the engine for every new input shape.
+    trt_profile_min: str = ""
+    trt_profile_opt: str = ""
+    trt_profile_max: str = ""
+
+
+def _trt_options(opts: SessionOptions) -> dict:
+    trt: dict = {"device_id": opts.device_id, "trt_fp16_enable": opts.trt_fp16, "trt_int8_enable": opts.trt_int8}
+    if opts.trt_int8:
+        # QDQ models carry their own scales; a native calibration table would be a second source of truth
+        trt["trt_int8_use_native_calibration_table"] = False
+    if opts.trt_cache_dir:
+        trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=opts.trt_cache_dir,
+                   trt_timing_cache_enable=True, trt_timing_cache_path=opts.trt_cache_dir)
+    if opts.trt_workspace_mb:
+        trt["trt_max_workspace_size"] = opts.trt_workspace_mb << 20
+    profiles = (opts.trt_profile_min, opts.trt_profile_opt, opts.trt_profile_max)
+    if any(profiles):
+        if not all(profiles):
+            raise ModelLoadError("TensorRT profile: give min, opt and max shapes together (or none)")
+        trt.update(trt_profile_min_shapes=profiles[0], trt_profile_opt_shapes=profiles[1],
+                   trt_profile_max_shapes=profiles[2])
+    return trt
+
+
+def _provider_entry(name: str, opts: SessionOptions):
+    if name == "CUDAExecutionProvider":
+        return (name, {"device_id": opts.device_id})
+    if name == "TensorrtExecutionProvider":
+        return (name, _trt_options(opts))
+    return name
 
 
 def _provider_list(opts: SessionOptions) -> list:
     if opts.provider not in PROVIDERS:
         raise ModelLoadError(f"unknown provider {opts.provider!r}; choose one of {sorted(PROVIDERS)}")
-    out: list = []
-    for name in PROVIDERS[opts.provider]:
-        if name == "CUDAExecutionProvider":
-            out.append((name, {"device_id": opts.device_id}))
-        elif name == "TensorrtExecutionProvider":
-            trt = {"device_id": opts.device_id, "trt_fp16_enable": opts.trt_fp16}
-            if opts.trt_cache_dir:
-                trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=opts.trt_cache_dir)
-            out.append((name, trt))
-        else:
-            out.append(name)
-    return out
+    return [_provider_entry(name, opts) for name in PROVIDERS[opts.provider]]
+
+
+def provider_chains(opts: SessionOptions) -> list[list]:
+    """The provider lists to try in turn: TensorRT -> CUDA -> CPU, each one a step shorter.
+
+    onnxruntime itself falls back silently when a provider's libraries are missing; these chains
+    cover the other case, a provider that is present but fails to build the session (a TensorRT
+    engine build error, a CUDA out-of-memory), so the next one is tried instead of giving up.
+    """
+    full = _provider_list(opts)
+    if opts.require_provider:
+        return [full]
+    return [full[i:] for i in range(len(full))]
+
+
+def _entry_name(entry) -> str:
+    return entry[0] if isinstance(entry, tuple) else entry
+
+
+def create_session(data: bytes, so: ort.SessionOptions, options: SessionOptions, name: str,
+                   factory: Callable[..., ort.InferenceSession] = ort.InferenceSession) -> ort.InferenceSession:
+    """An InferenceSession on the first provider chain that loads; every fallback is logged."""
+    errors = []
+    for chain in provider_chains(options):
+        try:
+            session = factory(data, so, providers=chain)
+        except Exception as e:  # onnxruntime raises its own exception types for provider and graph errors
+            errors.append(f"{_entry_name(chain[0])}: {e}")
+            log.warning("model %s: session on %s failed (%s); trying the next provider", name,
+                        _entry_name(chain[0]), str(e).splitlines()[0] if str(e) else type(e).__name__)
+            continue
+        return session
+    raise ModelLoadError(f"model {name}: onnxruntime could not load it on any provider: {'; '.join(errors)}")
 
 
 class OnnxModel:
@@ -86,17 +143,14 @@ class OnnxModel:
         so.log_severity_level = 3  # onnxruntime's per-initializer warnings would drown real problems
         if options.intra_op_threads:
             so.intra_op_num_threads = options.intra_op_threads
-        try:
-            self.session = ort.InferenceSession(data, so, providers=_provider_list(options))
-        except Exception as e:  # onnxruntime raises its own exception types for corrupt graphs
-            raise ModelLoadError(f"model {name}: onnxruntime could not load {self.path}: {e}") from e
+        self.session = create_session(data, so, options, f"{name} ({self.path})")
         self.provider = self.session.get_providers()[0]
         wanted = PROVIDERS[options.provider][0]
         if self.provider != wanted:
             msg = f"model {name}: asked for {wanted}, onnxruntime runs it on {self.provider}"
             if options.require_provider:
                 raise ProviderUnavailable(msg)
-            log.warning("%s (falling back)", msg)
+            log.warning("%s (falling back: %s)", msg, " -> ".join(self.session.get_providers()))
         log.info("model %s sha256=%s… provider=%s", name, sha256[:12], self.provider)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

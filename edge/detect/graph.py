@@ -1,0 +1,290 @@
+"""Model rewriting with onnx: preprocessing moved into the graph, and fp16 conversion.
+
+`prepend_preprocess` makes an NCHW float model accept the raw frame, uint8 [N,H,W,3] BGR (or
+[H,W,3]), and do cast, channel order, optional resize and zero-padding to the network's multiple
+inside the graph. On a GPU that means one uint8 upload per frame (a quarter of the bytes of a
+float32 blob) and no CPU-side blob work at all. The numbers it computes match
+`edge.detect.detector.preprocess` exactly at scale 1; at other scales the resize is ONNX linear
+(half-pixel) in float instead of OpenCV's fixed-point uint8 resize (INTER_AREA when shrinking),
+so pixels differ by interpolation rounding and the decoded boxes by a fraction of a pixel.
+
+`to_fp16` casts float initializers to float16 and wraps the graph in Casts so its I/O stays
+float32; `fp16_cached` keeps the result on disk next to the source model, keyed by its sha256.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+log = logging.getLogger(__name__)
+
+FRAME_INPUT = "frame"
+MIN_OPSET = 11  # dynamic Pad (pads as an input), Resize with sizes, Round
+_P = "edge_pre/"  # prefix of every name this module adds, so nothing collides with the model's own
+FP16_VERSION = 1  # bump when to_fp16 changes: cached conversions of older versions are not reused
+
+
+class GraphError(ValueError):
+    """A model this module cannot rewrite (wrong input layout, unsupported opset...)."""
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise GraphError("model imports no default-domain opset")
+
+
+def _with_min_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """CenterFace is opset 9 (static Pad, no Resize); its plain conv ops convert to 11 unchanged."""
+    if default_opset(model) >= MIN_OPSET:
+        return model
+    from onnx import version_converter
+
+    return version_converter.convert_version(model, MIN_OPSET)
+
+
+def _float_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise GraphError(f"expected one image input, the model has {[i.name for i in inputs]}")
+    elem = inputs[0].type.tensor_type.elem_type
+    if elem not in (TensorProto.FLOAT, TensorProto.FLOAT16):
+        raise GraphError(f"input {inputs[0].name} is {TensorProto.DataType.Name(elem)}, expected FLOAT or FLOAT16")
+    return inputs[0]
+
+
+class _Builder:
+    """Collects the preprocessing nodes and constants under the module's name prefix."""
+
+    def __init__(self, opset: int) -> None:
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._n = 0
+
+    def name(self, stem: str) -> str:
+        self._n += 1
+        return f"{_P}{stem}_{self._n}"
+
+    def const(self, stem: str, value: np.ndarray) -> str:
+        name = self.name(stem)
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], stem: str, output: str | None = None, **attrs) -> str:
+        out = output or self.name(stem)
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=self.name(op_type), **attrs))
+        return out
+
+    def unsqueeze0(self, x: str) -> str:
+        if self.opset >= 13:
+            return self.op("Unsqueeze", [x, self.const("axes", np.array([0], np.int64))], "batched")
+        return self.op("Unsqueeze", [x], "batched", axes=[0])
+
+    def slice1d(self, x: str, start: int, end: int, stem: str) -> str:
+        return self.op("Slice", [x, self.const("start", np.array([start], np.int64)),
+                                 self.const("end", np.array([end], np.int64))], stem)
+
+
+def _resize_sizes(b: _Builder, x: str, scale: float) -> str:
+    """[N, C, max(1, round(H*scale)), max(1, round(W*scale))] in double, as the numpy path rounds.
+
+    ONNX Round is half-to-even like Python's round(); double keeps ties such as 721*1.5 exact.
+    """
+    shape = b.op("Shape", [x], "shape")
+    hw = b.op("Cast", [b.slice1d(shape, 2, 4, "hw")], "hw_f64", to=TensorProto.DOUBLE)
+    scaled = b.op("Round", [b.op("Mul", [hw, b.const("scale", np.array(scale, np.float64))], "hw_scaled")], "hw_round")
+    scaled = b.op("Max", [scaled, b.const("one", np.array(1.0, np.float64))], "hw_min1")
+    nc = b.slice1d(shape, 0, 2, "nc")
+    return b.op("Concat", [nc, b.op("Cast", [scaled], "hw_i64", to=TensorProto.INT64)], "sizes", axis=0)
+
+
+def _pad_to_multiple(b: _Builder, x: str, multiple: int, output: str) -> str:
+    hw = b.slice1d(b.op("Shape", [x], "shape"), 2, 4, "hw")
+    m = b.const("multiple", np.array(multiple, np.int64))
+    pad_hw = b.op("Mod", [b.op("Sub", [m, b.op("Mod", [hw, m], "rem")], "gap"), m], "pad_hw")
+    pads = b.op("Concat", [b.const("pads_head", np.zeros(6, np.int64)), pad_hw], "pads", axis=0)
+    return b.op("Pad", [x, pads, b.const("pad_value", np.array(0, np.float32))], "padded", output=output,
+                mode="constant")
+
+
+def prepend_preprocess(model: onnx.ModelProto | bytes, *, channels: str = "BGR", scale: float = 1.0,
+                       multiple: int = 32, batched: bool = True) -> onnx.ModelProto:
+    """A copy of `model` whose only input is the raw frame: uint8 [N,H,W,3] BGR ([H,W,3] if not batched).
+
+    Inside the graph: channel order (`channels` is what the model wants: "BGR" or "RGB"), cast to
+    the model's float type, NHWC -> NCHW, linear resize by `scale` (skipped at 1), zero-padding of
+    H and W up to `multiple`. Values stay 0..255, as every model family here expects.
+    """
+    if channels not in ("BGR", "RGB"):
+        raise GraphError(f"channels {channels!r}, expected BGR or RGB")
+    if scale <= 0 or multiple < 1:
+        raise GraphError(f"scale must be > 0 and multiple >= 1, got {scale}, {multiple}")
+    if isinstance(model, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(model))
+    else:
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+    model = _with_min_opset(model)
+    target = _float_input(model)
+    float_type = target.type.tensor_type.elem_type
+    b = _Builder(default_opset(model))
+
+    x = FRAME_INPUT if batched else b.unsqueeze0(FRAME_INPUT)
+    if channels == "RGB":
+        x = b.op("Gather", [x, b.const("rgb", np.array([2, 1, 0], np.int64))], "rgb", axis=3)
+    # transposed while still uint8: a quarter of the bytes to shuffle
+    x = b.op("Transpose", [x], "nchw", perm=[0, 3, 1, 2])
+    x = b.op("Cast", [x], "float", to=TensorProto.FLOAT)
+    if scale != 1.0:
+        empty = b.const("empty", np.zeros(0, np.float32))
+        x = b.op("Resize", [x, empty, empty, _resize_sizes(b, x, scale)], "resized",
+                 mode="linear", coordinate_transformation_mode="half_pixel")
+    if float_type == TensorProto.FLOAT16:
+        _pad_to_multiple(b, x, multiple, b.name("padded32"))
+        padded = b.nodes[-1].output[0]
+        b.op("Cast", [padded], "fp16", output=target.name, to=TensorProto.FLOAT16)
+    else:
+        _pad_to_multiple(b, x, multiple, target.name)
+
+    graph = model.graph
+    frame_dims = ["N", "H", "W", 3] if batched else ["H", "W", 3]
+    new_input = helper.make_tensor_value_info(FRAME_INPUT, TensorProto.UINT8, frame_dims)
+    kept = [i for i in graph.input if i.name != target.name]
+    del graph.input[:]
+    graph.input.extend([new_input, *kept])
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend([*b.nodes, *nodes])
+    graph.initializer.extend(b.inits)
+    onnx.checker.check_model(model)
+    return model
+
+
+# --- fp16 -------------------------------------------------------------------------------------------
+
+# Inputs that ONNX requires to stay float32 whatever the data type: (op type, input index).
+_FLOAT32_INPUTS = {("Resize", 2), ("Upsample", 1)}
+
+
+def _float32_only_names(graph: onnx.GraphProto) -> set[str]:
+    names = set()
+    for node in graph.node:
+        for idx, name in enumerate(node.input):
+            if (node.op_type, idx) in _FLOAT32_INPUTS or (node.op_type == "Resize" and idx == 1):
+                names.add(name)  # Resize roi: left float32 too, it is empty or tiny
+    return names
+
+
+def _tensor_to_fp16(t: onnx.TensorProto) -> onnx.TensorProto:
+    arr = numpy_helper.to_array(t).astype(np.float32)
+    # values beyond fp16's range would become inf; saturate them instead
+    arr = np.clip(arr, -65504.0, 65504.0).astype(np.float16)
+    return numpy_helper.from_array(arr, t.name)
+
+
+def to_fp16(model: onnx.ModelProto | bytes) -> onnx.ModelProto:
+    """A float16 copy of `model` whose graph inputs and outputs stay float32 (Casts at the edges).
+
+    Every float32 source of values (initializers, Constant nodes, Casts to float) becomes float16, so
+    the types of everything downstream follow; inputs ONNX pins to float32 (Resize scales) are kept.
+    """
+    if isinstance(model, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(model))
+    else:
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    keep32 = _float32_only_names(graph)
+    initializers = {i.name for i in graph.initializer}
+    for i, t in enumerate(graph.initializer):
+        if t.data_type == TensorProto.FLOAT and t.name not in keep32:
+            graph.initializer[i].CopyFrom(_tensor_to_fp16(t))
+    for node in graph.node:
+        _node_to_fp16(node, keep32)
+
+    edge_nodes = []
+    rename: dict[str, str] = {}
+    for inp in graph.input:
+        if inp.name in initializers or inp.type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        rename[inp.name] = f"{inp.name}{_P}fp16"
+        edge_nodes.append(helper.make_node("Cast", [inp.name], [rename[inp.name]], name=f"{_P}cast_in_{inp.name}",
+                                           to=TensorProto.FLOAT16))
+    for node in graph.node:
+        node.input[:] = [rename.get(n, n) for n in node.input]
+    tail_nodes = []
+    for out in graph.output:
+        if out.type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        inner = f"{out.name}{_P}fp16"
+        for node in graph.node:
+            node.output[:] = [inner if n == out.name else n for n in node.output]
+            node.input[:] = [inner if n == out.name else n for n in node.input]
+        tail_nodes.append(helper.make_node("Cast", [inner], [out.name], name=f"{_P}cast_out_{out.name}",
+                                           to=TensorProto.FLOAT))
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend([*edge_nodes, *nodes, *tail_nodes])
+    del graph.value_info[:]  # element types inside changed; stale float32 annotations would be wrong
+    onnx.checker.check_model(model)
+    return model
+
+
+def _node_to_fp16(node: onnx.NodeProto, keep32: set[str]) -> None:
+    for attr in node.attribute:
+        if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT:
+            attr.i = TensorProto.FLOAT16
+        elif (node.op_type in ("Constant", "ConstantOfShape") and attr.type == onnx.AttributeProto.TENSOR
+              and attr.t.data_type == TensorProto.FLOAT and not set(node.output) & keep32):
+            attr.t.CopyFrom(_tensor_to_fp16(attr.t))
+
+
+def fp16_cache_path(cache_dir: str | Path, source_sha256: str) -> Path:
+    """<cache>/<source sha256>/derived/fp16-v<N>.onnx: next to the model it was made from."""
+    return Path(cache_dir) / source_sha256 / "derived" / f"fp16-v{FP16_VERSION}.onnx"
+
+
+def fp16_cached(model_bytes: bytes, source_sha256: str, cache_dir: str | Path) -> bytes:
+    """The fp16 conversion of `model_bytes`, from the disk cache when a verified copy is there.
+
+    The cache file has a `.sha256` sidecar written after it; a copy that does not match its sidecar
+    (truncated write, disk error) is discarded and rebuilt. The conversion is deterministic, so a
+    rebuilt file is the same bytes. An unwritable cache only costs the conversion time.
+    """
+    path = fp16_cache_path(cache_dir, source_sha256)
+    sidecar = path.with_suffix(".sha256")
+    try:
+        data, expected = path.read_bytes(), sidecar.read_text().strip()
+        if hashlib.sha256(data).hexdigest() == expected:
+            return data
+        log.warning("fp16 cache %s does not match its checksum; rebuilding it", path)
+    except OSError:
+        pass
+    data = to_fp16(model_bytes).SerializeToString()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, data)
+        _atomic_write(sidecar, hashlib.sha256(data).hexdigest().encode())
+        log.info("fp16 conversion of %s… cached at %s", source_sha256[:12], path)
+    except OSError as e:
+        log.warning("cannot cache the fp16 model at %s: %s", path, e)
+    return data
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
