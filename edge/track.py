@@ -1,0 +1,228 @@
+"""Temporal hold: keep masking an object for a few frames after the detector last saw it.
+
+A detector that misses a face for one or two frames of a video leaks that face in those frames.
+The tracker associates detections across frames (IoU or centre distance relative to box size,
+per class), estimates each track's centre velocity, and while a track goes unseen it adds a box
+at its constant-velocity prediction, grown by a margin that widens with every missed frame, for
+up to ``hold_frames`` frames. The output is always a superset of the frame's own detections, so
+the tracker can add masked pixels but never remove any.
+
+Frames are counted by ``Frame.seq``: frames the source lost or the pipeline dropped in between
+count as passed frames, so a hold never outlives ``hold_frames`` of real time. A sequence that
+goes backwards, another camera id or another frame size starts afresh: they are not one video.
+
+State is replaced in one assignment at the end of ``update()``: an exception part-way (which the
+pipeline turns into a dropped frame) leaves the previous state intact.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.detect.boxes import iou_matrix
+from edge.frame import Detections, Frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Tracks:
+    """All live tracks as parallel arrays (T rows)."""
+
+    box: np.ndarray  # (T, 4) float64 xyxy where the track was last detected
+    vel: np.ndarray  # (T, 2) float64 smoothed centre velocity, px per frame
+    seq: np.ndarray  # (T,) int64 seq of the last detection
+    score: np.ndarray  # (T,) float32 score of the last detection
+    cls: np.ndarray  # (T,) int32
+    hits: np.ndarray  # (T,) int64 detections so far
+    ids: np.ndarray  # (T,) int64 stable track ids, for tests and debugging
+
+    @staticmethod
+    def empty() -> "_Tracks":
+        return _Tracks(np.zeros((0, 4)), np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0, np.float32),
+                       np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.box)
+
+    def take(self, index) -> "_Tracks":
+        return _Tracks(self.box[index], self.vel[index], self.seq[index], self.score[index], self.cls[index],
+                       self.hits[index], self.ids[index])
+
+    @staticmethod
+    def concat(a: "_Tracks", b: "_Tracks") -> "_Tracks":
+        return _Tracks(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in
+                         ("box", "vel", "seq", "score", "cls", "hits", "ids")))
+
+
+def centres(xyxy: np.ndarray) -> np.ndarray:
+    return (xyxy[:, :2] + xyxy[:, 2:]) / 2
+
+
+def sizes(xyxy: np.ndarray) -> np.ndarray:
+    wh = np.clip(xyxy[:, 2:] - xyxy[:, :2], 0, None)
+    return np.sqrt(wh[:, 0] * wh[:, 1])
+
+
+def predict(box: np.ndarray, vel: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Boxes moved by `vel * frames` (constant velocity); sizes kept."""
+    shift = vel * frames[:, None]
+    return box + np.concatenate([shift, shift], axis=1)
+
+
+def grow(box: np.ndarray, fraction: np.ndarray) -> np.ndarray:
+    """Boxes grown on every side by `fraction` of their own width and height."""
+    d = (box[:, 2:] - box[:, :2]) * fraction[:, None]
+    return np.concatenate([box[:, :2] - d, box[:, 2:] + d], axis=1)
+
+
+def greedy_match(cost: np.ndarray, allowed: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs (row, col) taken cheapest first among the allowed ones, each row and column once."""
+    rows, cols = np.nonzero(allowed)
+    order = np.argsort(cost[rows, cols], kind="stable")
+    used_r, used_c, pairs = set(), set(), []
+    for k in order:
+        r, c = int(rows[k]), int(cols[k])
+        if r not in used_r and c not in used_c:
+            used_r.add(r)
+            used_c.add(c)
+            pairs.append((r, c))
+    return pairs
+
+
+class Tracker:
+    """Per-camera hold of missed detections at their predicted position; see the module docstring."""
+
+    def __init__(self, hold_frames: int = 6, iou_threshold: float = 0.1, max_center_dist: float = 1.0,
+                 margin_growth: float = 0.05, velocity_smoothing: float = 0.5, score_decay: float = 0.9,
+                 min_hits: int = 1, max_tracks: int = 512, metrics=None) -> None:
+        if hold_frames < 0:
+            raise ValueError(f"hold_frames must be >= 0, got {hold_frames}")
+        if not 0 <= iou_threshold <= 1:
+            raise ValueError(f"iou_threshold must be within 0..1, got {iou_threshold}")
+        if max_center_dist < 0 or margin_growth < 0:
+            raise ValueError("max_center_dist and margin_growth must be >= 0")
+        if not 0 < velocity_smoothing <= 1 or not 0 < score_decay <= 1:
+            raise ValueError("velocity_smoothing and score_decay must be within (0, 1]")
+        if max_tracks < 1 or min_hits < 1:
+            raise ValueError("max_tracks and min_hits must be >= 1")
+        self.hold_frames, self.iou_threshold, self.max_center_dist = hold_frames, iou_threshold, max_center_dist
+        self.margin_growth, self.velocity_smoothing, self.score_decay = margin_growth, velocity_smoothing, score_decay
+        self.min_hits, self.max_tracks, self.metrics = min_hits, max_tracks, metrics
+        self.last_held = np.zeros(0, bool)  # rows of the last output that are held predictions
+        self.reset()
+
+    def reset(self) -> None:
+        self._tracks = _Tracks.empty()
+        self._stream: tuple[str, int, tuple[int, int]] | None = None  # camera id, last seq, frame size
+        self._next_id = 0
+
+    @property
+    def track_count(self) -> int:
+        return len(self._tracks)
+
+    def update(self, frame: Frame, dets: Detections) -> Detections:
+        """This frame's detections plus held predictions of recently seen, now unmatched tracks."""
+        shape = tuple(frame.image.shape[:2])
+        tracks = self._tracks if self._continues(frame, shape) else _Tracks.empty()
+        age = frame.seq - tracks.seq
+        tracks = tracks.take(age <= self.hold_frames)
+        age = frame.seq - tracks.seq
+        predicted = predict(tracks.box, tracks.vel, age)
+        matched_t, matched_d = self._associate(tracks, predicted, dets)
+        updated = self._refresh(tracks, age, matched_t, matched_d, dets, frame.seq)
+
+        unmatched = np.setdiff1d(np.arange(len(tracks)), matched_t)
+        holdable = unmatched[tracks.hits[unmatched] >= self.min_hits]
+        held_box = self._held_boxes(predicted[holdable], age[holdable], shape)
+        visible = (held_box[:, 2] > held_box[:, 0]) & (held_box[:, 3] > held_box[:, 1])
+        held_idx = holdable[visible]
+        held = Detections(held_box[visible].astype(np.float32),
+                          tracks.score[held_idx] * self.score_decay ** age[held_idx].astype(np.float32),
+                          tracks.cls[held_idx])
+
+        new_idx = np.setdiff1d(np.arange(len(dets)), matched_d)
+        born = self._born(dets, new_idx, frame.seq)
+        kept = _Tracks.concat(updated, tracks.take(unmatched))
+        state = _Tracks.concat(kept, born)
+        if len(state) > self.max_tracks:
+            log.warning("camera %s: %d tracks, keeping the %d most recently seen", frame.camera_id, len(state),
+                        self.max_tracks)
+            state = state.take(np.argsort(-state.seq, kind="stable")[: self.max_tracks])
+        out = Detections.concat([dets, held])
+        # commit: nothing above touched self
+        self._tracks, self._stream = state, (frame.camera_id, frame.seq, shape)
+        self._next_id += len(born)
+        self.last_held = np.concatenate([np.zeros(len(dets), bool), np.ones(len(held), bool)])
+        if self.metrics is not None and len(held):
+            self.metrics.count("track_held", len(held))
+        return out
+
+    def _continues(self, frame: Frame, shape: tuple[int, int]) -> bool:
+        if self._stream is None:
+            return False
+        camera_id, seq, last_shape = self._stream
+        same = camera_id == frame.camera_id and frame.seq > seq and last_shape == shape
+        if not same and len(self._tracks):
+            log.debug("camera %s seq %d: not a continuation of seq %d; tracks reset", frame.camera_id, frame.seq, seq)
+        return same
+
+    def _associate(self, tracks: _Tracks, predicted: np.ndarray, dets: Detections) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of matched tracks and detections (same class, IoU or relative centre distance gate)."""
+        if not len(tracks) or not len(dets):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        boxes = dets.xyxy.astype(np.float64)
+        iou = iou_matrix(predicted, boxes)
+        dist = np.linalg.norm(centres(predicted)[:, None] - centres(boxes)[None], axis=2)
+        scale = np.maximum(np.maximum(sizes(predicted)[:, None], sizes(boxes)[None]), 1.0)
+        rel = dist / scale
+        allowed = (tracks.cls[:, None] == dets.class_id[None]) & (
+            (iou >= max(self.iou_threshold, 1e-9)) | (rel <= self.max_center_dist))
+        pairs = greedy_match((1.0 - iou) + rel, allowed)
+        if not pairs:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        t, d = np.array(pairs, np.int64).T
+        return t, d
+
+    def _refresh(self, tracks: _Tracks, age: np.ndarray, t: np.ndarray, d: np.ndarray, dets: Detections,
+                 seq: int) -> _Tracks:
+        """Matched tracks moved to their detection, velocity smoothed (the first measurement taken as is)."""
+        old = tracks.take(t)
+        box = dets.xyxy[d].astype(np.float64)
+        measured = (centres(box) - centres(old.box)) / np.maximum(age[t], 1)[:, None]
+        a = np.where(old.hits[:, None] >= 2, self.velocity_smoothing, 1.0)
+        vel = a * measured + (1 - a) * old.vel
+        return _Tracks(box, vel, np.full(len(t), seq, np.int64), dets.score[d], old.cls, old.hits + 1, old.ids)
+
+    def _held_boxes(self, predicted: np.ndarray, age: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        out = grow(predicted, self.margin_growth * age.astype(np.float64))
+        h, w = shape
+        out[:, 0::2] = np.clip(out[:, 0::2], 0, w)
+        out[:, 1::2] = np.clip(out[:, 1::2], 0, h)
+        return out
+
+    def _born(self, dets: Detections, idx: np.ndarray, seq: int) -> _Tracks:
+        n = len(idx)
+        return _Tracks(dets.xyxy[idx].astype(np.float64), np.zeros((n, 2)), np.full(n, seq, np.int64),
+                       dets.score[idx], dets.class_id[idx], np.ones(n, np.int64),
+                       np.arange(self._next_id, self._next_id + n, dtype=np.int64))
+
+
+def for_camera(cfg, camera_id: str, metrics=None) -> Tracker | None:
+    """The tracker for one camera's pipeline per `cfg.track`, or None where holding makes no sense.
+
+    An image-folder replay is a set of unrelated stills: a box held from one image would mask a
+    random spot of the next and a track could "match" across images, so it never tracks.
+    """
+    t = cfg.track
+    if not t.enabled:
+        return None
+    cam = next((c for c in cfg.cameras if c.id == camera_id), None)
+    if cam is not None and cam.kind == "replay" and Path(cam.source).is_dir():
+        log.info("camera %s: image-folder replay, temporal hold off (stills are not a sequence)", camera_id)
+        return None
+    return Tracker(hold_frames=t.hold_frames, iou_threshold=t.iou_threshold, max_center_dist=t.max_center_dist,
+                   margin_growth=t.margin_growth, metrics=metrics)

@@ -1,0 +1,14 @@
+#!/usr/bin/env python3
+"""Write the synthetic tracking clips (real wider_dev faces moved over the real videos) with ground truth.
+
+    .venv/bin/python scripts/make_clips.py --out /tmp/clips
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge.evalclips import main_make  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main_make())
