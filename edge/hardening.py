@@ -1,0 +1,90 @@
+"""Process hardening so that frame pixels never reach disk through the kernel: no core dumps, no swap.
+
+A crash dump or a swapped-out page holds whatever frame buffers the process had, masked or not.
+Both are switched off from inside the process, so the guarantee does not depend on the unit
+file alone (``LimitCORE=0`` there as well), and a manual run gets it too.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import resource
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+PR_SET_DUMPABLE, PR_GET_DUMPABLE = 4, 3
+MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
+CAP_IPC_LOCK = 14
+
+
+class HardeningError(RuntimeError):
+    """Core dumps could not be disabled; the process must not handle frames."""
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def disable_core_dumps() -> None:
+    """RLIMIT_CORE=0 and not dumpable (which also keeps other users' ptrace and /proc/PID/mem out)."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    libc = _libc()
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise HardeningError(f"prctl(PR_SET_DUMPABLE, 0) failed: {os.strerror(ctypes.get_errno())}")
+
+
+def is_dumpable() -> bool:
+    return _libc().prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0
+
+
+def has_capability(cap: int, status_path: str = "/proc/self/status") -> bool:
+    try:
+        with open(status_path, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> cap & 1)
+    except OSError:
+        pass
+    return False
+
+
+@dataclass(frozen=True)
+class MlockResult:
+    locked: bool
+    reason: str = ""
+
+
+def lock_memory() -> MlockResult:
+    """mlockall(CURRENT | FUTURE | ONFAULT); refused (and logged) rather than half-done.
+
+    With MCL_FUTURE and a finite RLIMIT_MEMLOCK every later allocation past the limit would fail,
+    so without CAP_IPC_LOCK we only lock when the limit is unlimited. MCL_ONFAULT locks pages as
+    they are touched: GPU runtimes reserve huge address ranges that must not be populated up front.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft != resource.RLIM_INFINITY and not has_capability(CAP_IPC_LOCK):
+        reason = (f"RLIMIT_MEMLOCK is {soft} bytes and the process lacks CAP_IPC_LOCK "
+                  "(set LimitMEMLOCK=infinity in the unit)")
+        log.warning("mlockall refused: %s; frame buffers may be swapped out", reason)
+        return MlockResult(False, reason)
+    libc = _libc()
+    rc = libc.mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)
+    if rc != 0 and ctypes.get_errno() == errno.EINVAL:  # kernels before 4.4 lack MCL_ONFAULT
+        rc = libc.mlockall(MCL_CURRENT | MCL_FUTURE)
+    if rc != 0:
+        reason = f"mlockall: {os.strerror(ctypes.get_errno())}"
+        log.warning("mlockall refused: %s; frame buffers may be swapped out", reason)
+        return MlockResult(False, reason)
+    log.info("memory locked (mlockall): frame buffers are never swapped out")
+    return MlockResult(True)
+
+
+def harden_process(mlock: bool = False) -> MlockResult | None:
+    """Disable core dumps (HardeningError if impossible) and optionally lock memory."""
+    disable_core_dumps()
+    log.info("core dumps disabled (RLIMIT_CORE=0, not dumpable)")
+    return lock_memory() if mlock else None
