@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from edge import registry
+from edge import registry, track
 from edge.config import CameraConfig, ClassConfig, Config
-from edge.detect.detector import MultiDetector, OnnxDetector
+from edge.detect.detector import EnsembleDetector, MultiDetector, OnnxDetector, runner_scales
+from edge.detect.multiscale import extra_passes, passes_from_config
+from edge.detect.runner import load_for_runtime
 from edge.detect.session import OnnxModel, SessionOptions, set_input_dims
 from edge.frame import CLASS_NAMES, DroppedFrame, MaskedFrame
 from edge.mask import MaskStyle
@@ -30,10 +34,11 @@ class StartupError(RuntimeError):
 def session_options(cfg: Config) -> SessionOptions:
     r = cfg.runtime
     return SessionOptions(provider=r.provider, require_provider=r.require_provider, intra_op_threads=r.threads,
-                          device_id=r.device_id, trt_cache_dir=r.trt_cache_dir)
+                          device_id=r.device_id, trt_cache_dir=r.trt_cache_dir, trt_fp16=r.trt_fp16,
+                          trt_int8=r.trt_int8)
 
 
-def load_model(cfg: Config, name: str) -> tuple[OnnxModel, registry.ModelCard]:
+def load_model(cfg: Config, name: str, scales: tuple[float, ...] = (1.0,)) -> tuple[OnnxModel, registry.ModelCard]:
     cards_dir = cfg.models.cards_dir or None
     card = registry.card(name, cards_dir)
     path = registry.resolve(card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
@@ -41,16 +46,24 @@ def load_model(cfg: Config, name: str) -> tuple[OnnxModel, registry.ModelCard]:
     if not card.input.dynamic:
         # stored with fixed or placeholder dims: make N, H and W dynamic so any padded size runs
         rewrite = lambda data: set_input_dims(data, ["N", 3, "H", "W"])  # noqa: E731
-    model = OnnxModel(path, name=card.name, sha256=card.sha256, options=session_options(cfg), rewrite=rewrite)
+    model = load_for_runtime(path, name=card.name, sha256=card.sha256, family=card.family,
+                             options=session_options(cfg), graph_preprocess=cfg.runtime.graph_preprocess,
+                             fp16=cfg.runtime.fp16, scales=scales, cache_dir=cfg.models.cache_dir or None,
+                             rewrite=rewrite)
     return model, card
 
 
 def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str):
-    model, card = load_model(cfg, cls_cfg.model)
-    if class_name not in card.classes:
-        raise StartupError(f"detect.{class_name}.model: {card.name} detects {list(card.classes)}, not {class_name}")
-    return OnnxDetector(model, card.family, class_id=CLASS_NAMES.index(class_name),
-                        score_threshold=cls_cfg.score_threshold, nms_iou=cls_cfg.nms_iou, scales=cls_cfg.scales)
+    """The class's main model over its passes (scales, tiles), plus any ensemble members, merged together."""
+    members = []
+    for name, passes in [(cls_cfg.model, passes_from_config(cls_cfg)),
+                         *((m, extra_passes(cls_cfg)) for m in cls_cfg.extra_models)]:
+        model, card = load_model(cfg, name, runner_scales(passes))
+        if class_name not in card.classes:
+            raise StartupError(f"detect.{class_name}: model {card.name} detects {list(card.classes)}, not {class_name}")
+        members.append(OnnxDetector(model, card.family, class_id=CLASS_NAMES.index(class_name),
+                                    score_threshold=cls_cfg.score_threshold, nms_iou=cls_cfg.nms_iou, passes=passes))
+    return members[0] if len(members) == 1 else EnsembleDetector(members, nms_iou=cls_cfg.nms_iou)
 
 
 def build_detector(cfg: Config) -> MultiDetector:
@@ -65,7 +78,8 @@ def build_detector(cfg: Config) -> MultiDetector:
 def mask_style(cfg: Config) -> MaskStyle:
     m = cfg.mask
     return MaskStyle(style=m.style, margin=m.margin, small_box_px=m.small_box_px, small_margin=m.small_margin,
-                     pixel_cells=m.pixel_cells, min_cell_px=m.min_cell_px, blur_fraction=m.blur_fraction)
+                     min_margin_px=m.min_margin_px, pixel_cells=m.pixel_cells, min_cell_px=m.min_cell_px,
+                     blur_fraction=m.blur_fraction)
 
 
 def warm_up(detector, height: int = 720, width: int = 1280, runs: int = 2) -> None:
@@ -88,7 +102,20 @@ def build_source(cam: CameraConfig):
     return source
 
 
-def build_sink(cfg: Config) -> Sink:
+def build_curve(cfg: Config):
+    """The CURVE server (context + authenticator) when the config switches it on, else None."""
+    sec = cfg.security
+    if not sec.curve:
+        return None
+    if cfg.output.kind != "zmq":
+        log.warning("security.curve applies to the ZeroMQ output only; output.kind is %s", cfg.output.kind)
+        return None
+    from edge.security import CurveServer
+
+    return CurveServer(sec.server_secret_key, sec.client_keys_dir)
+
+
+def build_sink(cfg: Config, curve=None) -> Sink:
     out = cfg.output
     if out.kind == "folder":
         from edge.sinks.folder import FolderSink
@@ -98,7 +125,8 @@ def build_sink(cfg: Config) -> Sink:
         from edge.sinks.zmq_pub import ZmqPublisher
 
         return ZmqPublisher(out.bind, sndhwm=out.sndhwm, linger_ms=out.linger_ms, encoding=out.encoding,
-                            jpeg_quality=out.jpeg_quality)
+                            jpeg_quality=out.jpeg_quality, context=curve.context if curve else None,
+                            socket_options_hook=curve.hook if curve else None)
     return NullSink()
 
 
@@ -122,8 +150,9 @@ class NullSink:
 class LockedSink:
     """Serialises several camera loops onto one sink; counts and survives failures of a single send."""
 
-    def __init__(self, sink: Sink, metrics: Metrics, max_errors: int) -> None:
+    def __init__(self, sink: Sink, metrics: Metrics, max_errors: int, on_close: tuple = ()) -> None:
         self.sink, self.metrics, self.max_errors = sink, metrics, max_errors
+        self.on_close = on_close  # run after the sink closed (the CURVE authenticator outlives its socket)
         self._lock = threading.Lock()
         self._consecutive_errors = 0
 
@@ -145,7 +174,11 @@ class LockedSink:
         return self.sink.stats()
 
     def close(self) -> None:
-        self.sink.close()
+        try:
+            self.sink.close()
+        finally:
+            for fn in self.on_close:
+                fn()
 
 
 @dataclass
@@ -162,6 +195,79 @@ class Heartbeat:
         return all(now - self.last.get(n, float("-inf")) <= max_age_s for n in self.loops)
 
 
+class WatchedSource:
+    """A source seen through the service: counts frames whose size differs from the previous one."""
+
+    def __init__(self, source, metrics: Metrics) -> None:
+        self.source, self.metrics = source, metrics
+        self.camera_id = source.camera_id
+        self._shape = None
+
+    def read(self, timeout: float):
+        frame = self.source.read(timeout)
+        if frame is not None:
+            shape = getattr(frame.image, "shape", None)
+            if self._shape is not None and shape != self._shape:
+                self.metrics.count("frame_size_changes")
+                log.info("camera %s: frame size %s -> %s", self.camera_id, self._shape, shape)
+            self._shape = shape
+        return frame
+
+    def stats(self) -> dict:
+        return self.source.stats()
+
+    def close(self) -> None:
+        self.source.close()
+
+
+# Source stats that mean something went wrong, summed over cameras (bools count as 1).
+SOURCE_FAULTS = ("gaps", "reopens", "reopen_failures", "read_failures", "read_errors", "unreadable", "truncated")
+PIPELINE_FAULTS = ("detector_error", "bad_output", "deadline", "bad_frame")
+STATUS_INTERVAL_S = 2.0  # STATUS= (systemctl status) refresh; cheap, one datagram
+JOIN_TIMEOUT_S = 10.0
+
+
+def _reasons(counters: dict[str, int], prefix: str) -> dict[str, int]:
+    return {k[len(prefix):]: v for k, v in sorted(counters.items()) if k.startswith(prefix) and v}
+
+
+def _fmt(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in d.items())
+
+
+def source_faults(stats: dict[str, dict]) -> dict[str, int]:
+    out = {k: 0 for k in SOURCE_FAULTS}
+    for s in stats.values():
+        for k in SOURCE_FAULTS:
+            v = s.get(k)
+            if isinstance(v, (bool, int)):
+                out[k] += int(v)
+    return out
+
+
+def providers_of(detector) -> list[str]:
+    found = set()
+    for d in getattr(detector, "detectors", [detector]):
+        provider = getattr(getattr(d, "model", None), "provider", None)
+        if provider:
+            found.add(provider)
+    return sorted(found) or ["?"]
+
+
+def rss_mb() -> float:
+    """Resident memory of this process from /proc (no pixels, one number)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(part.strip() for part in str(e).splitlines() if part.strip()) or type(e).__name__
+
+
 @dataclass
 class Service:
     """Everything a run needs, built and checked before READY is sent."""
@@ -174,17 +280,73 @@ class Service:
     notifier: Notifier
     stop: threading.Event
     errors: list = field(default_factory=list)
+    providers: list = field(default_factory=list)
+    audit: object = None  # edge.audit.AuditLog when service.audit_path is set
+    metrics_server: object = None  # edge.metrics_server.MetricsServer when metrics.bind is set
+    fps: float = 0.0
+    _heartbeat: Heartbeat | None = None
+    _t_start: float = field(default_factory=time.monotonic)
+    _fps_mark: tuple[float, int] | None = None
+
+    def faults(self) -> dict[str, int]:
+        """Every fault the service survived, by kind: pipeline drop reasons, sink and source trouble."""
+        c = self.metrics.counters()
+        out = {r: c.get(f"dropped_{r}", 0) + c.get(f"masked_whole_{r}", 0) for r in PIPELINE_FAULTS}
+        out.update({k: c.get(k, 0) for k in ("sink_dropped", "sink_errors", "frame_size_changes")})
+        out.update({f"source_{k}": v for k, v in source_faults(self._source_stats()).items()})
+        return out
 
     def status_line(self) -> str:
+        """STATUS= for systemd: fps, outcomes with drop reasons, every non-zero fault, provider."""
         c = self.metrics.counters()
-        providers = ",".join(sorted({d.model.provider for d in self.detector.detectors}))
-        return (f"frames in {c.get('frames_in', 0)} masked {c.get('frames_masked', 0)} "
-                f"dropped {c.get('frames_dropped', 0)} whole {c.get('frames_masked_whole', 0)} "
-                f"sink-dropped {c.get('sink_dropped', 0)} provider {providers}")
+        dropped, whole = _reasons(c, "dropped_"), _reasons(c, "masked_whole_")
+        parts = [
+            f"fps {self.fps:.1f}",
+            f"in {c.get('frames_in', 0)} masked {c.get('frames_masked', 0)} dropped {c.get('frames_dropped', 0)}"
+            + (f" ({_fmt(dropped)})" if dropped else ""),
+            f"whole {c.get('frames_masked_whole', 0)}" + (f" ({_fmt(whole)})" if whole else ""),
+            f"sink-dropped {c.get('sink_dropped', 0)}" + (f" sink-errors {c['sink_errors']}" if c.get("sink_errors") else ""),
+        ]
+        src = {k: v for k, v in source_faults(self._source_stats()).items() if v}
+        if src:
+            parts.append(f"source {_fmt(src)}")
+        if c.get("frame_size_changes"):
+            parts.append(f"size-changes {c['frame_size_changes']}")
+        parts.append(f"provider {','.join(self.providers)}")
+        return "; ".join(parts)
+
+    def snapshot(self) -> dict:
+        """Counters, latency percentiles per stage, faults, sink and source stats: numbers, no pixels."""
+        from edge.audit import redact_tree
+
+        snap = self.metrics.snapshot()
+        snap.update(fps=round(self.fps, 2), uptime_s=round(time.monotonic() - self._t_start, 1), rss_mb=rss_mb(),
+                    faults=self.faults(), providers=self.providers, sink=self.sink.stats(),
+                    sources=redact_tree(self._source_stats()),
+                    models=[{"name": n, "sha256": s} for n, s in self.detector.models])
+        return snap
+
+    def healthy(self) -> bool:
+        hb = self._heartbeat
+        return (hb is not None and bool(hb.loops) and not self.stop.is_set()
+                and hb.all_fresh(time.monotonic(), max(2 * self.notifier.watchdog_interval_s, 5.0)))
+
+    def _source_stats(self) -> dict[str, dict]:
+        out = {}
+        for cid, s in self.sources.items():
+            try:
+                out[cid] = s.stats()
+            except Exception as e:  # stats must never take the service down
+                out[cid] = {"error": str(e)}
+        return out
+
+    def _camera_kind(self, cam_id: str) -> str:
+        return next((c.kind for c in self.cfg.cameras if c.id == cam_id), "camera")
 
     def _loop(self, cam_id: str, source, heartbeat: Heartbeat) -> None:
         pipeline = Pipeline(self.detector, mask_style(self.cfg),
-                            Policy(self.cfg.service.on_failure, self.cfg.service.deadline_ms), self.metrics)
+                            Policy(self.cfg.service.on_failure, self.cfg.service.deadline_ms), self.metrics,
+                            tracker=track.for_camera(self.cfg, cam_id, self.metrics))
 
         def tick(_outcome) -> None:
             now = time.monotonic()
@@ -193,7 +355,10 @@ class Service:
                 self.notifier.watchdog()
 
         try:
-            run_loop(source, pipeline, self.sink, self.stop, on_tick=tick)
+            run_loop(WatchedSource(source, self.metrics), pipeline, self.sink, self.stop, on_tick=tick)
+            if not self.stop.is_set() and self._camera_kind(cam_id) == "camera":
+                # a live camera never ends by itself: its grabber died, and systemd should restart us
+                raise RuntimeError("the camera source stopped delivering")
         except Exception as e:  # a loop that dies takes the service down: systemd restarts it
             log.exception("camera %s: frame loop failed", cam_id)
             self.errors.append(f"camera {cam_id}: {e}")
@@ -201,60 +366,117 @@ class Service:
         finally:
             heartbeat.loops.remove(cam_id)
 
+    def _update_fps(self, now: float) -> None:
+        n = self.metrics.counters().get("frames_in", 0)
+        if self._fps_mark is not None and now > self._fps_mark[0]:
+            self.fps = (n - self._fps_mark[1]) / (now - self._fps_mark[0])
+        self._fps_mark = (now, n)
+
     def run(self) -> int:
-        heartbeat = Heartbeat(list(self.sources))
+        heartbeat = self._heartbeat = Heartbeat(list(self.sources))
         threads = [threading.Thread(target=self._loop, args=(cid, src, heartbeat), name=f"loop-{cid}", daemon=True)
                    for cid, src in self.sources.items()]
+        if self.audit is not None:
+            self.audit.start(self.cfg, self.model_records())
+        now = time.monotonic()
+        self._update_fps(now)
         for t in threads:
             t.start()
         self.notifier.ready(self.status_line())
         log.info("ready: %d camera(s), models %s", len(threads),
                  ", ".join(f"{n}@{s[:12]}" for n, s in self.detector.models))
-        next_stats = time.monotonic() + self.cfg.service.stats_interval_s
+        interval = self.cfg.service.stats_interval_s
+        next_stats, next_status = now + interval, now + STATUS_INTERVAL_S
         while any(t.is_alive() for t in threads) and not self.stop.wait(0.2):
-            if self.cfg.service.stats_interval_s and time.monotonic() >= next_stats:
-                next_stats += self.cfg.service.stats_interval_s
+            now = time.monotonic()
+            if now >= next_status:
+                next_status = now + STATUS_INTERVAL_S
+                self._update_fps(now)
+                self.notifier.status(self.status_line())
+            if interval and now >= next_stats:
+                next_stats += interval
                 self.log_stats()
+        return self._shutdown(threads)
+
+    def _shutdown(self, threads: list[threading.Thread]) -> int:
         self.stop.set()
         self.notifier.stopping()
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
         for t in threads:
-            t.join(timeout=10)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in threads if t.is_alive()]
+        if stuck:
+            # a loop wedged in the detector: its frame never gets out (the sink is closed below)
+            self.errors.append(f"{', '.join(stuck)} did not stop within {JOIN_TIMEOUT_S:g} s")
         self.close()
+        self._update_fps(time.monotonic())
         self.log_stats()
-        return 1 if self.errors else 0
+        rc = 1 if self.errors else 0
+        if self.audit is not None:
+            self.audit.end(rc, self.metrics.counters(), self._source_stats(), self.sink.stats(), self.errors)
+            self.audit.close()
+        return rc
+
+    def model_records(self) -> list[dict]:
+        return [{"name": n, "sha256": s} for n, s in self.detector.models]
 
     def log_stats(self) -> None:
-        snap = self.metrics.snapshot()
-        snap["sink"] = self.sink.stats()
-        snap["sources"] = {cid: s.stats() for cid, s in self.sources.items()}
         self.notifier.status(self.status_line())
-        log.info("stats %s", json.dumps(snap, sort_keys=True, default=str))
+        log.info("stats %s", json.dumps(self.snapshot(), sort_keys=True, default=str))
 
     def close(self) -> None:
         for source in self.sources.values():
             source.close()
         self.sink.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
 
 
-def build_service(cfg: Config, stop: threading.Event, notifier: Notifier | None = None) -> Service:
-    """Verify and load models, warm up, bind the output and open every source; raise StartupError on any failure."""
+def build_service(cfg: Config, stop: threading.Event, notifier: Notifier | None = None, *,
+                  wrap_detector: Callable | None = None,
+                  open_source: Callable[[CameraConfig], object] | None = None) -> Service:
+    """Verify and load models, warm up, bind the output and open every source; raise StartupError on any failure.
+
+    `wrap_detector` (applied after the warm-up) and `open_source` let tests put faults around the
+    real parts; the service runs them exactly as it runs the real ones.
+    """
     if not cfg.cameras:
         raise StartupError("cameras: no camera configured")
     metrics = Metrics()
     sources: dict = {}
-    sink = None
+    undo: list[Callable[[], None]] = []
     try:
         detector = build_detector(cfg)
         warm_up(detector)
-        sink = LockedSink(build_sink(cfg), metrics, cfg.service.max_sink_errors)
+        providers = providers_of(detector)
+        if wrap_detector is not None:
+            detector = wrap_detector(detector)
+        curve = build_curve(cfg)
+        if curve is not None:
+            undo.append(curve.close)
+        sink = LockedSink(build_sink(cfg, curve), metrics, cfg.service.max_sink_errors,
+                          on_close=(curve.close,) if curve is not None else ())
+        undo[:] = [sink.close]
         for cam in cfg.cameras:
-            sources[cam.id] = build_source(cam)
+            sources[cam.id] = (open_source or build_source)(cam)
+            undo.append(sources[cam.id].close)
+        audit = None
+        if cfg.service.audit_path:
+            from edge.audit import AuditLog
+
+            audit = AuditLog(cfg.service.audit_path)
+            undo.append(audit.close)
+        service = Service(cfg, detector, sink, sources, metrics, notifier or Notifier(), stop,
+                          providers=providers, audit=audit)
+        if cfg.metrics.bind:
+            from edge.metrics_server import MetricsServer
+
+            service.metrics_server = MetricsServer(cfg.metrics.bind, service.snapshot, service.healthy)
     except Exception as e:
-        for s in sources.values():
-            s.close()
-        if sink is not None:
-            sink.close()
-        if isinstance(e, StartupError):
-            raise
-        raise StartupError(str(e)) from e
-    return Service(cfg, detector, sink, sources, metrics, notifier or Notifier(), stop)
+        for fn in reversed(undo):
+            try:
+                fn()
+            except Exception as close_error:  # cleanup must not hide the reason we refuse to start
+                log.debug("cleanup after failed start: %s", close_error)
+        raise StartupError(one_line(e)) from e
+    return service

@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 
 from edge import config as config_mod
-from edge import registry
+from edge import registry, security
+from edge import service as service_mod
 from edge.config import CameraConfig, Config, ConfigError
 
 log = logging.getLogger("edge")
@@ -39,6 +40,7 @@ def _apply(cfg: Config, **changes) -> Config:
 
 def _serve(cfg: Config) -> int:
     from edge.app import StartupError, build_service
+    from edge.hardening import HardeningError, harden_process
     from edge.service import Notifier, install_stop_handlers
 
     _setup_logging(cfg.service.log_level)
@@ -46,8 +48,9 @@ def _serve(cfg: Config) -> int:
     install_stop_handlers(stop)
     notifier = Notifier()
     try:
+        harden_process(cfg.service.mlock)  # before any frame exists: no core dumps, optionally no swap
         service = build_service(cfg, stop, notifier)
-    except StartupError as e:
+    except (StartupError, HardeningError) as e:
         log.error("refusing to start: %s", e)
         notifier.status(f"refusing to start: {e}")
         return 2
@@ -75,10 +78,16 @@ def cmd_replay(args) -> int:
 
 
 def cmd_subscribe(args) -> int:
+    from edge.security import SecurityError, client_hook_from_args
     from edge.subscribe import run_subscribe
 
+    try:
+        hook = client_hook_from_args(args)
+    except SecurityError as e:
+        print(f"subscribe: {e}", file=sys.stderr)
+        return 2
     counts = run_subscribe(args.connect, save_dir=args.save, count=args.count, timeout_s=args.timeout,
-                           topics=tuple(args.topic) or ("",))
+                           topics=tuple(args.topic) or ("",), socket_options_hook=hook)
     print(json.dumps(counts), file=sys.stderr)
     return 0
 
@@ -172,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--count", type=int, help="stop after this many frames")
     sp.add_argument("--timeout", type=float, help="stop when no frame arrived for this many seconds")
     sp.add_argument("--topic", action="append", default=[], help="camera id to subscribe to (default: all)")
+    security.add_client_args(sp)
     sp.set_defaults(func=cmd_subscribe)
 
     sp = sub.add_parser("check-config", help="validate a config file (and its models) without starting anything")
@@ -188,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mirror", action="append", default=[], help="extra folder to search (EDGE_MODEL_PATH adds more)")
     sp.add_argument("--cards-dir")
     sp.set_defaults(func=cmd_models)
+
+    security.add_parser(sub)
+    service_mod.add_parser(sub)
 
     from edge import evaluate
     evaluate.add_parser(sub)

@@ -29,6 +29,8 @@ class ServiceConfig:
     deadline_ms: float = 250.0  # capture to masked; 0 disables (bench replay keeps every frame)
     stats_interval_s: float = 10.0  # periodic metrics line in the log / journal
     max_sink_errors: int = 20  # consecutive sink failures before the service gives up (and restarts)
+    mlock: bool = False  # mlockall so frame buffers never reach swap (needs LimitMEMLOCK=infinity)
+    audit_path: str = ""  # per-session audit record (JSON lines, no pixels); "" = none
 
     def check(self) -> None:
         _at_least(self, "deadline_ms", 0)
@@ -50,10 +52,41 @@ class RuntimeConfig:
     threads: int = 0  # onnxruntime intra-op threads; 0 = its default
     device_id: int = 0
     trt_cache_dir: str = ""
+    trt_fp16: bool = True
+    trt_int8: bool = False  # for QDQ int8 models made by calibration/
+    # Preprocessing inside the ONNX graph (edge.detect.graph): the frame goes in as uint8, IO-bound.
+    graph_preprocess: bool = False
+    fp16: bool = False  # fp16 copy of each model (CUDA / TensorRT only), cached next to the model
 
     def check(self) -> None:
         _at_least(self, "threads", 0)
         _at_least(self, "device_id", 0)
+
+
+@dataclass(frozen=True)
+class TilesConfig:
+    """Upscaled tiles over a region of the frame (e.g. the horizon band where distant people appear)."""
+
+    enabled: bool = False
+    region: tuple[float, ...] = (0.0, 0.0, 1.0, 1.0)  # x0, y0, x1, y1 as fractions of the frame
+    scale: float = 2.0
+    size: int = 640  # tile side in network-input pixels (after upscaling)
+    overlap: int = 96  # input pixels shared by neighbouring tiles: at least the largest face they should see whole
+    score_threshold: float = 0.0  # 0 = the class's score_threshold
+    min_box_px: float = 0.0  # drop tile boxes smaller than this (frame px, sqrt of area)
+    max_box_px: float = 0.0  # drop tile boxes at least this large (frame px); 0 = no limit
+
+    def check(self) -> None:
+        if len(self.region) != 4 or not (0 <= self.region[0] < self.region[2] <= 1
+                                         and 0 <= self.region[1] < self.region[3] <= 1):
+            raise ConfigError(f"region: expected [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, "
+                              f"got {list(self.region)}")
+        _within(self, "scale", 0.25, 8.0)
+        _within(self, "size", 32, 4096)
+        _within(self, "overlap", 0, self.size // 2)
+        _within(self, "score_threshold", 0.0, 1.0)
+        _at_least(self, "min_box_px", 0)
+        _at_least(self, "max_box_px", 0)
 
 
 @dataclass(frozen=True)
@@ -63,12 +96,33 @@ class ClassConfig:
     score_threshold: float = 0.5
     nms_iou: float = 0.45
     scales: tuple[float, ...] = (1.0,)  # full-frame passes, as factors of the frame size
+    # Per entry of `scales` (empty = the same for every pass): score threshold, and the box sizes
+    # (frame px, sqrt of area) the pass is trusted for; an upscaled pass is best kept to small boxes.
+    thresholds: tuple[float, ...] = ()
+    min_box_px: tuple[float, ...] = ()
+    max_box_px: tuple[float, ...] = ()  # 0 = no limit
+    aspect: float = 1.0  # horizontal stretch before detection: a source pixel's width / height
+    tiles: TilesConfig = TilesConfig()
+    # Ensemble: more models for this class, run over the whole frame at extra_scales, boxes merged with the main one's
+    extra_models: tuple[str, ...] = ()
+    extra_score_threshold: float = 0.5
+    extra_scales: tuple[float, ...] = (1.0,)
 
     def check(self) -> None:
         _within(self, "score_threshold", 0.0, 1.0)
         _within(self, "nms_iou", 0.0, 1.0)
-        if not self.scales or any(s <= 0 or s > 8 for s in self.scales):
-            raise ConfigError(f"scales: each must be in (0, 8], got {list(self.scales)}")
+        _within(self, "extra_score_threshold", 0.0, 1.0)
+        _within(self, "aspect", 0.25, 4.0)
+        for name in ("scales", "extra_scales"):
+            values = getattr(self, name)
+            if not values or any(s <= 0 or s > 8 for s in values):
+                raise ConfigError(f"{name}: each must be in (0, 8], got {list(values)}")
+        for name in ("thresholds", "min_box_px", "max_box_px"):
+            values = getattr(self, name)
+            if values and len(values) != len(self.scales):
+                raise ConfigError(f"{name}: one value per entry of scales ({len(self.scales)}), got {list(values)}")
+            if any(v < 0 or (name == "thresholds" and v > 1) for v in values):
+                raise ConfigError(f"{name}: out of range: {list(values)}")
 
 
 @dataclass(frozen=True)
@@ -87,6 +141,7 @@ class MaskConfig:
     margin: float = 0.15
     small_box_px: float = 32.0
     small_margin: float = 0.35
+    min_margin_px: int = 2  # every side grows by at least this many pixels
     pixel_cells: int = 6
     min_cell_px: int = 4
     blur_fraction: float = 0.5
@@ -94,9 +149,27 @@ class MaskConfig:
     def check(self) -> None:
         _within(self, "margin", 0.0, 2.0)
         _within(self, "small_margin", 0.0, 2.0)
+        _within(self, "min_margin_px", 0, 64)
         _at_least(self, "pixel_cells", 1)
         _at_least(self, "min_cell_px", 1)
         _within(self, "blur_fraction", 0.05, 2.0)
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    # On by default: in a video one missed frame is a leak, and a hold costs only a few frames of
+    # extra mask after an object leaves. Image-folder replays never track (edge.track.for_camera).
+    enabled: bool = True
+    hold_frames: int = 6  # keep masking a lost object this many frames (by seq) at its predicted place
+    iou_threshold: float = 0.1  # association: IoU with the prediction at or above this...
+    max_center_dist: float = 1.0  # ...or centre distance within this many box sizes
+    margin_growth: float = 0.05  # held box grows by this fraction of its size per side per missed frame
+
+    def check(self) -> None:
+        _within(self, "hold_frames", 0, 1000)
+        _within(self, "iou_threshold", 0.0, 1.0)
+        _within(self, "max_center_dist", 0.0, 10.0)
+        _within(self, "margin_growth", 0.0, 2.0)
 
 
 @dataclass(frozen=True)
@@ -117,6 +190,31 @@ class OutputConfig:
             raise ConfigError(f"bind: expected tcp://HOST:PORT or ipc://PATH, got {self.bind!r}")
         if self.kind == "folder" and not self.dir:
             raise ConfigError("dir: required when kind = \"folder\"")
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    curve: bool = False  # ZeroMQ CURVE encryption + client authentication on the output
+    server_secret_key: str = ""  # secret certificate made by `edge-anon keygen`
+    client_keys_dir: str = ""  # public certificates (*.key) of the clients allowed to subscribe
+
+    def check(self) -> None:
+        if self.curve and not (self.server_secret_key and self.client_keys_dir):
+            raise ConfigError("curve: needs server_secret_key and client_keys_dir")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    bind: str = ""  # HOST:PORT of the JSON metrics endpoint on loopback, e.g. "127.0.0.1:9108"; "" = off
+
+    def check(self) -> None:
+        if not self.bind:
+            return
+        host, sep, port = self.bind.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"bind: expected HOST:PORT, got {self.bind!r}")
+        if host.strip("[]") not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
+            raise ConfigError(f"bind: the metrics endpoint is for loopback only, got host {host!r}")
 
 
 @dataclass(frozen=True)
@@ -149,7 +247,10 @@ class Config:
     runtime: RuntimeConfig = RuntimeConfig()
     detect: DetectConfig = DetectConfig()
     mask: MaskConfig = MaskConfig()
+    track: TrackConfig = TrackConfig()
     output: OutputConfig = OutputConfig()
+    security: SecurityConfig = SecurityConfig()
+    metrics: MetricsConfig = MetricsConfig()
     cameras: tuple[CameraConfig, ...] = ()
 
     def check(self) -> None:
@@ -243,6 +344,9 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         models=dataclasses.replace(cfg.models, cache_dir=rel(cfg.models.cache_dir), cards_dir=rel(cfg.models.cards_dir),
                                    mirrors=tuple(rel(m) for m in cfg.models.mirrors)),
         output=dataclasses.replace(cfg.output, dir=rel(cfg.output.dir)),
+        service=dataclasses.replace(cfg.service, audit_path=rel(cfg.service.audit_path)),
+        security=dataclasses.replace(cfg.security, server_secret_key=rel(cfg.security.server_secret_key),
+                                     client_keys_dir=rel(cfg.security.client_keys_dir)),
         cameras=tuple(source(c) for c in cfg.cameras),
     )
 

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -124,12 +124,43 @@ def _resize(image: np.ndarray, boxes: np.ndarray, shrink: float) -> tuple[np.nda
     return small, boxes * np.array([size[0] / w, size[1] / h] * 2, np.float32)
 
 
+@dataclass
+class Tally:
+    """Accumulates per-object protection and painted area over a set of images."""
+
+    sizes: list[float] = field(default_factory=list)
+    flags: list[bool] = field(default_factory=list)
+    outside: int = 0  # painted pixels outside every ground-truth box, summed over the set
+    total: int = 0  # all pixels of the set
+    times: list[float] = field(default_factory=list)
+    dropped: int = 0
+    images: int = 0
+    per_image: list[dict] = field(default_factory=list)
+
+    def add(self, painted: np.ndarray, boxes: np.ndarray, name: str | None = None) -> np.ndarray:
+        """Score one image's mask map against its ground truth; returns the per-object protected flags."""
+        f = protected_flags(painted, boxes)
+        wh = boxes[:, 2:] - boxes[:, :2]
+        self.sizes.extend(np.sqrt(np.clip(wh[:, 0], 0, None) * np.clip(wh[:, 1], 0, None)).tolist())
+        self.flags.extend(f.tolist())
+        out_px = outside_share(painted, boxes)
+        self.outside += out_px
+        self.total += painted.size
+        self.images += 1
+        if name is not None:
+            self.per_image.append({"image": name, "objects": len(boxes), "protected": int(f.sum()),
+                                   "overmask": round(out_px / painted.size, 5)})
+        return f
+
+    def result(self) -> dict:
+        return summarize(np.array(self.sizes, np.float64), np.array(self.flags, bool), self.outside, self.total,
+                         self.times, self.dropped, self.per_image, self.images)
+
+
 def evaluate(process: Callable[[Frame], MaskedFrame | DroppedFrame], items: Iterable[Item], *,
              shrink: float = 1.0, color=(0, 0, 0), keep_per_image: bool = False) -> dict:
     """Run `process` (a Pipeline.process with a solid fill) on every item and score what it painted."""
-    sizes, flags, classes = [], [], []
-    outside = total = 0
-    times, per_image, dropped = [], [], 0
+    tally = Tally()
     for seq, item in enumerate(items):
         image = cv2.imread(str(item.path), cv2.IMREAD_COLOR)
         if image is None:
@@ -139,30 +170,20 @@ def evaluate(process: Callable[[Frame], MaskedFrame | DroppedFrame], items: Iter
         frame = Frame(image, "eval", seq, time.monotonic_ns(), time.time_ns(), item.path.stem)
         t0 = time.perf_counter()
         out = process(frame)
-        times.append((time.perf_counter() - t0) * 1e3)
+        tally.times.append((time.perf_counter() - t0) * 1e3)
         if isinstance(out, DroppedFrame):
             # a dropped frame leaks nothing, but it protects nothing either: count it, score it as unmasked
-            dropped += 1
+            tally.dropped += 1
             painted = np.zeros(image.shape[:2], bool)
         else:
             painted = painted_map(image.shape, out.regions)
             cross_check(original, out.frame.image, painted, color)
-        f = protected_flags(painted, boxes)
-        wh = boxes[:, 2:] - boxes[:, :2]
-        sizes.extend(np.sqrt(np.clip(wh[:, 0] * wh[:, 1], 0, None)).tolist())
-        flags.extend(f.tolist())
-        classes.extend([item.class_id] * len(boxes))
-        out_px = outside_share(painted, boxes)
-        outside += out_px
-        total += painted.size
-        if keep_per_image:
-            per_image.append({"image": item.path.name, "objects": len(boxes), "protected": int(f.sum()),
-                              "overmask": round(out_px / painted.size, 5)})
-    return summarize(np.array(sizes), np.array(flags, bool), outside, total, times, dropped, per_image)
+        tally.add(painted, boxes, item.path.name if keep_per_image else None)
+    return tally.result()
 
 
 def summarize(sizes: np.ndarray, flags: np.ndarray, outside: int, total: int, times: list[float],
-              dropped: int = 0, per_image: list | None = None) -> dict:
+              dropped: int = 0, per_image: list | None = None, images: int | None = None) -> dict:
     buckets = {}
     for lo, hi, name in BUCKETS:
         sel = (sizes >= lo) & (sizes < hi)
@@ -176,7 +197,7 @@ def summarize(sizes: np.ndarray, flags: np.ndarray, outside: int, total: int, ti
         "protected_share": round(float(flags.mean()), 4) if len(flags) else None,
         "buckets": buckets,
         "overmask_share": round(outside / total, 5) if total else 0.0,
-        "images": len(times),
+        "images": len(times) if images is None else images,
         "dropped_frames": dropped,
         "ms_per_image": {"mean": round(float(t.mean()), 2), "p50": round(float(np.percentile(t, 50)), 2),
                          "p90": round(float(np.percentile(t, 90)), 2)},
@@ -184,6 +205,35 @@ def summarize(sizes: np.ndarray, flags: np.ndarray, outside: int, total: int, ti
     if per_image:
         result["per_image"] = per_image
     return result
+
+
+# Issue 4's targets on wider_dev (faces): minimum protected share per size range, and the over-masking budget.
+TARGETS = ((">=32", 32, float("inf"), 0.97), ("16-32", 16, 32, 0.93), ("8-16", 8, 16, 0.85), ("<8", 0, 8, 0.55))
+OVERMASK_BUDGET = 0.06
+
+
+def check_targets(result: dict) -> dict[str, dict]:
+    """Each target with the measured share and whether it is met (buckets pooled where a target spans two)."""
+    out = {}
+    for name, lo, hi, need in TARGETS:
+        parts = [b for b_lo, b_hi, b in BUCKETS if b_lo >= lo and b_hi <= hi]
+        got = sum(result["buckets"][b]["protected"] for b in parts)
+        n = sum(result["buckets"][b]["objects"] for b in parts)
+        share = got / n if n else None
+        out[name] = {"need": need, "share": None if share is None else round(share, 4),
+                     "met": share is not None and share >= need}
+    om = result["overmask_share"]
+    out["overmask"] = {"need": OVERMASK_BUDGET, "share": om, "met": om <= OVERMASK_BUDGET}
+    return out
+
+
+def format_targets(result: dict) -> str:
+    cells = []
+    for name, t in check_targets(result).items():
+        op = "<=" if name == "overmask" else ">="
+        got = "-" if t["share"] is None else f"{100 * t['share']:.1f}%"
+        cells.append(f"{name} {got} ({op}{100 * t['need']:.0f}%: {'met' if t['met'] else 'MISSED'})")
+    return "targets: " + ", ".join(cells)
 
 
 def format_table(results: dict[str, dict]) -> str:
@@ -208,6 +258,19 @@ DEFAULT_SETS = {
     "faces": ("wider_dev", lambda shared: read_face_list(shared / "data/eval/faces/wider_dev/gt_xyxy.txt")),
     "plates": ("openalpr_dev", lambda shared: read_openalpr(shared / "data/eval/plates/openalpr_dev")),
 }
+DATASET_CLASS = {"faces": "face", "plates": "plate"}
+
+
+def for_dataset(cfg, dataset: str, all_classes: bool = False):
+    """The config with the dataset's class enabled and, unless all_classes, every other class off.
+
+    The sets annotate one class only: another class's masks would count as over-masking.
+    """
+    from edge import config as config_mod
+
+    changes = {f"detect.{c}.enabled": c == DATASET_CLASS[dataset] or (all_classes and getattr(cfg.detect, c).enabled)
+               for c in CLASS_NAMES}
+    return config_mod.override(cfg, changes)
 
 
 def pipeline_for(cfg):
@@ -231,6 +294,9 @@ def add_parser(subparsers) -> None:
     sp.add_argument("--limit", type=int, help="only the first N images")
     sp.add_argument("--json", help="write the results here")
     sp.add_argument("--name", help="row label in the table")
+    sp.add_argument("--all-classes", action="store_true",
+                    help="keep the config's other detectors on (their masks count as over-masking)")
+    sp.add_argument("--per-image", action="store_true", help="add per-image counts to the JSON")
     sp.set_defaults(func=cmd_eval)
 
 
@@ -244,17 +310,17 @@ def load_items(dataset: str, data: str | None) -> list[Item]:
 def cmd_eval(args) -> int:
     from edge.cli import _load
 
-    cfg = _load(args.config, args.set)
-    if args.dataset == "plates" and not args.config and not any(o.startswith("detect.plate") for o in args.set):
-        from edge import config as config_mod
-
-        cfg = config_mod.override(cfg, {"detect.plate.enabled": True, "detect.face.enabled": False})
+    cfg = for_dataset(_load(args.config, args.set), args.dataset, args.all_classes)
     items = load_items(args.dataset, args.data)[: args.limit]
-    result = evaluate(pipeline_for(cfg).process, items, shrink=args.shrink)
-    result["config"] = {"detect": dataclasses.asdict(cfg.detect), "mask": dataclasses.asdict(cfg.mask),
-                        "overrides": args.set, "shrink": args.shrink, "dataset": args.dataset}
+    result = evaluate(pipeline_for(cfg).process, items, shrink=args.shrink, keep_per_image=args.per_image)
+    result["config"] = {"file": args.config, "detect": dataclasses.asdict(cfg.detect),
+                        "mask": dataclasses.asdict(cfg.mask), "overrides": args.set, "shrink": args.shrink,
+                        "dataset": args.dataset}
     name = args.name or f"{args.dataset}{'' if args.shrink == 1 else f' x{args.shrink:g}'}"
     print(format_table({name: result}))
+    if args.dataset == "faces":
+        result["targets"] = check_targets(result)
+        print(format_targets(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))

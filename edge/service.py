@@ -75,3 +75,42 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def writable_paths(cfg) -> list[str]:
+    """Every path the configured service writes: the unit makes these, and only these, writable."""
+    paths = []
+    if cfg.output.kind == "folder" and cfg.output.dir:
+        paths.append(cfg.output.dir)
+    if cfg.output.kind == "zmq" and cfg.output.bind.startswith("ipc://"):
+        # the socket file is created (and removed) in its folder
+        paths.append(os.path.dirname(cfg.output.bind[len("ipc://"):]) or ".")
+    if cfg.service.audit_path:
+        paths.append(cfg.service.audit_path)
+    if cfg.runtime.trt_cache_dir:
+        paths.append(cfg.runtime.trt_cache_dir)
+    if cfg.runtime.fp16 and cfg.runtime.provider != "cpu" and cfg.models.cache_dir:
+        paths.append(cfg.models.cache_dir)  # fp16 copies of the models are cached there
+    return [os.path.abspath(p) for p in dict.fromkeys(paths)]
+
+
+def unit_dropin(cfg) -> str:
+    """A systemd drop-in granting write access to the config's paths ('-': a missing one is no unit error)."""
+    lines = ["# made by `edge-anon unit-paths`: the paths this instance's config writes", "[Service]"]
+    lines += [f"ReadWritePaths=-{p}" for p in writable_paths(cfg)]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_unit_paths(args) -> int:
+    from edge import config as config_mod
+
+    cfg = config_mod.load(args.config)
+    print(unit_dropin(cfg) if args.dropin else "\n".join(writable_paths(cfg)), end="" if args.dropin else "\n")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    sp = subparsers.add_parser("unit-paths", help="the paths a config writes (systemd ReadWritePaths drop-in)")
+    sp.add_argument("config")
+    sp.add_argument("--dropin", action="store_true", help="print a [Service] drop-in instead of one path per line")
+    sp.set_defaults(func=cmd_unit_paths)

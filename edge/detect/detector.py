@@ -1,4 +1,4 @@
-"""The ONNX detector: preprocessing, passes at one or more scales, decoding and merging."""
+"""The ONNX detector: windows of every pass (scales, tiles) to network inputs, decoding, merging; ensembles."""
 from __future__ import annotations
 
 import time
@@ -7,12 +7,15 @@ from types import ModuleType
 import cv2
 import numpy as np
 
-from edge.detect import centerface, yunet
-from edge.detect.boxes import nms, padded_size
+from edge.detect import centerface, lpd_yunet, yunet
+from edge.detect.boxes import padded_size
+from edge.detect.multiscale import (Candidates, PassSpec, Window, full_frame_passes, merge, plan, select,
+                                     to_frame)
+from edge.detect.runner import FrameModel
 from edge.detect.session import OnnxModel
 from edge.frame import Detections, check_image
 
-FAMILIES: dict[str, ModuleType] = {"yunet": yunet, "centerface": centerface}
+FAMILIES: dict[str, ModuleType] = {"yunet": yunet, "centerface": centerface, "lpd_yunet": lpd_yunet}
 
 
 def preprocess(image: np.ndarray, scale: float, multiple: int, channels: str) -> tuple[np.ndarray, float, float]:
@@ -32,13 +35,6 @@ def preprocess(image: np.ndarray, scale: float, multiple: int, channels: str) ->
     return blob, sw / w, sh / h
 
 
-def clip_boxes(xyxy: np.ndarray, height: int, width: int) -> np.ndarray:
-    out = xyxy.copy()
-    np.clip(out[:, 0::2], 0, width, out=out[:, 0::2])
-    np.clip(out[:, 1::2], 0, height, out=out[:, 1::2])
-    return out
-
-
 def _add(timings: dict[str, float] | None, key: str, t0: float) -> float:
     t1 = time.perf_counter()
     if timings is not None:
@@ -47,46 +43,147 @@ def _add(timings: dict[str, float] | None, key: str, t0: float) -> float:
 
 
 class OnnxDetector:
-    """One model, run at each configured scale over the whole frame; results merged by NMS."""
+    """One model run over the windows of its passes (full frame at each scale, tiles); boxes merged across all.
+
+    The pass / tile planning and the merge live in edge.detect.multiscale; this class only turns
+    windows into network inputs, runs them batched (equal-shape windows, and the frames of a
+    batch, share one inference call) and decodes them with the family's decoder.
+    """
 
     def __init__(self, model: OnnxModel, family: str, *, class_id: int, score_threshold: float = 0.5,
-                 nms_iou: float = 0.45, scales: tuple[float, ...] = (1.0,)) -> None:
+                 nms_iou: float = 0.45, scales: tuple[float, ...] = (1.0,),
+                 passes: tuple[PassSpec, ...] | None = None, max_batch: int = 16) -> None:
         if family not in FAMILIES:
             raise ValueError(f"unknown detector family {family!r}; known: {sorted(FAMILIES)}")
-        if not scales or min(scales) <= 0:
+        if not passes and (not scales or min(scales) <= 0):
             raise ValueError(f"scales must be positive, got {scales}")
         self.model, self.family = model, FAMILIES[family]
         self.class_id, self.score_threshold, self.nms_iou = class_id, score_threshold, nms_iou
-        self.scales = tuple(scales)
+        self.passes = tuple(passes) if passes else full_frame_passes(tuple(scales), score_threshold)
+        self.scales = tuple(p.scale for p in self.passes)
+        self.max_batch = max(1, max_batch)
         self.models = ((model.name, model.sha256),)
+        self._plans: dict[tuple[int, int], tuple[Window, ...]] = {}
+        if isinstance(model, FrameModel):
+            missing = set(runner_scales(self.passes)) - set(model.runners)
+            if missing:
+                raise ValueError(f"model {model.name}: no graph-preprocessed session for scale(s) {sorted(missing)}")
 
     def detect(self, image: np.ndarray, timings: dict[str, float] | None = None) -> Detections:
-        check_image(image)
-        h, w = image.shape[:2]
-        boxes, scores, quads = [], [], []
-        for scale in self.scales:
-            t = time.perf_counter()
-            blob, fx, fy = preprocess(image, scale, self.family.MULTIPLE, self.family.CHANNELS)
-            t = _add(timings, "preprocess", t)
-            outputs = self.model.run(blob)
-            t = _add(timings, "inference", t)
-            xyxy, score, quad = self.family.candidates(outputs, blob.shape[2:], self.score_threshold)
-            boxes.append(xyxy / np.array([fx, fy, fx, fy], np.float32))
-            scores.append(score)
-            quads.append(None if quad is None else quad / np.array([fx, fy], np.float32))
-            _add(timings, "decode", t)
+        return self.detect_batch([image], timings)[0]
+
+    def detect_batch(self, images: list[np.ndarray], timings: dict[str, float] | None = None) -> list[Detections]:
+        """Detections per frame for frames of one size (several cameras share the inference calls)."""
+        found = self.candidates_batch(images, timings)
         t = time.perf_counter()
-        xyxy = clip_boxes(np.concatenate(boxes), h, w)
-        score = np.concatenate(scores)
-        quad = None
-        if any(q is not None for q in quads):
-            quad = np.concatenate([q if q is not None else np.full((len(b), 4, 2), np.nan, np.float32)
-                                   for q, b in zip(quads, boxes)])
-        visible = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
-        keep = np.flatnonzero(visible)[nms(xyxy[visible], score[visible], self.nms_iou)]
+        out = [to_detections(c, self.class_id, self.nms_iou) for c in found]
         _add(timings, "decode", t)
-        return Detections(xyxy[keep], score[keep], np.full(len(keep), self.class_id, np.int32),
-                          None if quad is None else quad[keep])
+        return out
+
+    def candidates_batch(self, images: list[np.ndarray], timings: dict[str, float] | None = None,
+                         floor: float | None = None) -> list[Candidates]:
+        """Per frame, the boxes of every pass before merging, each filtered by its pass's threshold and size range.
+
+        With `floor`, every box scoring at least `floor` comes back unfiltered (pass_index says
+        which pass found it), so a threshold sweep runs the network once (scripts/tune_thresholds.py).
+        """
+        for image in images:
+            check_image(image)
+        if len({image.shape for image in images}) != 1:
+            raise ValueError(f"detect_batch needs frames of one size, got {sorted({i.shape for i in images})}")
+        h, w = images[0].shape[:2]
+        windows = self._plans.get((h, w))
+        if windows is None:
+            windows = self._plans.setdefault((h, w), plan(h, w, self.passes))
+        groups: dict[tuple, list[Window]] = {}
+        for win in windows:
+            groups.setdefault(win.group, []).append(win)
+        per_image: list[list[Candidates]] = [[] for _ in images]
+        per_call = max(1, self.max_batch // len(images))
+        for group in groups.values():
+            for start in range(0, len(group), per_call):
+                chunk = group[start:start + per_call]
+                outputs, input_hw = self._run_windows(images, chunk, timings)
+                t = time.perf_counter()
+                for i, found in enumerate(per_image):
+                    for j, win in enumerate(chunk):
+                        thr = self.passes[win.pass_index].score_threshold if floor is None else floor
+                        xyxy, score, quad = self.family.candidates(outputs, input_hw, thr,
+                                                                   batch_index=i * len(chunk) + j)
+                        found.append(to_frame(win, input_hw, xyxy, score, quad, (h, w)))
+                _add(timings, "decode", t)
+        merged = [Candidates.concat(found) for found in per_image]
+        return merged if floor is not None else [select(c, self.passes) for c in merged]
+
+    def _run_windows(self, images: list[np.ndarray], windows: list[Window],
+                     timings: dict[str, float] | None) -> tuple[list[np.ndarray], tuple[int, int]]:
+        """Raw outputs for every (frame, window) pair, frame-major, and the common input (H, W)."""
+        t = time.perf_counter()
+        crops = [image[w.y0:w.y1, w.x0:w.x1] for image in images for w in windows]
+        win = windows[0]
+        rw, rh = win.resized_wh
+        isotropic = win.sx == win.sy
+        if isinstance(self.model, FrameModel):  # runtime.graph_preprocess: the graph resizes and pads
+            if not isotropic:  # the graph scales both axes alike: stretch here, run the graph at 1.0
+                crops = [cv2.resize(c, (rw, rh), interpolation=cv2.INTER_LINEAR) for c in crops]
+            _add(timings, "preprocess", t)
+            outputs, input_hw, _, _ = self.model.run_frames(crops, win.sx if isotropic else 1.0, timings)
+            return outputs, input_hw
+        ph, pw = win.input_hw(self.family.MULTIPLE)
+        blob = np.zeros((len(crops), 3, ph, pw), np.float32)
+        shrink = win.sx <= 1 and win.sy <= 1
+        for k, crop in enumerate(crops):
+            if crop.shape[:2] != (rh, rw):
+                crop = cv2.resize(crop, (rw, rh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            blob[k, :, :rh, :rw] = (crop[..., ::-1] if self.family.CHANNELS == "RGB" else crop).transpose(2, 0, 1)
+        t = _add(timings, "preprocess", t)
+        outputs = self.model.run(blob)
+        _add(timings, "inference", t)
+        return outputs, (ph, pw)
+
+
+def to_detections(c: Candidates, class_id: int, nms_iou: float) -> Detections:
+    kept = c.take(merge(c, nms_iou))
+    return Detections(kept.xyxy, kept.score, np.full(len(kept), class_id, np.int32), kept.quad)
+
+
+def runner_scales(passes: tuple[PassSpec, ...]) -> tuple[float, ...]:
+    """Scales a graph-preprocessed model needs a session for (a stretched pass runs at 1.0 after a numpy resize)."""
+    return tuple(sorted({p.sx if p.sx == p.sy else 1.0 for p in passes}))
+
+
+class EnsembleDetector:
+    """Several models for one class (e.g. YuNet + CenterFace): each filtered by its own passes, merged together."""
+
+    def __init__(self, members: list[OnnxDetector], *, nms_iou: float = 0.45) -> None:
+        if not members or len({m.class_id for m in members}) != 1:
+            raise ValueError("an ensemble needs at least one member, all of one class")
+        self.members, self.nms_iou = list(members), nms_iou
+        self.model, self.class_id = members[0].model, members[0].class_id
+        self.models = tuple(m for d in self.members for m in d.models)
+        self.passes = tuple(p for d in self.members for p in d.passes)
+
+    def detect(self, image: np.ndarray, timings: dict[str, float] | None = None) -> Detections:
+        return self.detect_batch([image], timings)[0]
+
+    def detect_batch(self, images: list[np.ndarray], timings: dict[str, float] | None = None) -> list[Detections]:
+        found = self.candidates_batch(images, timings)
+        t = time.perf_counter()
+        out = [to_detections(c, self.class_id, self.nms_iou) for c in found]
+        _add(timings, "decode", t)
+        return out
+
+    def candidates_batch(self, images: list[np.ndarray], timings: dict[str, float] | None = None,
+                         floor: float | None = None) -> list[Candidates]:
+        per_member = []
+        offset = 0
+        for d in self.members:
+            found = d.candidates_batch(images, timings, floor)
+            for c in found:
+                c.pass_index = c.pass_index + offset  # indices into self.passes
+            per_member.append(found)
+            offset += len(d.passes)
+        return [Candidates.concat(list(row)) for row in zip(*per_member)]
 
 
 class MultiDetector:
@@ -100,3 +197,7 @@ class MultiDetector:
 
     def detect(self, image: np.ndarray, timings: dict[str, float] | None = None) -> Detections:
         return Detections.concat([d.detect(image, timings) for d in self.detectors])
+
+    def detect_batch(self, images: list[np.ndarray], timings: dict[str, float] | None = None) -> list[Detections]:
+        per_detector = [d.detect_batch(images, timings) for d in self.detectors]
+        return [Detections.concat(list(row)) for row in zip(*per_detector)]
