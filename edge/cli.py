@@ -208,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge.hardening import disable_runtime_telemetry
+
+    disable_runtime_telemetry()  # before anything imports onnxruntime (it writes under ~/.cache otherwise)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

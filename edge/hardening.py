@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import resource
+import sys
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,19 @@ def lock_memory() -> MlockResult:
         return MlockResult(False, reason)
     log.info("memory locked (mlockall): frame buffers are never swapped out")
     return MlockResult(True)
+
+
+def disable_runtime_telemetry(env=os.environ) -> bool:
+    """Keep onnxruntime from writing a device id and an event database under ~/.cache (and sending them).
+
+    onnxruntime reads ORT_DISABLE_TELEMETRY once, when it is imported, so this must run first;
+    returns False (and warns) when it is too late. The unit file sets the variable as well.
+    """
+    env.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    if "onnxruntime" in sys.modules:
+        log.warning("onnxruntime was imported before its telemetry could be switched off")
+        return False
+    return True
 
 
 def harden_process(mlock: bool = False) -> MlockResult | None:

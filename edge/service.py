@@ -77,21 +77,36 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def writable_paths(cfg) -> list[str]:
-    """Every path the configured service writes: the unit makes these, and only these, writable."""
-    paths = []
+def writable_entries(cfg) -> list[tuple[str, str]]:
+    """(kind, path) of everything the configured service writes; kind is "dir" or "file".
+
+    The unit makes these, and only these, writable; the install script creates them first (a
+    ReadWritePaths= entry that does not exist yet would leave the place read-only).
+    """
+    entries = []
     if cfg.output.kind == "folder" and cfg.output.dir:
-        paths.append(cfg.output.dir)
+        entries.append(("dir", cfg.output.dir))
     if cfg.output.kind == "zmq" and cfg.output.bind.startswith("ipc://"):
         # the socket file is created (and removed) in its folder
-        paths.append(os.path.dirname(cfg.output.bind[len("ipc://"):]) or ".")
+        entries.append(("dir", os.path.dirname(cfg.output.bind[len("ipc://"):]) or "."))
     if cfg.service.audit_path:
-        paths.append(cfg.service.audit_path)
+        entries.append(("file", cfg.service.audit_path))  # the file alone, not its folder
     if cfg.runtime.trt_cache_dir:
-        paths.append(cfg.runtime.trt_cache_dir)
+        entries.append(("dir", cfg.runtime.trt_cache_dir))
     if cfg.runtime.fp16 and cfg.runtime.provider != "cpu" and cfg.models.cache_dir:
-        paths.append(cfg.models.cache_dir)  # fp16 copies of the models are cached there
-    return [os.path.abspath(p) for p in dict.fromkeys(paths)]
+        entries.append(("dir", cfg.models.cache_dir))  # fp16 copies of the models are cached there
+    seen, out = set(), []
+    for kind, path in entries:
+        path = os.path.abspath(path)
+        if path not in seen:
+            seen.add(path)
+            out.append((kind, path))
+    return out
+
+
+def writable_paths(cfg) -> list[str]:
+    """Every path the configured service writes."""
+    return [path for _, path in writable_entries(cfg)]
 
 
 def unit_dropin(cfg) -> str:
@@ -105,12 +120,17 @@ def cmd_unit_paths(args) -> int:
     from edge import config as config_mod
 
     cfg = config_mod.load(args.config)
-    print(unit_dropin(cfg) if args.dropin else "\n".join(writable_paths(cfg)), end="" if args.dropin else "\n")
+    if args.dropin:
+        print(unit_dropin(cfg), end="")
+    else:
+        for kind, path in writable_entries(cfg):
+            print(f"{kind}\t{path}")
     return 0
 
 
 def add_parser(subparsers) -> None:
     sp = subparsers.add_parser("unit-paths", help="the paths a config writes (systemd ReadWritePaths drop-in)")
     sp.add_argument("config")
-    sp.add_argument("--dropin", action="store_true", help="print a [Service] drop-in instead of one path per line")
+    sp.add_argument("--dropin", action="store_true",
+                    help="print a [Service] drop-in instead of one 'dir|file<TAB>path' line per path")
     sp.set_defaults(func=cmd_unit_paths)
