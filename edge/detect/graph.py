@@ -35,6 +35,24 @@ class GraphError(ValueError):
     """A model this module cannot rewrite (wrong input layout, unsupported opset...)."""
 
 
+def check(model: onnx.ModelProto) -> None:
+    """onnx.checker on a copy whose shapeless graph outputs get their rank from shape inference.
+
+    `set_input_dims` clears the output shapes of fixed-size models (LPD-YuNet) so onnxruntime
+    accepts other sizes; onnxruntime is fine with that, the checker insists on a shape.
+    """
+    shapeless = [o.name for o in model.graph.output if not o.type.tensor_type.HasField("shape")]
+    if shapeless:
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        inferred = {o.name: o for o in onnx.shape_inference.infer_shapes(model).graph.output}
+        for out in model.graph.output:
+            found = inferred.get(out.name)
+            if out.name in shapeless and found is not None and found.type.tensor_type.HasField("shape"):
+                for k in range(len(found.type.tensor_type.shape.dim)):
+                    out.type.tensor_type.shape.dim.add().dim_param = f"{_P}{out.name}_{k}"
+    onnx.checker.check_model(model)
+
+
 def default_opset(model: onnx.ModelProto) -> int:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
@@ -165,7 +183,7 @@ def prepend_preprocess(model: onnx.ModelProto | bytes, *, channels: str = "BGR",
     del graph.node[:]
     graph.node.extend([*b.nodes, *nodes])
     graph.initializer.extend(b.inits)
-    onnx.checker.check_model(model)
+    check(model)
     return model
 
 
@@ -234,7 +252,7 @@ def to_fp16(model: onnx.ModelProto | bytes) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend([*edge_nodes, *nodes, *tail_nodes])
     del graph.value_info[:]  # element types inside changed; stale float32 annotations would be wrong
-    onnx.checker.check_model(model)
+    check(model)
     return model
 
 

@@ -94,11 +94,24 @@ class BoundRunner:
         return dev
 
 
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+def is_qdq(data: bytes) -> bool:
+    """A statically quantized model (calibration/): its precision is int8, fp16 conversion would break its scales."""
+    import onnx
+
+    return any(n.op_type in QDQ_OPS for n in onnx.load_from_string(data).graph.node)
+
+
 def graph_rewrite(data: bytes, *, sha256: str, channels: str, multiple: int, scale: float, fp16: bool,
                   cache_dir: str | Path | None, rewrite: Callable[[bytes], bytes] | None) -> bytes:
     """Source model bytes (already verified) -> the frame-input model for one scale."""
     if rewrite is not None:
         data = rewrite(data)
+    if fp16 and is_qdq(data):
+        log.info("model %s… is QDQ int8: no fp16 copy", sha256[:12])
+        fp16 = False
     if fp16:
         if cache_dir is None:
             from edge.registry import default_cache_dir
@@ -177,7 +190,8 @@ def load_for_runtime(path: str | Path, *, name: str, sha256: str, family: str, o
             cache_dir = default_cache_dir()
 
         def to_half(data: bytes) -> bytes:
-            return fp16_cached(rewrite(data) if rewrite else data, sha256, cache_dir)
+            data = rewrite(data) if rewrite else data
+            return data if is_qdq(data) else fp16_cached(data, sha256, cache_dir)
 
         model = OnnxModel(path, name=name, sha256=sha256, options=options, rewrite=to_half)
         if model.provider in GPU_PROVIDERS:

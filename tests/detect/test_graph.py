@@ -197,3 +197,17 @@ def test_fp16_cache_is_reused_and_corruption_rebuilt(tmp_path, yunet_bytes, monk
     path.write_bytes(first[:1000])  # a torn write
     assert graph.fp16_cached(yunet_bytes, sha, tmp_path) == first
     assert path.read_bytes() == first
+
+
+def test_models_with_shapeless_outputs_are_rewritten_and_run():
+    """LPD-YuNet after set_input_dims has outputs without shapes: onnxruntime runs it, the rewrites must too."""
+    from edge.detect.session import set_input_dims
+
+    data = set_input_dims(need(MODELS / "license_plate_detection_lpd_yunet_2023mar.onnx").read_bytes(),
+                          ["N", 3, "H", "W"])
+    plain = session(data).run(None, {"input": np.zeros((1, 3, 96, 128), np.float32)})
+    for model in (data, to_fp16(data).SerializeToString()):
+        rewritten = prepend_preprocess(model)
+        assert not rewritten.graph.output[0].type.tensor_type.HasField("shape")  # the checker's copy only
+        out = session(rewritten).run(None, {FRAME_INPUT: np.zeros((1, 96, 128, 3), np.uint8)})
+        assert [o.shape for o in out] == [o.shape for o in plain]

@@ -1,0 +1,138 @@
+"""python -m calibration: calibrate, quantize, card, gate. Exit status 1 when any method fails the gate."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from calibration.gate import DATASET_OF_CLASS, check_gate, evaluate_config, gate_configs
+from calibration.quantize import METHODS, quantize_model, write_card
+from calibration.reader import RuntimeCalibrationReader, iter_frames, runtime_detector
+
+log = logging.getLogger("calibration")
+
+
+def default_out_dir() -> Path:
+    """Outside the repository: quantized weights are data, like every other model file."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edge-anon" / "calibrated"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m calibration", description=__doc__)
+    p.add_argument("--model", default="yunet_n", help="model card name of the fp32 model")
+    p.add_argument("--source", action="append", required=True, metavar="PATH",
+                   help="calibration images: an image, a folder of images or a video (repeatable)")
+    p.add_argument("--every", type=int, default=1, help="take every N-th video frame")
+    p.add_argument("--per-source", type=int, help="at most N frames / images from each source")
+    p.add_argument("--method", choices=[*METHODS, "all"], default="MinMax")
+    p.add_argument("--out", type=Path, default=None, help=f"output folder (default {default_out_dir()})")
+    p.add_argument("--config", "-c",
+                   help="runtime config: its passes build the calibration inputs, and the gate runs it")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--eval-data", help="annotated set for the gate (default: the class's set in ../shared/data/eval)")
+    p.add_argument("--eval-limit", type=int, help="only the first N images of the gate's set")
+    p.add_argument("--quantize-heads", action="store_true",
+                   help="quantize the output heads too (default: kept float, see quantize.head_nodes)")
+    p.add_argument("--no-gate", action="store_true", help="quantize only (the card still says the gate was not run)")
+    p.add_argument("--timing-runs", type=int, default=10, help="session runs per model for the ms figure")
+    return p
+
+
+def time_model(path: Path, blob: np.ndarray, input_name: str, threads: int, runs: int) -> float:
+    """Median ms of a plain CPU session run on one calibration input (a contended figure on a shared machine)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess.run(None, {input_name: blob})
+    times = []
+    for _ in range(max(1, runs)):
+        t = time.perf_counter()
+        sess.run(None, {input_name: blob})
+        times.append((time.perf_counter() - t) * 1e3)
+    return round(float(np.median(times)), 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from edge.cli import _load
+    from edge.evaluate import format_table, load_items
+    from edge.registry import card as load_source_card, resolve
+
+    cfg = _load(args.config, args.set)
+    source_card = load_source_card(args.model, cfg.models.cards_dir or None)
+    class_name = source_card.classes[0]
+    cls_cfg = dataclasses.replace(getattr(cfg.detect, class_name), enabled=True, model=args.model)
+    cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, **{class_name: cls_cfg}))
+    src_path = resolve(source_card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
+    out_dir = (args.out or default_out_dir()).resolve()
+    methods = list(METHODS) if args.method == "all" else [args.method]
+
+    report: dict = {"model": args.model, "float_heads": not args.quantize_heads,
+                    "source_sha256": source_card.sha256, "config": args.config, "overrides": args.set, "methods": {}}
+    failed = []
+    with tempfile.TemporaryDirectory(prefix="calib-blobs-") as work:
+        detector, _ = runtime_detector(cfg, class_name)
+        frames = iter_frames(args.source, every=args.every, per_source=args.per_source)
+        reader = RuntimeCalibrationReader(detector, frames, Path(work) / "blobs")
+        described = reader.describe()
+        report["calibration_set"] = described
+        print(f"calibration set: {described}")
+        # timed on the largest input (the 720p frames when the set has them)
+        first_blob = np.load(max(reader.paths, key=lambda p: np.load(p, mmap_mode="r").size))
+        threads = cfg.runtime.threads
+        report["fp32_ms"] = time_model(src_path, first_blob, reader.input_name, threads, args.timing_runs)
+        if not args.no_gate:
+            items = load_items(DATASET_OF_CLASS[class_name], args.eval_data)[: args.eval_limit]
+            fp32_result = evaluate_config(cfg, class_name, items)
+            report["fp32"] = fp32_result
+        for method in methods:
+            name = f"{args.model}_int8_{method.lower()}{'_qheads' if args.quantize_heads else ''}"
+            model_path = quantize_model(src_path, out_dir / f"{name}.onnx", reader, method,
+                                        float_heads=not args.quantize_heads)
+            card_path = write_card(source_card, model_path, out_dir, name=name, method=method,
+                                   calibration_set=described, float_heads=not args.quantize_heads)
+            entry = {"model": str(model_path), "card": str(card_path),
+                     "ms": time_model(model_path, first_blob, reader.input_name, threads, args.timing_runs)}
+            if not args.no_gate:
+                _, int8_cfg = gate_configs(cfg, class_name, name, card_path, out_dir, Path(work) / name)
+                result = evaluate_config(int8_cfg, class_name, items)
+                gate = check_gate(fp32_result, result)
+                entry.update(result=result, gate={"passed": gate.passed, "failures": list(gate.failures),
+                                                  "deltas_points": gate.deltas})
+                print(format_table({f"{args.model} fp32": fp32_result, name: result}))
+                print(f"{name}: {gate.message()}")
+                # the card says whether this model passed, for whoever deploys it later
+                write_card(source_card, model_path, out_dir, name=name, method=method, calibration_set=described,
+                           float_heads=not args.quantize_heads, gate=gate.message())
+                if not gate.passed:
+                    failed.append(name)
+            shape = "x".join(map(str, first_blob.shape))
+            print(f"{name}: {entry['ms']} ms vs fp32 {report['fp32_ms']} ms per {shape} input "
+                  f"(CPU, threads={threads or 'default'}, contended)")
+            report["methods"][method] = entry
+    report_path = out_dir / f"{args.model}_int8{'_qheads' if args.quantize_heads else ''}_report.json"
+    report_path.write_text(json.dumps(report, indent=2))
+    print(f"report: {report_path}")
+    if failed:
+        print(f"calibration gate FAILED for {', '.join(failed)}: int8 loses more protected share than allowed",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

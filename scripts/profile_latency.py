@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""Latency profile: a recorded feed replayed through the real pipeline and a real ZeroMQ sink on loopback.
+
+    .venv/bin/python scripts/profile_latency.py --frames 100                      # 720p clip, CPU
+    .venv/bin/python scripts/profile_latency.py --resize 1920x1080 --composite --frames 200 \\
+        --config configs/gpu-1080p.toml --provider cuda --json out/profile_1080p_gpu.json
+    .venv/bin/python scripts/profile_latency.py --resize 1920x1080 --composite --config configs/gpu-1080p.toml \\
+        --streams 8 --realtime --fps 30 --deadline --frames 300       # 8 cameras at 30 fps: any drops?
+
+Stages per frame (ms): capture_decode (the source's read: video decode), synth (upscaling /
+compositing, only with --resize / --composite; excluded from end_to_end), upload, preprocess,
+inference, download, decode (model output decode + merge), mask, encode (wire encoding, JPEG or
+raw), publish (the socket send: the loop's send minus encode), end_to_end (capture_decode + from
+the frame being handed to the pipeline until the sink returned; with --realtime the read includes
+the wait for the frame's due time, so capture_decode is left out of end_to_end). Frames dropped
+(with their reasons) and throughput are reported too. A subscriber on loopback receives every message, so
+the sends are real ones. Writes JSON and, when matplotlib is importable (`pip install .[plot]`), a
+PNG with the per-frame timeline and a histogram per stage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHARED = ROOT.parent / "shared"
+DEFAULT_FEED = SHARED / "data/video/udacity_CarND-Vehicle-Detection_test_video.mp4"
+WIDER = SHARED / "data/eval/faces/wider_dev"
+STAGES = ("capture_decode", "synth", "upload", "preprocess", "inference", "download", "decode", "mask", "encode",
+          "publish", "end_to_end")
+SIZES = ("1280x720", "1920x1080", "3840x2160")
+
+
+class Composer:
+    """wider_dev images tiled over the whole frame (about 416 px cells), a different set each frame."""
+
+    def __init__(self, folder: Path, cell: int = 416) -> None:
+        import cv2
+
+        paths = sorted((folder / "images").glob("*.jpg"))
+        if not paths:
+            raise SystemExit(f"--composite: no images in {folder / 'images'}")
+        self.images = [cv2.imread(str(p)) for p in paths]
+        self.cell = cell
+        self._n = 0
+
+    def __call__(self, height: int, width: int) -> np.ndarray:
+        import cv2
+
+        rows, cols = max(1, round(height / self.cell)), max(1, round(width / self.cell))
+        out = np.zeros((height, width, 3), np.uint8)
+        ys = np.linspace(0, height, rows + 1).astype(int)
+        xs = np.linspace(0, width, cols + 1).astype(int)
+        for r in range(rows):
+            for c in range(cols):
+                image = self.images[self._n % len(self.images)]
+                self._n += 1
+                out[ys[r]:ys[r + 1], xs[c]:xs[c + 1]] = cv2.resize(image, (xs[c + 1] - xs[c], ys[r + 1] - ys[r]))
+        return out
+
+
+class TimedSource:
+    """Wraps the replay source: times each read (decode) and makes the frame the profile's size."""
+
+    def __init__(self, inner, size: tuple[int, int] | None, composer: Composer | None) -> None:
+        self.inner, self.size, self.composer = inner, size, composer
+        self.read_ms: dict[int, float] = {}
+        self.synth_ms: dict[int, float] = {}
+
+    def read(self, timeout: float):
+        import cv2
+
+        from edge.frame import Frame
+
+        t = time.perf_counter()
+        frame = self.inner.read(timeout)
+        if frame is None:
+            return None
+        t1 = time.perf_counter()
+        self.read_ms[frame.seq] = (t1 - t) * 1e3
+        if self.size is None and self.composer is None:
+            return frame
+        w, h = self.size or frame.image.shape[1::-1]
+        if self.composer is not None:
+            image = self.composer(h, w)
+        else:
+            image = cv2.resize(frame.image, (w, h), interpolation=cv2.INTER_LINEAR)
+        self.synth_ms[frame.seq] = (time.perf_counter() - t1) * 1e3
+        # stamped after synthesis: the pipeline's clock starts when a camera would have delivered this frame
+        return Frame(image, frame.camera_id, frame.seq, time.monotonic_ns(), time.time_ns(), frame.name)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class Subscriber(threading.Thread):
+    """A real ZeroMQ subscriber on loopback that drains every message (counts frames and bytes)."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(daemon=True)
+        import zmq
+
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.setsockopt(zmq.RCVHWM, 64)
+        self.sock.connect(endpoint)
+        self.stop = threading.Event()
+        self.messages = self.bytes = 0
+
+    def run(self) -> None:
+        import zmq
+
+        while not self.stop.is_set():
+            if self.sock.poll(100, zmq.POLLIN):
+                parts = self.sock.recv_multipart()
+                self.messages += 1
+                self.bytes += sum(len(p) for p in parts)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(timeout=2)
+        self.sock.close(0)
+        self.ctx.term()
+
+
+def percentiles(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    a = np.array(values)
+    return {"n": len(a), "p50": round(float(np.percentile(a, 50)), 3), "p90": round(float(np.percentile(a, 90)), 3),
+            "p99": round(float(np.percentile(a, 99)), 3), "max": round(float(a.max()), 3),
+            "mean": round(float(a.mean()), 3)}
+
+
+def build(args):
+    from edge import config as config_mod
+    from edge.app import build_detector, build_sink, mask_style, warm_up
+    from edge.cli import _load
+    from edge.pipeline import Pipeline, Policy
+
+    overrides = list(args.set)
+    if args.provider:
+        overrides.append(f"runtime.provider={args.provider}")
+    cfg = _load(args.config, overrides)
+    changes = {"output.kind": "zmq", "output.bind": "tcp://127.0.0.1:*"}
+    if args.encoding:
+        changes["output.encoding"] = args.encoding
+    cfg = config_mod.override(cfg, changes)
+    detector = build_detector(cfg)
+    policy = Policy(cfg.service.on_failure, cfg.service.deadline_ms if args.deadline else 0.0)
+    return cfg, detector, Pipeline(detector, mask_style(cfg), policy), build_sink(cfg), warm_up
+
+
+def profile(args) -> dict:
+    from edge.frame import DroppedFrame
+    from edge.pipeline import run_loop
+    from edge.sources.replay import open_replay
+
+    cfg, detector, pipeline, sink, warm_up = build(args)
+    size = tuple(int(v) for v in args.resize.lower().split("x")) if args.resize else None
+    sources = [TimedSource(open_replay(args.feed, camera_id=f"cam{i}", realtime=args.realtime, loop=True,
+                                       fps=args.fps or None), size, Composer(WIDER) if args.composite else None)
+               for i in range(args.streams)]
+    warm_h, warm_w = (size[1], size[0]) if size else (720, 1280)
+    warm_up(detector, warm_h, warm_w)
+    sub = Subscriber(sink.endpoint)
+    sub.start()
+    sink.wait_for_subscriptions(1, timeout_s=5.0)
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+
+    def on_tick(source: TimedSource, outcome) -> None:
+        if outcome is None:
+            return
+        t = dict(outcome.timings_ms)
+        seq = outcome.seq if isinstance(outcome, DroppedFrame) else outcome.frame.seq
+        t["capture_decode"] = source.read_ms.pop(seq, 0.0)
+        if seq in source.synth_ms:
+            t["synth"] = source.synth_ms.pop(seq)
+        if "send" in t:
+            t["publish"] = t["send"] - t.get("encode", 0.0)
+        if "end_to_end" in t and not args.realtime:
+            # paced replay: the read includes the wait for the frame's time, which a camera does not cost
+            t["end_to_end"] += t["capture_decode"]
+        rows.append({"camera": outcome.camera_id if isinstance(outcome, DroppedFrame) else outcome.frame.camera_id,
+                     "seq": seq, "t_s": round(time.perf_counter() - t0, 4),
+                     "status": getattr(outcome, "status", "dropped"), "reason": getattr(outcome, "reason", None),
+                     "timings": t, "objects": 0 if isinstance(outcome, DroppedFrame) else int(len(outcome.regions))})
+
+    # one loop per camera, sharing the detector and the sink, as edge.app runs several cameras
+    stop = threading.Event()
+    counts = [0] * len(sources)
+
+    def loop(i: int) -> None:
+        counts[i] = run_loop(sources[i], pipeline, sink, stop, on_tick=lambda o: on_tick(sources[i], o),
+                             max_frames=args.frames)
+
+    threads = [threading.Thread(target=loop, args=(i,), name=f"cam{i}") for i in range(len(sources))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=args.timeout_s)
+    stop.set()  # a loop still running after the timeout stops at its next frame
+    wall = time.perf_counter() - t0
+    n = sum(counts)
+    time.sleep(0.3)  # let the subscriber drain what is in flight
+    sink_stats = sink.stats() if hasattr(sink, "stats") else {}
+    sub.close()
+    sink.close()
+    for source in sources:
+        source.close()
+
+    dropped: dict[str, int] = {}
+    for r in rows:
+        if r["status"] == "dropped":
+            dropped[r["reason"]] = dropped.get(r["reason"], 0) + 1
+    counters = pipeline.metrics.snapshot() if hasattr(pipeline.metrics, "snapshot") else {}
+    if sink_stats.get("dropped_hwm"):
+        dropped["sink_hwm"] = sink_stats["dropped_hwm"]
+    masked = [r for r in rows if r["status"] != "dropped"]
+    return {
+        "feed": str(args.feed), "frames": n, "streams": args.streams, "realtime": args.realtime,
+        "size": args.resize or "native", "composite": args.composite,
+        "provider": cfg.runtime.provider, "providers_used": sorted(set(providers_used(detector))),
+        "models": [list(m) for m in detector.models],
+        "config": {"file": args.config, "overrides": args.set, "graph_preprocess": cfg.runtime.graph_preprocess,
+                   "fp16": cfg.runtime.fp16, "encoding": cfg.output.encoding, "threads": cfg.runtime.threads},
+        "stages_ms": {s: percentiles([r["timings"][s] for r in rows if s in r["timings"]]) for s in STAGES},
+        "dropped": dropped, "masked_frames": len(masked),
+        "objects_per_frame": round(float(np.mean([r["objects"] for r in masked])), 2) if masked else 0.0,
+        "throughput_fps": round(n / wall, 2) if wall else None, "wall_s": round(wall, 2),
+        "subscriber": {"messages": sub.messages, "bytes": sub.bytes}, "sink": sink_stats,
+        "metrics": counters if isinstance(counters, dict) else {},
+        "per_frame": rows,
+        "command": " ".join(sys.argv),
+    }
+
+
+def providers_used(detector) -> list[str]:
+    """The execution provider each model session actually landed on (a GPU config may have fallen back)."""
+    if hasattr(detector, "detectors"):
+        return [p for d in detector.detectors for p in providers_used(d)]
+    if hasattr(detector, "members"):
+        return [p for d in detector.members for p in providers_used(d)]
+    return [detector.model.provider]
+
+
+def print_table(result: dict) -> None:
+    print(f"{result['frames']} frames ({result['streams']} stream(s){', realtime' if result['realtime'] else ''}), "
+          f"{result['size']}{' composite' if result['composite'] else ''}, "
+          f"provider {result['provider']} (ran on {', '.join(result['providers_used'])}), "
+          f"encoding {result['config']['encoding']} (timings contended unless the machine was quiet)")
+    print(f"{'stage':16s} {'p50':>9s} {'p90':>9s} {'p99':>9s} {'max':>9s} {'n':>6s}")
+    for stage, s in result["stages_ms"].items():
+        if s is None:
+            print(f"{stage:16s} {'-':>9s}")
+            continue
+        print(f"{stage:16s} {s['p50']:9.2f} {s['p90']:9.2f} {s['p99']:9.2f} {s['max']:9.2f} {s['n']:6d}")
+    print(f"throughput {result['throughput_fps']} frames/s, masked {result['masked_frames']}, "
+          f"dropped {result['dropped'] or 'none'}, objects/frame {result['objects_per_frame']}, "
+          f"subscriber got {result['subscriber']['messages']} messages")
+
+
+def plot(result: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = result["per_frame"]
+    stages = [s for s in STAGES if s not in ("end_to_end", "synth") and result["stages_ms"].get(s)]
+    fig = plt.figure(figsize=(14, 8))
+    ax = fig.add_subplot(2, 1, 1)
+    x = np.arange(len(rows))
+    bottom = np.zeros(len(rows))
+    for s in stages:
+        v = np.array([r["timings"].get(s, 0.0) for r in rows])
+        ax.bar(x, v, bottom=bottom, width=1.0, label=s)
+        bottom += v
+    e2e = [r["timings"].get("end_to_end", np.nan) for r in rows]
+    ax.plot(x, e2e, "k.", ms=3, label="end_to_end")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("ms")
+    ax.set_title(f"{result['size']}{' composite' if result['composite'] else ''}, {result['provider']}")
+    ax.legend(ncol=6, fontsize=8)
+    hist_stages = [*stages, "end_to_end"]
+    for i, s in enumerate(hist_stages):
+        hax = fig.add_subplot(2, len(hist_stages), len(hist_stages) + i + 1)
+        hax.hist([r["timings"][s] for r in rows if s in r["timings"]], bins=30)
+        hax.set_title(s, fontsize=8)
+        hax.tick_params(labelsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--feed", type=Path, default=DEFAULT_FEED, help="video file or image folder (looped)")
+    p.add_argument("--config", "-c", help="config file (detect, mask, runtime, output.encoding are used)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), help="override runtime.provider")
+    p.add_argument("--resize", choices=SIZES, help="frames resized (upscaled) to this size")
+    p.add_argument("--composite", action="store_true", help="wider_dev images tiled into each frame (many real faces)")
+    p.add_argument("--frames", type=int, default=100, help="frames per stream")
+    p.add_argument("--streams", type=int, default=1,
+                   help="cameras replaying the feed at once, one loop each, sharing detector and sink")
+    p.add_argument("--fps", type=float, default=0.0, help="with --realtime: pace at this rate instead of the file's")
+    p.add_argument("--timeout-s", type=float, default=3600.0, help="stop the loops after this long")
+    p.add_argument("--encoding", choices=("raw", "jpeg"), help="override output.encoding")
+    p.add_argument("--realtime", action="store_true", help="pace the feed at its frame rate (default: flat out)")
+    p.add_argument("--deadline", action="store_true", help="apply the config's deadline (default: off, keep all)")
+    p.add_argument("--json", type=Path, help="default out/profile_<size>[_composite]_<provider>.json")
+    p.add_argument("--png", type=Path, help="default: next to the JSON")
+    args = p.parse_args(argv)
+    if SHARED.joinpath("models").is_dir():
+        os.environ.setdefault("EDGE_MODEL_PATH", str(SHARED / "models"))
+
+    result = profile(args)
+    print_table(result)
+    tag = f"{(args.resize or 'native')}{'_composite' if args.composite else ''}_{result['provider']}"
+    json_path = args.json or ROOT / "out" / f"profile_{tag}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1))
+    print(f"json: {json_path}")
+    png = args.png or json_path.with_suffix(".png")
+    print(f"png: {png}" if plot(result, png) else "png: skipped (matplotlib not installed: pip install .[plot])")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""scripts/bench_peer.py: the parts that do not need the peer's virtualenv (frames, our side, stats)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, VIDEO, need
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_peer", ROOT / "scripts" / "bench_peer.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_peer"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_read_frames_resizes_to_the_asked_size(bench):
+    frames = bench.read_frames(need(VIDEO / "vtest_pets2009_480x360.avi"), 3, (320, 180))
+    assert frames.shape == (3, 180, 320, 3) and frames.dtype == np.uint8
+
+
+def test_our_side_masks_every_frame(bench):
+    frames = bench.read_frames(need(VIDEO / "vtest_pets2009_480x360.avi"), 2, None)
+    ours = bench.run_ours(frames, threads=1, warmup=1, config=None, overrides=[])
+    assert len(ours["ms"]) == 2 and all(ms > 0 for ms in ours["ms"]) and len(ours["faces"]) == 2
+
+
+def test_stats_and_thread_env(bench):
+    s = bench.stats([10.0, 20.0, 30.0])
+    assert (s["mean"], s["p50"], s["max"]) == (20.0, 20.0, 30.0)
+    env = bench.thread_env(2)
+    assert env["OMP_NUM_THREADS"] == "2" and env["OPENBLAS_NUM_THREADS"] == "2"

@@ -1,0 +1,83 @@
+"""scripts/profile_latency.py: composite frames, percentiles, and a short real run (pipeline + ZeroMQ on loopback)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, VIDEO, WIDER, need
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def prof():
+    return _script("profile_latency")
+
+
+@pytest.mark.parametrize("h, w, cells", [(720, 1280, 6), (1080, 1920, 15), (400, 400, 1)])
+def test_composer_tiles_real_images_over_the_frame(prof, h, w, cells):
+    composer = prof.Composer(need(WIDER))
+    frame = composer(h, w)
+    assert frame.shape == (h, w, 3) and frame.dtype == np.uint8
+    assert composer._n == cells
+    assert frame.std() > 10  # real pictures, not a blank canvas
+    assert not np.array_equal(composer(h, w), frame)  # the next frame shows other images
+
+
+def test_percentiles(prof):
+    s = prof.percentiles([float(v) for v in range(1, 101)])
+    assert (s["n"], s["p50"], s["max"]) == (100, 50.5, 100.0) and 98 < s["p99"] < 100
+    assert prof.percentiles([]) is None
+
+
+def test_short_run_records_every_stage(prof, tmp_path):
+    out = tmp_path / "p.json"
+    rc = prof.main(["--feed", str(need(VIDEO / "udacity_test_images")), "--frames", "3", "--encoding", "jpeg",
+                    "--set", "detect.plate.enabled=false", "--json", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["frames"] == 3 and result["masked_frames"] == 3 and result["dropped"] == {}
+    assert result["subscriber"]["messages"] == 3
+    for stage in ("capture_decode", "preprocess", "inference", "decode", "mask", "encode", "publish", "end_to_end"):
+        assert result["stages_ms"][stage]["n"] == 3, stage
+    assert result["stages_ms"]["upload"] is None  # CPU provider: nothing is uploaded
+    row = result["per_frame"][0]["timings"]
+    assert row["end_to_end"] >= row["inference"] + row["capture_decode"]
+
+
+def test_plot_is_optional(prof, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    png = tmp_path / "p.png"
+    assert prof.plot({"per_frame": [], "stages_ms": {}}, png) is False
+    assert not png.exists()
+
+
+def test_plot_writes_a_png_when_matplotlib_is_there(prof, tmp_path):
+    pytest.importorskip("matplotlib")
+    rows = [{"timings": {"inference": 10.0 + i, "mask": 1.0, "end_to_end": 12.0 + i}} for i in range(5)]
+    result = {"per_frame": rows, "size": "1280x720", "composite": False, "provider": "cpu",
+              "stages_ms": {"inference": prof.percentiles([10.0]), "mask": prof.percentiles([1.0])}}
+    png = tmp_path / "p.png"
+    assert prof.plot(result, png) is True
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_several_streams_share_detector_and_sink(prof, tmp_path):
+    out = tmp_path / "p.json"
+    assert prof.main(["--feed", str(need(VIDEO / "udacity_test_images")), "--frames", "2", "--streams", "2",
+                      "--resize", "1280x720", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["frames"] == 4 and result["streams"] == 2 and result["subscriber"]["messages"] == 4
+    assert sorted({r["camera"] for r in result["per_frame"]}) == ["cam0", "cam1"]
+    assert result["stages_ms"]["synth"]["n"] == 4
