@@ -558,32 +558,32 @@ def summarize(parts: list[tuple[Clip, _Tally]]) -> dict:
 
 def _track_stats(tracks: list[dict]) -> dict:
     if not tracks:
-        return {"tracks": 0, "leaked_per_track": None, "zero_leak_share": None, "longest_leak_max": None}
+        return {"tracks": 0, "tracks_with_leak": 0, "leaked_per_track": None, "zero_leak_share": None, "longest_leak_max": None}
     leaked = np.array([t["leaked"] for t in tracks])
-    return {"tracks": len(tracks), "leaked_per_track": round(float(leaked.mean()), 3),
+    return {"tracks": len(tracks), "tracks_with_leak": int((leaked > 0).sum()),
+            "leaked_per_track": round(float(leaked.mean()), 3),
             "zero_leak_share": round(float((leaked == 0).mean()), 4),
             "longest_leak_max": int(max(t["longest_leak"] for t in tracks))}
 
 
 def format_table(result: dict) -> str:
-    """Rows per variant: protected face-frames and leaked frames per track, by size bucket and overall."""
+    """Markdown: per variant and size bucket, protected face-frames, leaked frames and tracks with any leak."""
     names = [b[2] for b in BUCKETS]
-    head = (f"{'run':10s} " + " ".join(f"{n:>17s}" for n in names)
-            + f" {'overall':>17s} {'zero-leak':>10s} {'overmask':>9s} {'far':>6s}")
-    lines = ["cells: protected face-frames % / leaked frames per track (tracks by median size); overmask: painted"
-             " outside every face box, far: painted beyond half a face size from every face", head, "-" * len(head)]
-    for run, r in result["runs"].items():
-        cells = []
+    runs = result["runs"]
+    base = next(iter(runs.values()))
+    head = ["run", *names, "overall", "over-masked", "extra vs " + next(iter(runs)), "far from faces"]
+    lines = ["cells: protected face-frames % · leaked frames · tracks with a leak / tracks (tracks bucketed by"
+             " median size); over-masked: share of frame area painted outside every face box",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run, r in runs.items():
+        cells = [run]
         for n in [*names, None]:
             b = r["buckets"][n] if n else r
-            if not b["face_frames"]:
-                cells.append(f"{'-':>17s}")
-                continue
-            per_track = "-" if b["leaked_per_track"] is None else f"{b['leaked_per_track']:.2f}"
-            cells.append(f"{100 * b['protected_share']:5.1f}% / {per_track:>5s} ({b['tracks']:2d})")
-        zero = f"{100 * r['zero_leak_share']:.0f}%" if r["zero_leak_share"] is not None else "-"
-        lines.append(f"{run:10s} " + " ".join(cells) + f" {zero:>10s} {100 * r['overmask_share']:8.2f}%"
-                     f" {100 * r['overmask_far_share']:5.2f}%")
+            cells.append("-" if not b["face_frames"] else
+                         f"{100 * b['protected_share']:.1f}% · {b['leaked_frames']} · {b['tracks_with_leak']}/{b['tracks']}")
+        extra = r["overmask_share"] - base["overmask_share"]
+        cells += [f"{100 * r['overmask_share']:.2f}%", f"{100 * extra:+.2f} pp", f"{100 * r['overmask_far_share']:.2f}%"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -637,6 +637,8 @@ def main_eval(argv: list[str] | None = None) -> int:
     p.add_argument("--scales", type=float, nargs="+", help="face detector scales, e.g. 1.0 2.0")
     p.add_argument("--threshold", type=float, help="face score threshold")
     p.add_argument("--hold", type=int, nargs="+", help="hold_frames values to compare (default: the config's)")
+    p.add_argument("--min-hits", type=int, nargs="+", default=[1],
+                   help="detections a track needs before it is held; each value is a variant per hold (default 1)")
     p.add_argument("--json", help="write the full results here")
     _common(p)
     args = p.parse_args(argv)
@@ -655,20 +657,21 @@ def main_eval(argv: list[str] | None = None) -> int:
     cfg = override(cfg, changes) if changes else cfg
     tc = cfg.track
 
-    def factory(hold: int) -> Callable[[], Tracker]:
+    def factory(hold: int, min_hits: int) -> Callable[[], Tracker]:
         return lambda: Tracker(hold_frames=hold, iou_threshold=tc.iou_threshold, max_center_dist=tc.max_center_dist,
-                               margin_growth=tc.margin_growth)
+                               margin_growth=tc.margin_growth, min_hits=min_hits)
 
     trackers: dict[str, Callable[[], object]] = {"no hold": lambda: None}
     for hold in args.hold or [tc.hold_frames]:
-        trackers[f"hold {hold}"] = factory(hold)
+        for min_hits in args.min_hits:
+            trackers[f"hold {hold}" + (f" min_hits {min_hits}" if min_hits > 1 else "")] = factory(hold, min_hits)
     crops = load_face_crops(min_size=args.min_crop)
     clips = [make_clip(spec, crops) for spec in _specs(args)]
     t0 = time.perf_counter()
     result = measure(clips, build_detector(cfg), mask_style(cfg), trackers, progress=log.info)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["config"] = {"detect": dataclasses.asdict(cfg.detect), "mask": dataclasses.asdict(cfg.mask),
-                        "track": dataclasses.asdict(cfg.track), "holds": list(args.hold or [tc.hold_frames]),
+                        "track": dataclasses.asdict(cfg.track), "holds": list(args.hold or [tc.hold_frames]), "min_hits": args.min_hits,
                         "argv": sys.argv[1:] if argv is None else argv, "crops": len(crops)}
     print(format_table(result))
     print(f"{sum(c['frames'] for c in result['clips'])} frames, "

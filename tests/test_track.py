@@ -272,3 +272,39 @@ def test_for_camera(tmp_path, camera, enabled, tracked):
     assert (tracker is not None) == tracked
     if tracked:
         assert tracker.hold_frames == 4
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tracker_only_ever_adds_painted_pixels(seed):
+    """Fail closed: over random detections, gaps, dropped frames and resizes, every pixel the pipeline
+    paints without a tracker is also painted with it."""
+    rng = np.random.default_rng(seed)
+    style = mask.MaskStyle(style="solid")
+    plain, tracked = Pipeline(Replay(), style), Pipeline(Replay(), style, tracker=Tracker(hold_frames=3))
+    seq, shape, extra = 0, (H, W), 0
+    for _ in range(40):
+        seq += int(rng.choice([1, 1, 1, 2, 5]))
+        if rng.random() < 0.05:
+            shape = (H, W + 40) if shape == (H, W) else (H, W)
+        n = int(rng.integers(0, 4))
+        xy = rng.uniform(-30, [W, H], size=(n, 2))
+        wh = rng.uniform(1, 60, size=(n, 2))
+        d = Detections(np.concatenate([xy, xy + wh], 1).astype(np.float32), rng.uniform(0.3, 1, n).astype(np.float32),
+                       rng.integers(0, 2, n).astype(np.int32))
+        Replay.next = d
+        a, b = plain.process(frame_of(seq, shape=shape)), tracked.process(frame_of(seq, shape=shape))
+        assert isinstance(a, MaskedFrame) and isinstance(b, MaskedFrame)
+        pa, pb = mask.painted_map(a.frame.image.shape, a.regions), mask.painted_map(b.frame.image.shape, b.regions)
+        assert not (pa & ~pb).any()
+        extra += int((pb & ~pa).sum())
+    assert extra > 0  # the hold did add mask somewhere
+
+
+class Replay:
+    """A detector that returns whatever the test set last."""
+
+    models = (("replay", "0"),)
+    next = Detections()
+
+    def detect(self, image, timings=None) -> Detections:
+        return Replay.next
