@@ -102,6 +102,9 @@ class ClassConfig:
     min_box_px: tuple[float, ...] = ()
     max_box_px: tuple[float, ...] = ()  # 0 = no limit
     aspect: float = 1.0  # horizontal stretch before detection: a source pixel's width / height
+    # Per entry of `scales` (empty = `aspect` for every pass): a second pass at another stretch is a
+    # second chance for faces whose true proportions are uncertain (re-scaled or anamorphic streams).
+    aspects: tuple[float, ...] = ()
     tiles: TilesConfig = TilesConfig()
     # Ensemble: more models for this class, run over the whole frame at extra_scales, boxes merged with the main one's
     extra_models: tuple[str, ...] = ()
@@ -117,7 +120,9 @@ class ClassConfig:
             values = getattr(self, name)
             if not values or any(s <= 0 or s > 8 for s in values):
                 raise ConfigError(f"{name}: each must be in (0, 8], got {list(values)}")
-        for name in ("thresholds", "min_box_px", "max_box_px"):
+        if any(not 0.25 <= a <= 4.0 for a in self.aspects):
+            raise ConfigError(f"aspects: each must be in [0.25, 4], got {list(self.aspects)}")
+        for name in ("thresholds", "min_box_px", "max_box_px", "aspects"):
             values = getattr(self, name)
             if values and len(values) != len(self.scales):
                 raise ConfigError(f"{name}: one value per entry of scales ({len(self.scales)}), got {list(values)}")

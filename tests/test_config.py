@@ -35,6 +35,8 @@ def test_shipped_configs_load(name):
     ("[output]\nkind = \"folder\"\n", "output.dir: required"),
     ("[detect.face]\nscore_threshold = 1.5\n", "detect.face.score_threshold: must be within"),
     ("[detect.face]\nscales = []\n", "detect.face.scales"),
+    ("[detect.face]\nscales = [1.0, 2.0]\naspects = [1.3]\n", "detect.face.aspects: one value per entry of scales"),
+    ("[detect.face]\naspects = [9.0]\n", "detect.face.aspects: each must be in"),
     ("[detect.face]\nenabled = false\n", "at least one of face / plate"),
     ("[mask]\nstyle = \"swirl\"\n", "mask.style"),
     ("[runtime]\nrequire_provider = \"yes\"\n", "runtime.require_provider: expected true or false"),

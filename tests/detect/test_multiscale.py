@@ -173,6 +173,12 @@ def test_passes_from_config_full_frame_then_tiles():
     assert all(x.aspect == 1.25 for x in p)
 
 
+def test_per_scale_aspects_override_the_class_aspect():
+    p = passes_from_config(ClassConfig(scales=(1.0, 1.0, 2.0), aspect=1.25, aspects=(1.0, 1.5, 1.5)))
+    assert [(x.scale, x.aspect) for x in p] == [(1.0, 1.0), (1.0, 1.5), (2.0, 1.5)]
+    assert [x.sx for x in p] == [1.0, 1.5, 3.0] and [x.sy for x in p] == [1.0, 1.0, 2.0]
+
+
 # --- merging ----------------------------------------------------------------------------------------
 
 def _kept(c: Candidates, iou: float = 0.45) -> list[float]:
