@@ -233,6 +233,9 @@ class CameraConfig:
     width: int = 0
     height: int = 0
     stall_timeout_s: float = 2.0  # camera: no frame for this long means reopen
+    # This camera's own [cameras.detect] (enable, thresholds, scales, tiles per class); keys it leaves
+    # out are inherited from the top-level [detect] when the file is loaded (see _inherit_detect).
+    detect: DetectConfig | None = None
 
     def check(self) -> None:
         if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
@@ -287,6 +290,8 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
         return tuple(_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in typing.get_args(hint):
+            return None
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         return _convert(value, args[0], key)
     if hint is bool:
@@ -312,6 +317,8 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types by name."""
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
+    if cls is Config:
+        data = _inherit_detect(data)
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else key
@@ -334,6 +341,31 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         except ConfigError as e:
             raise ConfigError(f"{prefix}.{e}" if prefix else str(e)) from None
     return obj
+
+
+def _overlay(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _overlay(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _inherit_detect(data: dict) -> dict:
+    """Each camera's partial [cameras.detect] laid over the top-level [detect] (itself over the defaults)."""
+    cams = data.get("cameras")
+    if not isinstance(cams, list) or not any(isinstance(c, dict) and isinstance(c.get("detect"), dict) for c in cams):
+        return data
+    top = data.get("detect", {})
+    base = _overlay(_as_dict(DetectConfig()), top if isinstance(top, dict) else {})
+    cams = [{**c, "detect": _overlay(base, c["detect"])} if isinstance(c, dict) and isinstance(c.get("detect"), dict)
+            else c for c in cams]
+    return {**data, "cameras": cams}
+
+
+def camera_detect(cfg: Config, camera_id: str) -> DetectConfig:
+    """The detect section a camera runs with: its own override, else the top-level one."""
+    cam = next((c for c in cfg.cameras if c.id == camera_id), None)
+    return cam.detect if cam is not None and cam.detect is not None else cfg.detect
 
 
 def _resolve_paths(cfg: Config, base: Path) -> Config:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from types import ModuleType
 
 import cv2
@@ -187,17 +189,59 @@ class EnsembleDetector:
 
 
 class MultiDetector:
-    """Several detectors (faces, plates...) on the same frame; their results concatenated."""
+    """Several detectors (faces, plates...) on the same frame, run concurrently; their results concatenated.
 
-    def __init__(self, detectors: list) -> None:
+    Every member reads the same decoded frame (no copy). onnxruntime releases the GIL during
+    inference, so on a GPU (or spare CPU cores) the classes overlap instead of adding up. Fail
+    closed: if any member raises or overruns `timeout_s`, the whole detect raises and the frame
+    is never masked by a partial set of classes.
+    """
+
+    def __init__(self, detectors: list, *, concurrent: bool = True, timeout_s: float = 30.0) -> None:
         if not detectors:
             raise ValueError("at least one detector is required")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.detectors = list(detectors)
         self.models = tuple(m for d in self.detectors for m in d.models)
+        self.timeout_s = timeout_s
+        # the first member runs on the caller's thread; the pool only takes the others
+        self._pool = (ThreadPoolExecutor(max_workers=len(self.detectors) - 1, thread_name_prefix="detect")
+                      if concurrent and len(self.detectors) > 1 else None)
+
+    @property
+    def concurrent(self) -> bool:
+        return self._pool is not None
 
     def detect(self, image: np.ndarray, timings: dict[str, float] | None = None) -> Detections:
-        return Detections.concat([d.detect(image, timings) for d in self.detectors])
+        return Detections.concat(self._each(lambda d, t: d.detect(image, t), timings))
 
     def detect_batch(self, images: list[np.ndarray], timings: dict[str, float] | None = None) -> list[Detections]:
-        per_detector = [d.detect_batch(images, timings) for d in self.detectors]
+        per_detector = self._each(lambda d, t: d.detect_batch(images, t), timings)
         return [Detections.concat(list(row)) for row in zip(*per_detector)]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _each(self, call, timings: dict[str, float] | None) -> list:
+        """`call(detector, its_timings)` for every member, in member order; the first error raises."""
+        if self._pool is None:
+            return [call(d, timings) for d in self.detectors]
+        # one timings dict per member: a shared dict would race on its read-modify-write updates
+        own = [None if timings is None else {} for _ in self.detectors]
+        deadline = time.monotonic() + self.timeout_s
+        futures = [self._pool.submit(call, d, t) for d, t in zip(self.detectors[1:], own[1:])]
+        try:
+            first = call(self.detectors[0], own[0])
+            rest = [f.result(timeout=max(0.0, deadline - time.monotonic())) for f in futures]
+        except FutureTimeout:
+            raise TimeoutError(f"a detector took longer than {self.timeout_s:g} s") from None
+        finally:
+            for f in futures:
+                f.cancel()
+        if timings is not None:
+            for t in own:
+                for k, v in t.items():
+                    timings[k] = timings.get(k, 0.0) + v
+        return [first, *rest]

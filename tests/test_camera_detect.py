@@ -1,0 +1,78 @@
+"""Per-camera [cameras.detect]: partial tables inherit the top-level [detect], errors name the key, and the app
+builds a detector of its own only for the cameras that differ."""
+from __future__ import annotations
+
+import pytest
+
+from edge import config
+from edge.config import ConfigError
+
+TOP = """
+[detect.face]
+score_threshold = 0.55
+[detect.plate]
+enabled = true
+score_threshold = 0.4
+scales = [1.0]
+"""
+
+
+def cam(cam_id: str, detect: str = "") -> str:
+    return f'\n[[cameras]]\nid = "{cam_id}"\nsource = "0"\n' + detect
+
+
+def load(tmp_path, text: str) -> config.Config:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return config.load(p)
+
+
+@pytest.mark.parametrize("detect, key, expected", [
+    ("[cameras.detect.plate]\nscales = [0.5, 1.0]\n", "plate.scales", (0.5, 1.0)),
+    ("[cameras.detect.plate]\nscales = [0.5, 1.0]\n", "plate.score_threshold", 0.4),  # inherited from [detect]
+    ("[cameras.detect.plate]\nscales = [0.5, 1.0]\n", "plate.model", "lpd_yunet"),  # default behind [detect]
+    ("[cameras.detect.plate]\nenabled = false\n", "plate.enabled", False),
+    ("[cameras.detect.plate]\nenabled = false\n", "face.score_threshold", 0.55),
+    ("[cameras.detect.face]\nenabled = false\n", "plate.enabled", True),
+    ("[cameras.detect.plate.tiles]\nenabled = true\nregion = [0.0, 0.5, 1.0, 1.0]\n", "plate.tiles.region",
+     (0.0, 0.5, 1.0, 1.0)),
+    ("[cameras.detect.plate.tiles]\nenabled = true\n", "plate.tiles.scale", 2.0),
+])
+def test_camera_detect_overlays_the_top_level(tmp_path, detect, key, expected):
+    cfg = load(tmp_path, TOP + cam("front", detect) + cam("rear"))
+    node = config.camera_detect(cfg, "front")
+    for part in key.split("."):
+        node = getattr(node, part)
+    assert node == expected
+    assert config.camera_detect(cfg, "rear") is cfg.detect  # no table: the top-level section itself
+
+
+def test_cameras_without_detect_keep_none_and_override_still_works(tmp_path):
+    cfg = load(tmp_path, TOP + cam("front"))
+    assert cfg.cameras[0].detect is None
+    changed = config.override(cfg, {"detect.plate.score_threshold": 0.6})
+    assert changed.detect.plate.score_threshold == 0.6 and changed.cameras[0].detect is None
+
+
+@pytest.mark.parametrize("detect, message", [
+    ("[cameras.detect.plate]\nscalez = [1.0]\n", "cameras[0].detect.plate.scalez: unknown key"),
+    ("[cameras.detect.plate]\nscore_threshold = 2.0\n", "cameras[0].detect.plate.score_threshold"),
+    ("[cameras.detect.face]\nenabled = false\n[cameras.detect.plate]\nenabled = false\n", "at least one"),
+    ("[cameras.detect.plate]\nthresholds = [0.3, 0.4]\n", "one value per entry of scales"),
+])
+def test_bad_camera_detect_is_refused_by_name(tmp_path, detect, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load(tmp_path, TOP + cam("front", detect))
+
+
+def test_app_builds_a_detector_only_for_cameras_that_differ(tmp_path):
+    from edge.app import build_camera_detectors
+    from edge.frame import FACE, PLATE
+
+    cfg = load(tmp_path, TOP + cam("front", "[cameras.detect.face]\nenabled = false\n") + cam("rear")
+               + cam("same", "[cameras.detect.plate]\nscore_threshold = 0.4\n"))
+    built = build_camera_detectors(cfg)
+    assert set(built) == {"front"}  # "same" repeats the top level: it shares the main detector
+    assert [d.class_id for d in built["front"].detectors] == [PLATE]
+    assert FACE not in [d.class_id for d in built["front"].detectors]
+    built["front"].close()

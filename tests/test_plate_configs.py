@@ -1,0 +1,61 @@
+"""The plate configs load, protect real plates through the real pipeline, and scripts/bench_plates.py runs end to end."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from conftest import PLATES, ROOT, need
+from edge import config
+from edge.evaluate import evaluate, for_dataset, pipeline_for, read_openalpr
+
+CONFIGS = {
+    "configs/plates-native.toml": (False, True),
+    "configs/plates-far.toml": (False, True),
+    "configs/faces-plates-cpu.toml": (True, True),
+}
+
+
+@pytest.mark.parametrize("path, enabled", CONFIGS.items())
+def test_configs_load_with_their_classes(path, enabled):
+    cfg = config.load(ROOT / path)
+    assert (cfg.detect.face.enabled, cfg.detect.plate.enabled) == enabled
+    assert cfg.detect.plate.model == "lpd_yunet"
+
+
+@pytest.mark.parametrize("path, shrink, names", [
+    ("configs/plates-native.toml", 1.0, ["eu2", "eu5", "test_001", "test_012"]),
+    ("configs/plates-far.toml", 0.25, ["eu2", "eu5"]),
+])
+def test_recall_configs_protect_these_plates(path, shrink, names):
+    items = [i for i in read_openalpr(need(PLATES)) if i.path.stem in names]
+    cfg = for_dataset(config.load(ROOT / path), "plates")
+    r = evaluate(pipeline_for(cfg).process, items, shrink=shrink)
+    assert r["objects"] == len(names)
+    assert r["protected"] == len(names)
+    assert r["overmask_share"] < 0.03
+
+
+def test_bench_script_runs_end_to_end(tmp_path):
+    need(PLATES)
+    spec = importlib.util.spec_from_file_location("bench_plates", ROOT / "scripts/bench_plates.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--limit", "2", "--skip-timing", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["plates"]) == {label for label, _, _ in bench.RUNS}
+    for row in report["plates"].values():
+        assert row["objects"] == 2 and row["dropped_frames"] == 0
+        assert set(row["targets"]) == {"protected", "overmask"}
+
+
+def test_bench_timing_table_formats_every_size():
+    spec = importlib.util.spec_from_file_location("bench_plates", ROOT / "scripts/bench_plates.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = {"faces": {"p50": 20.0}, "faces+plates sequential": {"p50": 60.0},
+           "faces+plates concurrent": {"p50": 45.0}, "ratio_concurrent": 2.25}
+    text = bench.format_timings({"1280x720": row, "1920x1080": row}, "cpu, contended")
+    assert "1280x720" in text and "1920x1080" in text and "2.25x" in text and "contended" in text
