@@ -44,7 +44,29 @@ def _add(timings: dict[str, float] | None, key: str, t0: float) -> float:
     return t1
 
 
-class OnnxDetector:
+class _ClassDetector:
+    """detect / detect_batch for one class, from per-frame candidates merged across passes (and models)."""
+
+    class_id: int
+    nms_iou: float
+
+    def candidates_batch(self, images: list[np.ndarray], timings: dict[str, float] | None = None,
+                         floor: float | None = None) -> list[Candidates]:
+        raise NotImplementedError
+
+    def detect(self, image: np.ndarray, timings: dict[str, float] | None = None) -> Detections:
+        return self.detect_batch([image], timings)[0]
+
+    def detect_batch(self, images: list[np.ndarray], timings: dict[str, float] | None = None) -> list[Detections]:
+        """Detections per frame for frames of one size (several cameras share the inference calls)."""
+        found = self.candidates_batch(images, timings)
+        t = time.perf_counter()
+        out = [to_detections(c, self.class_id, self.nms_iou) for c in found]
+        _add(timings, "decode", t)
+        return out
+
+
+class OnnxDetector(_ClassDetector):
     """One model run over the windows of its passes (full frame at each scale, tiles); boxes merged across all.
 
     The pass / tile planning and the merge live in edge.detect.multiscale; this class only turns
@@ -70,17 +92,6 @@ class OnnxDetector:
             missing = set(runner_scales(self.passes)) - set(model.runners)
             if missing:
                 raise ValueError(f"model {model.name}: no graph-preprocessed session for scale(s) {sorted(missing)}")
-
-    def detect(self, image: np.ndarray, timings: dict[str, float] | None = None) -> Detections:
-        return self.detect_batch([image], timings)[0]
-
-    def detect_batch(self, images: list[np.ndarray], timings: dict[str, float] | None = None) -> list[Detections]:
-        """Detections per frame for frames of one size (several cameras share the inference calls)."""
-        found = self.candidates_batch(images, timings)
-        t = time.perf_counter()
-        out = [to_detections(c, self.class_id, self.nms_iou) for c in found]
-        _add(timings, "decode", t)
-        return out
 
     def candidates_batch(self, images: list[np.ndarray], timings: dict[str, float] | None = None,
                          floor: float | None = None) -> list[Candidates]:
@@ -154,7 +165,7 @@ def runner_scales(passes: tuple[PassSpec, ...]) -> tuple[float, ...]:
     return tuple(sorted({p.sx if p.sx == p.sy else 1.0 for p in passes}))
 
 
-class EnsembleDetector:
+class EnsembleDetector(_ClassDetector):
     """Several models for one class (e.g. YuNet + CenterFace): each filtered by its own passes, merged together."""
 
     def __init__(self, members: list[OnnxDetector], *, nms_iou: float = 0.45) -> None:
@@ -164,16 +175,6 @@ class EnsembleDetector:
         self.model, self.class_id = members[0].model, members[0].class_id
         self.models = tuple(m for d in self.members for m in d.models)
         self.passes = tuple(p for d in self.members for p in d.passes)
-
-    def detect(self, image: np.ndarray, timings: dict[str, float] | None = None) -> Detections:
-        return self.detect_batch([image], timings)[0]
-
-    def detect_batch(self, images: list[np.ndarray], timings: dict[str, float] | None = None) -> list[Detections]:
-        found = self.candidates_batch(images, timings)
-        t = time.perf_counter()
-        out = [to_detections(c, self.class_id, self.nms_iou) for c in found]
-        _add(timings, "decode", t)
-        return out
 
     def candidates_batch(self, images: list[np.ndarray], timings: dict[str, float] | None = None,
                          floor: float | None = None) -> list[Candidates]:
