@@ -57,23 +57,20 @@ def curve_pub(keys):
 def pump(pub: ZmqPublisher, subs: dict[str, Subscriber], until: str, n: int = 5, rounds: int = 200) -> dict[str, list]:
     """Publish frames until `until` has `n` of them (bounded), then a few more for the others to miss."""
     got = {name: [] for name in subs}
+
+    def send_one(seq: int) -> None:
+        pub.send(masked(seq))
+        for name, sub in subs.items():
+            msg = sub.recv(0.05)
+            if msg is not None:
+                got[name].append(msg)
+
     seq = 0
-    for _ in range(rounds):
-        pub.send(masked(seq))
+    while seq < rounds and len(got[until]) < n:
+        send_one(seq)
         seq += 1
-        for name, sub in subs.items():
-            msg = sub.recv(0.05)
-            if msg is not None:
-                got[name].append(msg)
-        if len(got[until]) >= n:
-            break
-    for _ in range(10):  # everyone had the same chance after the allowed client was served
-        pub.send(masked(seq))
-        seq += 1
-        for name, sub in subs.items():
-            msg = sub.recv(0.05)
-            if msg is not None:
-                got[name].append(msg)
+    for extra in range(10):  # everyone had the same chance after the allowed client was served
+        send_one(seq + extra)
     return got
 
 
