@@ -79,13 +79,17 @@ def build_detector(cfg: Config) -> MultiDetector:
 
 
 def build_camera_detectors(cfg: Config, wrap_detector: Callable | None = None) -> dict[str, MultiDetector]:
-    """A detector per camera with its own [cameras.detect] (warmed up); the others share the top-level one."""
+    """A detector per distinct [cameras.detect] (warmed up), shared by the cameras that have that section;
+    cameras without one share the top-level detector."""
     out = {}
+    by_section: dict = {}  # one set of sessions per distinct section, as the top-level one is shared
     for cam in cfg.cameras:
         if cam.detect is not None and cam.detect != cfg.detect:
-            det = build_detector(dataclasses.replace(cfg, detect=cam.detect))
-            warm_up(det)
-            out[cam.id] = wrap_detector(det) if wrap_detector is not None else det
+            if cam.detect not in by_section:
+                det = build_detector(dataclasses.replace(cfg, detect=cam.detect))
+                warm_up(det)
+                by_section[cam.detect] = wrap_detector(det) if wrap_detector is not None else det
+            out[cam.id] = by_section[cam.detect]
     return out
 
 

@@ -76,3 +76,16 @@ def test_app_builds_a_detector_only_for_cameras_that_differ(tmp_path):
     assert [d.class_id for d in built["front"].detectors] == [PLATE]
     assert FACE not in [d.class_id for d in built["front"].detectors]
     built["front"].close()
+
+
+def test_cameras_with_the_same_section_share_one_detector(tmp_path):
+    from edge.app import build_camera_detectors
+
+    section = "[cameras.detect.face]\nenabled = false\n"
+    cfg = load(tmp_path, TOP + cam("left", section) + cam("right", section)
+               + cam("far", "[cameras.detect.face]\nscore_threshold = 0.3\n"))
+    built = build_camera_detectors(cfg)
+    assert set(built) == {"left", "right", "far"}
+    assert built["left"] is built["right"] and built["far"] is not built["left"]
+    for det in {id(d): d for d in built.values()}.values():
+        det.close()
