@@ -13,6 +13,7 @@ from edge import config as config_mod
 from edge import registry, security
 from edge import service as service_mod
 from edge.config import CameraConfig, Config, ConfigError
+from edge.frame import CLASS_NAMES
 
 log = logging.getLogger("edge")
 
@@ -97,7 +98,7 @@ def cmd_check_config(args) -> int:
         cfg = _load(args.config, args.set)
         problems = []
         if args.models:
-            for class_name in ("face", "plate"):
+            for class_name in CLASS_NAMES:
                 cls_cfg = getattr(cfg.detect, class_name)
                 if cls_cfg.enabled:
                     try:

@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
+from edge.frame import CLASS_NAMES
+
 log = logging.getLogger(__name__)
 
 FAMILIES = ("yunet", "centerface", "lpd_yunet")
-CLASSES = ("face", "plate")
+CLASSES = CLASS_NAMES
 LAYOUTS = ("NCHW",)
 CHANNELS = ("BGR", "RGB")
 VALUE_RANGES = ("0-255", "0-1")
