@@ -33,6 +33,7 @@ import numpy as np
 from edge.evaluate import BUCKETS, bucket_of, cross_check, outside_share, protected_flags
 from edge.frame import DroppedFrame, Frame
 from edge.mask import MaskStyle, painted_map
+from edge.track import grow
 
 log = logging.getLogger(__name__)
 
@@ -513,14 +514,9 @@ def _score_frame(clip: Clip, f: int, image: np.ndarray, pipe, t: _Tally, style: 
     t.run[gone] = 0  # a gap in presence ends a leak run
     faces = clip.boxes[f, np.flatnonzero(clip.visible[f])].astype(np.float32)
     t.outside += outside_share(painted, faces)
-    t.outside_far += outside_share(painted, _grown(faces, NEAR))
+    t.outside_far += outside_share(painted, grow(faces, np.full(len(faces), NEAR)))
     t.pixels += painted.size
     return out.timings_ms
-
-
-def _grown(boxes: np.ndarray, fraction: float) -> np.ndarray:
-    d = (boxes[:, 2:] - boxes[:, :2]) * fraction
-    return np.concatenate([boxes[:, :2] - d, boxes[:, 2:] + d], axis=1)
 
 
 def summarize(parts: list[tuple[Clip, _Tally]]) -> dict:
