@@ -20,7 +20,12 @@ _POLL_SLICE_S = 0.2
 
 
 class Subscriber:
-    """A SUB socket connected to a publisher; :meth:`recv` returns decoded, validated messages."""
+    """A SUB socket connected to a publisher; :meth:`recv` returns decoded, validated messages.
+
+    `topics` are camera ids, matched exactly ("" alone: every camera). ZeroMQ filters by prefix,
+    so a subscription to "cam1" also brings "cam10"'s frames over the socket; they are dropped here
+    (counted in `foreign`) and never returned.
+    """
 
     def __init__(
         self,
@@ -37,6 +42,9 @@ class Subscriber:
         if linger_ms < 0:
             raise ValueError(f"linger_ms {linger_ms}: must be >= 0")
         self._linger_ms = int(linger_ms)
+        topics = tuple(topics)
+        self._cameras = None if "" in topics else frozenset(topics)
+        self.foreign = 0
         self._own_context = context is None
         self._ctx = zmq.Context() if context is None else context
         self._sock = self._ctx.socket(zmq.SUB)
@@ -60,10 +68,14 @@ class Subscriber:
 
     def recv(self, timeout_s: float) -> tuple[dict, np.ndarray | None] | None:
         """The next (header, pixels or None) within `timeout_s`, else None. WireError if malformed."""
-        if not self._poller.poll(max(0, int(timeout_s * 1000))):
-            return None
-        parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
-        return wire.decode(parts)
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            if not self._poller.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+                return None
+            got = wire.decode(self._sock.recv_multipart(zmq.NOBLOCK, copy=False))
+            if self._cameras is None or got[0]["camera_id"] in self._cameras:
+                return got
+            self.foreign += 1
 
     def _release(self) -> None:
         self._sock.close(linger=self._linger_ms)

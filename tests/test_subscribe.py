@@ -65,6 +65,18 @@ def test_topics_select_cameras(tmp_path):
             assert sub.recv(0.05) is None
 
 
+def test_topics_match_camera_ids_exactly_not_by_prefix(tmp_path):
+    with ZmqPublisher(f"ipc://{tmp_path}/t.ipc", linger_ms=0) as pub:
+        with joined(Subscriber(pub.endpoint, topics=("cam1",)), pub) as sub:
+            pub.send(masked(1, camera="cam10"))
+            pub.send(masked(2, camera="cam1"))
+            pub.send(masked(3, camera="cam1x"))
+            header, _ = sub.recv(5.0)
+            assert (header["camera_id"], header["seq"]) == ("cam1", 2)
+            assert sub.recv(0.2) is None
+            assert sub.foreign == 2
+
+
 def _raw_publisher(ctx: zmq.Context) -> tuple[zmq.Socket, str]:
     sock = ctx.socket(zmq.XPUB)
     sock.setsockopt(zmq.LINGER, 0)

@@ -59,6 +59,10 @@ class FolderSink:
 
     A DroppedFrame gets its line and no image. The folder is created and proven writable at
     construction, so a bad path fails before the first frame. Thread-safe.
+
+    Several cameras may share one sink: a frame name is claimed by the first camera that uses it,
+    and another camera's frame of the same name (two replayed folders of ``000001.jpg``...) is
+    written as ``<camera_id>__<name>`` instead of overwriting it.
     """
 
     def __init__(self, output_dir: str | os.PathLike, *, png_compression: int = 1) -> None:
@@ -77,6 +81,16 @@ class FolderSink:
             self._jsonl.close()
             raise FolderSinkError(f"cannot write images into output folder {str(self.output_dir)!r}")
         self._closed = False
+        self._owner: dict[str, str] = {}  # stem -> the camera that claimed it
+
+    def _stem(self, camera_id: str, seq: int, name: str) -> str:
+        stem = frame_stem(camera_id, seq, name)
+        owner = self._owner.setdefault(stem, camera_id)
+        if owner == camera_id:
+            return stem
+        stem = safe_stem(f"{camera_id}__{stem}")
+        self._owner.setdefault(stem, camera_id)
+        return stem
 
     def send(self, item: MaskedFrame | DroppedFrame) -> bool:
         """Write the outcome; False (counted as write_errors) if the disk refused it."""
@@ -95,19 +109,19 @@ class FolderSink:
 
     def _write(self, item: MaskedFrame | DroppedFrame) -> None:
         if isinstance(item, DroppedFrame):
-            self._append(item.name or frame_stem(item.camera_id, item.seq), {
+            self._append(self._stem(item.camera_id, item.seq, item.name), {
                 "camera_id": item.camera_id, "seq": item.seq, "status": "dropped", "reason": item.reason,
                 "boxes": [], "detections": [], "timings_ms": wire.clean_timings(item.timings_ms),
             })
             self._stats["sent_dropped_records"] += 1
             return
         frame = item.frame
-        stem = frame_stem(frame.camera_id, frame.seq, frame.name)
+        stem = self._stem(frame.camera_id, frame.seq, frame.name)
         path = self.output_dir / f"{stem}.png"
         t0 = time.perf_counter_ns()
         size = write_png(path, frame.image, self._compression)
         write_ms = (time.perf_counter_ns() - t0) / 1e6
-        self._append(frame.name or stem, {
+        self._append(stem, {
             "camera_id": frame.camera_id, "seq": frame.seq, "status": item.status,
             "boxes": wire.painted_boxes(item), "detections": item.detections.to_list(),
             "timings_ms": wire.clean_timings({**item.timings_ms, "write": write_ms}),

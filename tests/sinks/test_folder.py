@@ -60,6 +60,23 @@ def test_unnamed_frames_use_camera_and_seq(tmp_path):
     assert [r["frame"] for r in lines(tmp_path)] == ["front_00000012", "front_00000013"]
 
 
+def test_two_cameras_with_the_same_frame_names_do_not_overwrite_each_other(tmp_path):
+    def named(camera: str, seq: int) -> MaskedFrame:
+        item = masked(seq=seq, name="000001")
+        return MaskedFrame(Frame(item.frame.image, camera, seq, 0, 0, "000001"), item.regions, item.detections,
+                           item.status, item.timings_ms)
+
+    front, rear = named("front", 1), named("rear", 2)
+    with FolderSink(tmp_path) as sink:
+        sink.send(front)
+        sink.send(rear)
+        sink.send(DroppedFrame.of(Frame(np.zeros((20, 30, 3), np.uint8), "rear", 3, 0, 0, "000001"), "deadline"))
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "000001.png")), front.frame.image)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "rear__000001.png")), rear.frame.image)
+    assert [(r["frame"], r["camera_id"]) for r in lines(tmp_path)] == [
+        ("000001", "front"), ("rear__000001", "rear"), ("rear__000001", "rear")]
+
+
 def test_each_line_is_on_disk_before_close(tmp_path):
     sink = FolderSink(tmp_path)
     sink.send(masked(seq=1, name="a"))
