@@ -342,7 +342,7 @@ class Service:
         snap.update(fps=round(self.fps, 2), uptime_s=round(time.monotonic() - self._t_start, 1), rss_mb=rss_mb(),
                     faults=self.faults(), providers=self.providers, sink=self.sink.stats(),
                     sources=redact_tree(self._source_stats()),
-                    models=[{"name": n, "sha256": s} for n, s in self.detector.models])
+                    models=self.model_records())
         return snap
 
     def healthy(self) -> bool:
@@ -437,7 +437,7 @@ class Service:
         return rc
 
     def model_records(self) -> list[dict]:
-        return [{"name": n, "sha256": s} for n, s in self.detector.models]
+        return model_records(self.detector, self.camera_detectors, [c.id for c in self.cfg.cameras])
 
     def log_stats(self) -> None:
         self.notifier.status(self.status_line())
@@ -449,6 +449,19 @@ class Service:
         self.sink.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
+        for det in {id(d): d for d in (self.detector, *self.camera_detectors.values())}.values():
+            close = getattr(det, "close", None)  # a test's wrapper may not have one
+            if close is not None:
+                close()
+
+
+def model_records(detector, camera_detectors: dict, cameras: list[str]) -> list[dict]:
+    """Every model that runs, once, with its sha256 and the cameras it runs for (audit record, metrics)."""
+    users: dict[tuple[str, str], list[str]] = {}
+    for cam in cameras:
+        for model in camera_detectors.get(cam, detector).models:
+            users.setdefault(tuple(model), []).append(cam)
+    return [{"name": n, "sha256": s, "cameras": cams} for (n, s), cams in users.items()]
 
 
 def build_service(cfg: Config, stop: threading.Event, notifier: Notifier | None = None, *,

@@ -89,3 +89,20 @@ def test_cameras_with_the_same_section_share_one_detector(tmp_path):
     assert built["left"] is built["right"] and built["far"] is not built["left"]
     for det in {id(d): d for d in built.values()}.values():
         det.close()
+
+
+def test_audit_model_records_name_every_model_and_the_cameras_it_runs_for(tmp_path):
+    from edge.app import build_camera_detectors, build_detector, model_records
+
+    cfg = load(tmp_path, TOP + cam("front", "[cameras.detect.face]\nenabled = false\n") + cam("rear"))
+    main, built = build_detector(cfg), build_camera_detectors(cfg)
+    try:
+        records = model_records(main, built, ["front", "rear"])
+    finally:
+        main.close()
+        built["front"].close()
+    by_name = {r["name"]: r for r in records}
+    assert set(by_name) == {"yunet_n", "lpd_yunet"}
+    assert by_name["yunet_n"]["cameras"] == ["rear"]  # front runs plates only
+    assert by_name["lpd_yunet"]["cameras"] == ["front", "rear"]
+    assert all(len(r["sha256"]) == 64 for r in records)
