@@ -70,7 +70,7 @@ class TilesConfig:
     enabled: bool = False
     region: tuple[float, ...] = (0.0, 0.0, 1.0, 1.0)  # x0, y0, x1, y1 as fractions of the frame
     scale: float = 2.0
-    size: int = 640  # tile side in network-input pixels (after upscaling)
+    size: int = 640  # tile side in network-input pixels (after upscaling); 0 = the whole region as one input
     overlap: int = 96  # input pixels shared by neighbouring tiles: at least the largest face they should see whole
     score_threshold: float = 0.0  # 0 = the class's score_threshold
     min_box_px: float = 0.0  # drop tile boxes smaller than this (frame px, sqrt of area)
@@ -82,8 +82,9 @@ class TilesConfig:
             raise ConfigError(f"region: expected [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, "
                               f"got {list(self.region)}")
         _within(self, "scale", 0.25, 8.0)
-        _within(self, "size", 32, 4096)
-        _within(self, "overlap", 0, self.size // 2)
+        if self.size != 0:  # 0: no tiles, the fully convolutional models take the region whole
+            _within(self, "size", 32, 4096)
+            _within(self, "overlap", 0, self.size // 2)
         _within(self, "score_threshold", 0.0, 1.0)
         _at_least(self, "min_box_px", 0)
         _at_least(self, "max_box_px", 0)

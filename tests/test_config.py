@@ -39,6 +39,8 @@ def test_shipped_configs_load(name):
     ("[detect.face]\naspects = [9.0]\n", "detect.face.aspects: each must be in"),
     ("[detect.face]\nenabled = false\n", "at least one of face / plate"),
     ("[mask]\nstyle = \"swirl\"\n", "mask.style"),
+    ("[detect.face.tiles]\nsize = 16\n", "detect.face.tiles.size: must be within"),
+    ("[detect.face.tiles]\nsize = 320\noverlap = 200\n", "detect.face.tiles.overlap: must be within"),
     ("[runtime]\nrequire_provider = \"yes\"\n", "runtime.require_provider: expected true or false"),
     ("[[cameras]]\nid = \"a b\"\nsource = \"0\"\n", "cameras[0].id"),
     ("[[cameras]]\nid = \"a\"\n", "cameras[0].source: required"),
@@ -78,6 +80,7 @@ def test_relative_paths_are_relative_to_the_file(tmp_path):
 @pytest.mark.parametrize("changes, check", [
     ({"detect.face.score_threshold": 0.3}, lambda c: c.detect.face.score_threshold == 0.3),
     ({"detect.face.scales": [1.0, 2.0]}, lambda c: c.detect.face.scales == (1.0, 2.0)),
+    ({"detect.face.tiles.size": 0}, lambda c: c.detect.face.tiles.size == 0),
     ({"output.kind": "folder", "output.dir": "/tmp/x"}, lambda c: c.output.dir == "/tmp/x"),
 ])
 def test_override(changes, check):

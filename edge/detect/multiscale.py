@@ -247,7 +247,7 @@ def passes_from_config(cls_cfg) -> tuple[PassSpec, ...]:
                                thresholds=cls_cfg.thresholds, min_box=cls_cfg.min_box_px, max_box=cls_cfg.max_box_px)
     t = cls_cfg.tiles
     if t.enabled:
-        passes += (PassSpec(scale=t.scale, region=tuple(t.region), tile=t.size, overlap=t.overlap,
+        passes += (PassSpec(scale=t.scale, region=tuple(t.region), tile=t.size, overlap=t.overlap if t.size else 0,
                             score_threshold=t.score_threshold or cls_cfg.score_threshold, min_box=t.min_box_px,
                             max_box=t.max_box_px, aspect=cls_cfg.aspect),)
     return passes

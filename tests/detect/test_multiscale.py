@@ -173,6 +173,16 @@ def test_passes_from_config_full_frame_then_tiles():
     assert all(x.aspect == 1.25 for x in p)
 
 
+def test_tiles_size_zero_is_the_whole_region_as_one_input():
+    cfg = ClassConfig(tiles=TilesConfig(enabled=True, region=(0, 0.3, 1, 0.7), scale=2.0, size=0, overlap=96))
+    (_, band) = passes_from_config(cfg)
+    assert (band.tile, band.overlap) == (0, 0)
+    (win,) = [w for w in plan(1080, 1920, (band,))]
+    assert (win.x0, win.y0, win.x1, win.y1) == (0, 324, 1920, 756)
+    assert win.cut == (False, True, False, True)  # boxes at the band's top and bottom edges are partial
+    assert win.resized_wh == (3840, 864)
+
+
 def test_per_scale_aspects_override_the_class_aspect():
     p = passes_from_config(ClassConfig(scales=(1.0, 1.0, 2.0), aspect=1.25, aspects=(1.0, 1.5, 1.5)))
     assert [(x.scale, x.aspect) for x in p] == [(1.0, 1.0), (1.0, 1.5), (2.0, 1.5)]
