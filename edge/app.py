@@ -50,7 +50,7 @@ def load_model(cfg: Config, name: str, scales: tuple[float, ...] = (1.0,)) -> tu
     model = load_for_runtime(path, name=card.name, sha256=card.sha256, family=card.family,
                              options=session_options(cfg), graph_preprocess=cfg.runtime.graph_preprocess,
                              fp16=cfg.runtime.fp16, scales=scales, cache_dir=cfg.models.cache_dir or None,
-                             rewrite=rewrite)
+                             rewrite=rewrite, graph_filter=cfg.runtime.graph_filter)
     return model, card
 
 

@@ -56,6 +56,9 @@ class RuntimeConfig:
     trt_int8: bool = False  # for QDQ int8 models made by calibration/
     # Preprocessing inside the ONNX graph (edge.detect.graph): the frame goes in as uint8, IO-bound.
     graph_preprocess: bool = False
+    # With graph_preprocess: the score threshold runs in the graph too, so only the rows that pass it
+    # come back to the host (edge.detect.graph.append_filter); false downloads every output whole.
+    graph_filter: bool = True
     fp16: bool = False  # fp16 copy of each model (CUDA / TensorRT only), cached next to the model
 
     def check(self) -> None:

@@ -113,24 +113,34 @@ class OnnxDetector(_ClassDetector):
             groups.setdefault(win.group, []).append(win)
         per_image: list[list[Candidates]] = [[] for _ in images]
         per_call = max(1, self.max_batch // len(images))
+        filtered = getattr(self.model, "filtered", False)
         for group in groups.values():
             for start in range(0, len(group), per_call):
                 chunk = group[start:start + per_call]
-                outputs, input_hw = self._run_windows(images, chunk, timings)
+                thresholds = [self.passes[win.pass_index].score_threshold if floor is None else floor for win in chunk]
+                outputs, input_hw = self._run_windows(images, chunk, timings, min(thresholds))
                 t = time.perf_counter()
+                if filtered:
+                    named = dict(zip(self.model.output_names, outputs))
+                    batch = len(images) * len(chunk)
                 for i, found in enumerate(per_image):
-                    for j, win in enumerate(chunk):
-                        thr = self.passes[win.pass_index].score_threshold if floor is None else floor
-                        xyxy, score, quad = self.family.candidates(outputs, input_hw, thr,
-                                                                   batch_index=i * len(chunk) + j)
+                    for j, (win, thr) in enumerate(zip(chunk, thresholds)):
+                        k = i * len(chunk) + j
+                        if filtered:
+                            xyxy, score, quad = self.family.filtered_candidates(named, input_hw, thr, k, batch)
+                        else:
+                            xyxy, score, quad = self.family.candidates(outputs, input_hw, thr, batch_index=k)
                         found.append(to_frame(win, input_hw, xyxy, score, quad, (h, w)))
                 _add(timings, "decode", t)
         merged = [Candidates.concat(found) for found in per_image]
         return merged if floor is not None else [select(c, self.passes) for c in merged]
 
-    def _run_windows(self, images: list[np.ndarray], windows: list[Window],
-                     timings: dict[str, float] | None) -> tuple[list[np.ndarray], tuple[int, int]]:
-        """Raw outputs for every (frame, window) pair, frame-major, and the common input (H, W)."""
+    def _run_windows(self, images: list[np.ndarray], windows: list[Window], timings: dict[str, float] | None,
+                     floor: float = 0.0) -> tuple[list[np.ndarray], tuple[int, int]]:
+        """Raw outputs for every (frame, window) pair, frame-major, and the common input (H, W).
+
+        `floor` is the lowest threshold of these windows: a score-filtered model drops rows under it in the graph.
+        """
         t = time.perf_counter()
         crops = [image[w.y0:w.y1, w.x0:w.x1] for image in images for w in windows]
         win = windows[0]
@@ -140,7 +150,7 @@ class OnnxDetector(_ClassDetector):
             if not isotropic:  # the graph scales both axes alike: stretch here, run the graph at 1.0
                 crops = [cv2.resize(c, (rw, rh), interpolation=cv2.INTER_LINEAR) for c in crops]
             _add(timings, "preprocess", t)
-            outputs, input_hw, _, _ = self.model.run_frames(crops, win.sx if isotropic else 1.0, timings)
+            outputs, input_hw, _, _ = self.model.run_frames(crops, win.sx if isotropic else 1.0, timings, floor)
             return outputs, input_hw
         ph, pw = win.input_hw(self.family.MULTIPLE)
         blob = np.zeros((len(crops), 3, ph, pw), np.float32)

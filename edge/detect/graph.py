@@ -8,6 +8,11 @@ float32 blob) and no CPU-side blob work at all. The numbers it computes match
 (half-pixel) in float instead of OpenCV's fixed-point uint8 resize (INTER_AREA when shrinking),
 so pixels differ by interpolation rounding and the decoded boxes by a fraction of a pixel.
 
+`append_filter` moves the score threshold into the graph: the model then returns only the rows
+that pass it (index, score, regression row) and one checksum of its raw outputs, so a 1080p frame
+downloads a few kilobytes instead of megabytes of heads and the host decodes tens of rows, not
+hundreds of thousands.
+
 `to_fp16` casts float initializers to float16 and wraps the graph in Casts so its I/O stays
 float32; `fp16_cached` keeps the result on disk next to the source model, keyed by its sha256.
 """
@@ -17,11 +22,14 @@ import hashlib
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from edge.frame import BadDetections
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +91,15 @@ def _float_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
 class _Builder:
     """Collects the preprocessing nodes and constants under the module's name prefix."""
 
-    def __init__(self, opset: int) -> None:
-        self.opset = opset
+    def __init__(self, opset: int, prefix: str = _P) -> None:
+        self.opset, self.prefix = opset, prefix
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self._n = 0
 
     def name(self, stem: str) -> str:
         self._n += 1
-        return f"{_P}{stem}_{self._n}"
+        return f"{self.prefix}{stem}_{self._n}"
 
     def const(self, stem: str, value: np.ndarray) -> str:
         name = self.name(stem)
@@ -185,6 +193,115 @@ def prepend_preprocess(model: onnx.ModelProto | bytes, *, channels: str = "BGR",
     graph.initializer.extend(b.inits)
     check(model)
     return model
+
+
+# --- score filter ------------------------------------------------------------------------------------
+
+FILTER_INPUT = "score_floor"
+CHECK_OUTPUT = "edge_filter/check"
+_F = "edge_filter/"
+
+
+@dataclass(frozen=True)
+class FilterGroup:
+    """Rows of a model's outputs that share one score, as a family's decoder reads them.
+
+    `score` lists (output, width, column): the score of row i is the square root of the product of
+    those columns, each clipped to 0..1 (YuNet: cls x obj; LPD-YuNet: conf[:, 1] x iou). `rows` is
+    the output whose row i is the regression the decoder needs, `rows_width` its last dimension.
+    Every output is read as a [-1, width] table, so a batch axis in front is flattened into the
+    row index (row = image * rows_per_image + anchor for YuNet).
+    """
+
+    name: str
+    score: tuple[tuple[str, int, int], ...]
+    rows: str
+    rows_width: int
+
+
+def filter_output_names(group: str) -> tuple[str, str, str]:
+    """(index, score, rows) output names of a filter group."""
+    return f"{_F}{group}/index", f"{_F}{group}/score", f"{_F}{group}/rows"
+
+
+def append_filter(model: onnx.ModelProto | bytes, groups: tuple[FilterGroup, ...]) -> onnx.ModelProto:
+    """A copy of `model` whose outputs are, per group, the rows scoring at least the `score_floor` input.
+
+    New input: `score_floor`, float [1]. New outputs: per group index int64 [K] (row in the flattened
+    output), score float [K] and rows float [K, rows_width]; and `edge_filter/check`, the float sum of
+    every raw output the groups read. A non-finite check means a non-finite value somewhere in those
+    outputs (sums propagate NaN and inf), which the decoder must treat as a bad model output: inside
+    the graph a NaN score could otherwise just fail the comparison and vanish. The original outputs
+    are no longer graph outputs.
+    """
+    if isinstance(model, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(model))
+    else:
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    outputs = {o.name: o for o in graph.output}
+    used = {name for g in groups for name in [g.rows, *(s[0] for s in g.score)]}
+    missing = used - set(outputs)
+    if missing:
+        raise GraphError(f"model has no output(s) {sorted(missing)}; it has {sorted(outputs)}")
+    for name in used:
+        if outputs[name].type.tensor_type.elem_type != TensorProto.FLOAT:
+            raise GraphError(f"output {name} is not float32")
+    b = _Builder(default_opset(model), _F)
+    tables: dict[tuple[str, int], str] = {}
+
+    def table(name: str, width: int) -> str:
+        if (name, width) not in tables:
+            tables[name, width] = b.op("Reshape", [name, b.const("shape", np.array([-1, width], np.int64))], "table")
+        return tables[name, width]
+
+    zero, one = b.const("zero", np.array(0.0, np.float32)), b.const("one", np.array(1.0, np.float32))
+    new_outputs = []
+    for g in groups:
+        score = None
+        for name, width, column in g.score:
+            col = b.op("Gather", [table(name, width), b.const("col", np.array(column, np.int64))], "col", axis=1)
+            col = b.op("Clip", [col, zero, one], "clipped")
+            score = col if score is None else b.op("Mul", [score, col], "product")
+        score = b.op("Sqrt", [score], "score")
+        keep = b.op("Not", [b.op("Less", [score, FILTER_INPUT], "below")], "keep")
+        index_name, score_name, rows_name = filter_output_names(g.name)
+        index = b.op("Reshape", [b.op("NonZero", [keep], "nonzero"), b.const("flat", np.array([-1], np.int64))],
+                     "index", output=index_name)
+        b.op("Gather", [score, index], "kept_score", output=score_name, axis=0)
+        b.op("Gather", [table(g.rows, g.rows_width), index], "kept_rows", output=rows_name, axis=0)
+        new_outputs += [helper.make_tensor_value_info(index_name, TensorProto.INT64, [f"{_F}{g.name}_K"]),
+                        helper.make_tensor_value_info(score_name, TensorProto.FLOAT, [f"{_F}{g.name}_K"]),
+                        helper.make_tensor_value_info(rows_name, TensorProto.FLOAT,
+                                                      [f"{_F}{g.name}_K", g.rows_width])]
+    sums = [b.op("ReduceSum", [name], "sum", keepdims=0) for name in sorted(used)]
+    check_sum = sums[0]
+    for other in sums[1:]:
+        check_sum = b.op("Add", [check_sum, other], "check")
+    b.op("Identity", [check_sum], "check", output=CHECK_OUTPUT)
+    new_outputs.append(helper.make_tensor_value_info(CHECK_OUTPUT, TensorProto.FLOAT, []))
+
+    graph.input.append(helper.make_tensor_value_info(FILTER_INPUT, TensorProto.FLOAT, [1]))
+    graph.node.extend(b.nodes)
+    graph.initializer.extend(b.inits)
+    del graph.output[:]
+    graph.output.extend(new_outputs)
+    check(model)
+    return model
+
+
+def check_filter(outputs: dict[str, np.ndarray], groups: tuple[FilterGroup, ...]) -> None:
+    """BadDetections unless the filtered outputs are all there, consistent, and the checksum finite."""
+    check = outputs.get(CHECK_OUTPUT)
+    if check is None or np.asarray(check).size != 1 or not np.isfinite(check).all():
+        raise BadDetections(f"filtered outputs: checksum {check!r} is not a finite number (NaN or inf in the heads)")
+    for g in groups:
+        index, score, rows = (outputs.get(k) for k in filter_output_names(g.name))
+        if (index is None or score is None or rows is None or index.ndim != 1 or score.shape != index.shape
+                or rows.shape != (len(index), g.rows_width)):
+            raise BadDetections(f"filtered outputs of {g.name}: shapes do not match")
+        if not (np.isfinite(score).all() and np.isfinite(rows).all()):
+            raise BadDetections(f"filtered outputs of {g.name}: non-finite values")
 
 
 # --- fp16 -------------------------------------------------------------------------------------------

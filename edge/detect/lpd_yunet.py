@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from edge.detect.graph import FilterGroup, check_filter, filter_output_names
 from edge.frame import BadDetections
 
 MIN_SIZES: tuple[tuple[int, ...], ...] = ((10, 16, 24), (32, 48), (64, 96), (128, 192, 256))
@@ -29,6 +30,8 @@ MULTIPLE = 64
 CHANNELS = "BGR"
 # loc columns of the four corners, in order top-left, top-right, bottom-right, bottom-left
 CORNER_COLUMNS = ((4, 5), (6, 7), (10, 11), (12, 13))
+# edge.detect.graph.append_filter: score sqrt(conf[:, 1] * iou), the loc row kept
+FILTER_GROUPS = (FilterGroup("plates", (("conf", 2, 1), ("iou", 1, 0)), "loc", 14),)
 
 # Plausible plates, in input pixels: a plate is wider than tall (two-row and motorcycle plates
 # come close to square; perspective can make one a little narrower), and never fills the input.
@@ -139,6 +142,37 @@ def plausible(xyxy: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
             & (bw <= MAX_WIDTH_SHARE * w) & (bh <= MAX_HEIGHT_SHARE * h))
 
 
+def _finish(loc: np.ndarray, prior: np.ndarray, score: np.ndarray, input_hw: tuple[int, int]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if len(loc) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 4, 2), np.float32)
+    box, quad = decode(loc.astype(np.float32), prior)
+    xyxy = np.concatenate([np.minimum(box[:, :2], quad.min(axis=1)), np.maximum(box[:, 2:], quad.max(axis=1))],
+                          axis=1)
+    keep = plausible(xyxy, input_hw)
+    return xyxy[keep], score[keep].astype(np.float32), quad[keep]
+
+
+def filtered_candidates(outputs: dict[str, np.ndarray], input_hw: tuple[int, int], score_threshold: float,
+                        batch_index: int, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`candidates` from the outputs of a model rewritten by `append_filter` with FILTER_GROUPS.
+
+    The flat row index runs over the outputs' rows, grouped by head, then by image (see the module
+    docstring): it is mapped back to (image, prior) here.
+    """
+    check_filter(outputs, FILTER_GROUPS)
+    index, score, loc = (outputs[k] for k in filter_output_names(FILTER_GROUPS[0].name))
+    counts = np.array(_head_counts(*input_hw), np.int64)
+    per_image = np.concatenate([[0], np.cumsum(counts)])  # head starts within one image's priors
+    if len(index) and (index.min() < 0 or index.max() >= batch * per_image[-1]):
+        raise BadDetections(f"LPD-YuNet: row index outside a batch of {batch} x {per_image[-1]} priors")
+    head = np.searchsorted(batch * per_image, index, side="right") - 1
+    offset = index - batch * per_image[head]
+    image, local = offset // counts[head], offset % counts[head]
+    sel = np.flatnonzero((image == batch_index) & (score >= score_threshold))
+    return _finish(loc[sel], priors(*input_hw)[per_image[head[sel]] + local[sel]], score[sel], input_hw)
+
+
 def candidates(outputs: list[np.ndarray], input_hw: tuple[int, int], score_threshold: float,
                batch_index: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes (xyxy), scores and corner quads (N, 4, 2), in input pixels, above the threshold, before NMS.
@@ -149,10 +183,4 @@ def candidates(outputs: list[np.ndarray], input_hw: tuple[int, int], score_thres
     loc, conf, iou = split_outputs(outputs, input_hw, batch_index)
     score = scores(conf, iou)
     idx = np.flatnonzero(score >= score_threshold)
-    if idx.size == 0:
-        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 4, 2), np.float32)
-    box, quad = decode(loc[idx].astype(np.float32), priors(*input_hw)[idx])
-    xyxy = np.concatenate([np.minimum(box[:, :2], quad.min(axis=1)), np.maximum(box[:, 2:], quad.max(axis=1))],
-                          axis=1)
-    keep = plausible(xyxy, input_hw)
-    return xyxy[keep], score[idx][keep], quad[keep]
+    return _finish(loc[idx], priors(*input_hw)[idx], score[idx], input_hw)

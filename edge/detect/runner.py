@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edge.detect.boxes import padded_size
-from edge.detect.graph import FRAME_INPUT, fp16_cached, prepend_preprocess
+from edge.detect.graph import FILTER_INPUT, FRAME_INPUT, FilterGroup, append_filter, fp16_cached, prepend_preprocess
 from edge.detect.session import OnnxModel, SessionOptions
 
 log = logging.getLogger(__name__)
@@ -49,24 +49,31 @@ class BoundRunner:
         self.on_gpu = model.provider in GPU_PROVIDERS
         self.device_id = device_id
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.filtered = FILTER_INPUT in {i.name for i in self.session.get_inputs()}
         self._device_input: ort.OrtValue | None = None  # reused while the batch shape is unchanged
         self._binding_ok = True
 
-    def run(self, frames: np.ndarray, timings: dict[str, float] | None = None) -> list[np.ndarray]:
+    def run(self, frames: np.ndarray, timings: dict[str, float] | None = None, floor: float = 0.0
+            ) -> list[np.ndarray]:
+        """Raw outputs in `output_names` order; a filtered model returns only rows scoring at least `floor`."""
+        extra = {FILTER_INPUT: np.array([floor], np.float32)} if self.filtered else {}
         if self._binding_ok:
             try:
-                return self._run_bound(frames, timings)
+                return self._run_bound(frames, extra, timings)
             except Exception as e:  # IO binding is an optimisation: a failure of it must not cost the frame
                 self._binding_ok = False
                 log.warning("model %s: IO binding failed (%s); using plain session.run from now on",
                             self.model.name, e)
         t = time.perf_counter()
-        outputs = self.session.run(self.output_names, {FRAME_INPUT: frames})
+        outputs = self.session.run(self.output_names, {FRAME_INPUT: frames, **extra})
         _add(timings, "inference", t)
         return outputs
 
-    def _run_bound(self, frames: np.ndarray, timings: dict[str, float] | None) -> list[np.ndarray]:
+    def _run_bound(self, frames: np.ndarray, extra: dict[str, np.ndarray], timings: dict[str, float] | None
+                   ) -> list[np.ndarray]:
         binding = self.session.io_binding()
+        for name, value in extra.items():  # a few bytes: onnxruntime copies them where the graph needs them
+            binding.bind_cpu_input(name, value)
         t = time.perf_counter()
         if self.on_gpu:
             binding.bind_ortvalue_input(FRAME_INPUT, self._upload(frames))
@@ -105,8 +112,9 @@ def is_qdq(data: bytes) -> bool:
 
 
 def graph_rewrite(data: bytes, *, sha256: str, channels: str, multiple: int, scale: float, fp16: bool,
-                  cache_dir: str | Path | None, rewrite: Callable[[bytes], bytes] | None) -> bytes:
-    """Source model bytes (already verified) -> the frame-input model for one scale."""
+                  cache_dir: str | Path | None, rewrite: Callable[[bytes], bytes] | None,
+                  filter_groups: tuple[FilterGroup, ...] = ()) -> bytes:
+    """Source model bytes (already verified) -> the frame-input model for one scale (score-filtered if groups)."""
     if rewrite is not None:
         data = rewrite(data)
     if fp16 and is_qdq(data):
@@ -118,19 +126,23 @@ def graph_rewrite(data: bytes, *, sha256: str, channels: str, multiple: int, sca
 
             cache_dir = default_cache_dir()
         data = fp16_cached(data, sha256, cache_dir)
-    return prepend_preprocess(data, channels=channels, scale=scale, multiple=multiple).SerializeToString()
+    model = prepend_preprocess(data, channels=channels, scale=scale, multiple=multiple)
+    return (append_filter(model, filter_groups) if filter_groups else model).SerializeToString()
 
 
 class FrameModel:
     """A detector model with its preprocessing in the graph, one bound session per scale.
 
     Quacks like OnnxModel where the rest of the code looks (name, sha256, provider, path), and adds
-    `run_frames`, which OnnxDetector uses instead of its numpy preprocessing.
+    `run_frames`, which OnnxDetector uses instead of its numpy preprocessing. With `filter_groups`
+    (the family's FILTER_GROUPS) the score threshold runs in the graph too (`filtered` is then true,
+    and the outputs are the family's `filtered_candidates` input, in `output_names` order).
     """
 
     def __init__(self, path: str | Path, *, name: str, sha256: str, channels: str, multiple: int,
                  scales: tuple[float, ...], options: SessionOptions = SessionOptions(), fp16: bool = False,
-                 cache_dir: str | Path | None = None, rewrite: Callable[[bytes], bytes] | None = None) -> None:
+                 cache_dir: str | Path | None = None, rewrite: Callable[[bytes], bytes] | None = None,
+                 filter_groups: tuple[FilterGroup, ...] = ()) -> None:
         self.name, self.sha256, self.path = name, sha256, Path(path)
         self.multiple = multiple
         self.fp16 = fp16 and options.provider != "cpu"
@@ -139,7 +151,7 @@ class FrameModel:
 
         def load(scale: float, fp16: bool) -> BoundRunner:
             build = partial(graph_rewrite, sha256=sha256, channels=channels, multiple=multiple, scale=scale,
-                            fp16=fp16, cache_dir=cache_dir, rewrite=rewrite)
+                            fp16=fp16, cache_dir=cache_dir, rewrite=rewrite, filter_groups=filter_groups)
             model = OnnxModel(path, name=name, sha256=sha256, options=options, rewrite=build)
             return BoundRunner(model, options.device_id)
 
@@ -154,17 +166,22 @@ class FrameModel:
             self.runners[scale] = load(scale, self.fp16)
         self.provider = first.model.provider
         self.models = ((name, sha256),)
+        self.filtered = first.filtered
+        self.output_names = first.output_names
 
-    def run_frames(self, images: list[np.ndarray], scale: float, timings: dict[str, float] | None = None
-                   ) -> tuple[list[np.ndarray], tuple[int, int], float, float]:
-        """Raw outputs for same-size frames at one configured scale, the padded input (H, W), and fx, fy."""
+    def run_frames(self, images: list[np.ndarray], scale: float, timings: dict[str, float] | None = None,
+                   floor: float = 0.0) -> tuple[list[np.ndarray], tuple[int, int], float, float]:
+        """Raw outputs for same-size frames at one configured scale, the padded input (H, W), and fx, fy.
+
+        `floor`: a filtered model's score threshold (rows under it never leave the graph).
+        """
         t = time.perf_counter()
         if len(images) == 1:
             frames = np.ascontiguousarray(images[0])[None]
         else:
             frames = np.stack(images)  # one host copy; on the GPU one upload for the whole batch
         _add(timings, "preprocess", t)
-        outputs = self.runners[scale].run(frames, timings)
+        outputs = self.runners[scale].run(frames, timings, floor)
         input_hw, fx, fy = scaled_geometry(images[0].shape[0], images[0].shape[1], scale, self.multiple)
         return outputs, input_hw, fx, fy
 
@@ -172,17 +189,25 @@ class FrameModel:
 def load_for_runtime(path: str | Path, *, name: str, sha256: str, family: str, options: SessionOptions,
                      graph_preprocess: bool, fp16: bool, scales: tuple[float, ...],
                      cache_dir: str | Path | None = None,
-                     rewrite: Callable[[bytes], bytes] | None = None) -> OnnxModel | FrameModel:
+                     rewrite: Callable[[bytes], bytes] | None = None, graph_filter: bool = False
+                     ) -> OnnxModel | FrameModel:
     """The model object the runtime section asks for: FrameModel (graph preprocessing), else OnnxModel.
 
     fp16 without graph preprocessing converts the model only (float32 blob in, float32 out).
+    `graph_filter` (with graph preprocessing, for families that have FILTER_GROUPS) also moves the
+    score threshold into the graph.
     """
     from edge.detect.detector import FAMILIES  # the detector module imports this one
 
     fam = FAMILIES[family]
     if graph_preprocess:
+        groups = getattr(fam, "FILTER_GROUPS", ()) if graph_filter else ()
+        if graph_filter and not groups:
+            log.info("model %s: family %s has no in-graph score filter; its outputs are decoded on the host",
+                     name, family)
         return FrameModel(path, name=name, sha256=sha256, channels=fam.CHANNELS, multiple=fam.MULTIPLE,
-                          scales=scales, options=options, fp16=fp16, cache_dir=cache_dir, rewrite=rewrite)
+                          scales=scales, options=options, fp16=fp16, cache_dir=cache_dir, rewrite=rewrite,
+                          filter_groups=groups)
     if fp16 and options.provider != "cpu":
         if cache_dir is None:
             from edge.registry import default_cache_dir
