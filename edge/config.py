@@ -51,6 +51,7 @@ class RuntimeConfig:
     require_provider: bool = False  # refuse to start when the provider falls back to the CPU
     threads: int = 0  # onnxruntime intra-op threads; 0 = its default
     device_id: int = 0
+    cudnn_conv_algo_search: str = _choices("exhaustive", "heuristic", "default")  # CUDA provider, per input shape
     trt_cache_dir: str = ""
     trt_fp16: bool = True
     trt_int8: bool = False  # for QDQ int8 models made by calibration/

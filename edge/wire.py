@@ -76,8 +76,7 @@ def clean_timings(timings: dict) -> dict[str, float]:
 
 def painted_boxes(item: MaskedFrame) -> list[list[int]]:
     """The regions the mask step painted, as JSON-ready [x1, y1, x2, y2] rows."""
-    regions = np.asarray(item.regions).reshape(-1, 4)
-    return [[int(v) for v in row] for row in regions]
+    return np.asarray(item.regions).reshape(-1, 4).astype(np.int64).tolist()
 
 
 def _common_header(item: MaskedFrame | DroppedFrame) -> dict:

@@ -242,3 +242,14 @@ def test_header_size_limit():
     huge = _edit(parts, name="x" * (wire.MAX_HEADER_BYTES + 1))
     with pytest.raises(WireError, match="limit"):
         decode(huge)
+
+
+@pytest.mark.parametrize("xyxy, score, expected_box, expected_score", [
+    ([[1.04, 2.06, 3.0, 4.449]], [0.12345], [1.0, 2.1, 3.0, 4.4], 0.123),
+    ([[0.0, 0.0, 1919.96, 1079.94]], [1.0], [0.0, 0.0, 1920.0, 1079.9], 1.0),
+])
+def test_detection_rows_are_rounded_plain_json_values(xyxy, score, expected_box, expected_score):
+    (row,) = Detections(np.array(xyxy, np.float32), score, [FACE]).to_list()
+    assert row == {"xyxy": expected_box, "class": "face", "score": expected_score}
+    assert all(type(v) is float for v in row["xyxy"]) and type(row["score"]) is float
+    json.dumps(row, allow_nan=False)

@@ -33,6 +33,9 @@ class SessionOptions:
     require_provider: bool = False  # refuse to run when the asked-for provider is not the one used
     intra_op_threads: int = 0  # 0 = onnxruntime's choice
     device_id: int = 0
+    # cuDNN convolution algorithm choice per input shape: "exhaustive" times every algorithm once
+    # per shape (onnxruntime's default; the warm-up pays it), "heuristic" and "default" skip that.
+    cudnn_conv_algo_search: str = "exhaustive"
     # TensorRT: without an engine cache every start rebuilds the engines (tens of seconds per shape)
     trt_cache_dir: str = ""
     trt_fp16: bool = True
@@ -66,7 +69,7 @@ def _trt_options(opts: SessionOptions) -> dict:
 
 def _provider_entry(name: str, opts: SessionOptions):
     if name == "CUDAExecutionProvider":
-        return (name, {"device_id": opts.device_id})
+        return (name, {"device_id": opts.device_id, "cudnn_conv_algo_search": opts.cudnn_conv_algo_search.upper()})
     if name == "TensorrtExecutionProvider":
         return (name, _trt_options(opts))
     return name

@@ -28,6 +28,22 @@ def test_provider_chains(provider, require, expected):
     assert [names(c) for c in chains] == expected
 
 
+@pytest.mark.parametrize("search, expected", [("exhaustive", "EXHAUSTIVE"), ("heuristic", "HEURISTIC")])
+def test_cuda_options_carry_device_and_conv_search(search, expected):
+    (cuda, _) = provider_chains(SessionOptions(provider="cuda", device_id=1, cudnn_conv_algo_search=search))[0]
+    assert cuda == (CUDA, {"device_id": 1, "cudnn_conv_algo_search": expected})
+
+
+def test_config_conv_search_is_checked_and_passed():
+    from edge.app import session_options
+    from edge.config import Config, ConfigError, override
+
+    assert session_options(override(Config(), {"runtime.cudnn_conv_algo_search": "heuristic"})
+                           ).cudnn_conv_algo_search == "heuristic"
+    with pytest.raises(ConfigError, match="cudnn_conv_algo_search"):
+        override(Config(), {"runtime.cudnn_conv_algo_search": "fastest"})
+
+
 class FakeSession:
     def __init__(self, providers):
         self.providers = providers

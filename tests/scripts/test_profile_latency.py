@@ -81,3 +81,26 @@ def test_several_streams_share_detector_and_sink(prof, tmp_path):
     assert result["frames"] == 4 and result["streams"] == 2 and result["subscriber"]["messages"] == 4
     assert sorted({r["camera"] for r in result["per_frame"]}) == ["cam0", "cam1"]
     assert result["stages_ms"]["synth"]["n"] == 4
+
+
+def test_preload_loops_a_short_feed_from_memory(prof, tmp_path):
+    folder = need(VIDEO / "udacity_test_images")
+    n_images = len([p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png")])
+    out = tmp_path / "p.json"
+    frames = n_images + 2  # past the end: the feed loops without reopening anything
+    rc = prof.main(["--feed", str(folder), "--preload", "--frames", str(frames), "--set", "detect.plate.enabled=false",
+                    "--json", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["preload"] is True and result["frames"] == frames and result["masked_frames"] == frames
+    assert [r["seq"] for r in result["per_frame"]] == list(range(frames))
+
+
+def test_memory_feed_hands_out_copies(prof):
+    feed = prof.MemoryFeed(need(VIDEO / "udacity_test_images"), "cam0", realtime=False, fps=None)
+    a = feed.read(1.0)
+    a.image[:] = 0  # the pipeline masks in place
+    for _ in range(len(feed.images) - 1):
+        feed.read(1.0)
+    again = feed.read(1.0)
+    assert again.seq == len(feed.images) and again.image.any()
