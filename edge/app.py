@@ -93,6 +93,30 @@ def build_camera_detectors(cfg: Config, wrap_detector: Callable | None = None) -
     return out
 
 
+def batch_cameras(cfg: Config, detector, camera_detectors: dict) -> tuple[object, dict]:
+    """With runtime.batch_cameras: each detector shared by several cameras wrapped in a BatchingDetector."""
+    if not cfg.runtime.batch_cameras:
+        return detector, camera_detectors
+    from edge.detect.batching import BatchingDetector
+
+    users: dict[int, int] = {}
+    for cam in cfg.cameras:
+        key = id(camera_detectors.get(cam.id, detector))
+        users[key] = users.get(key, 0) + 1
+    wrapped: dict[int, object] = {}
+
+    def wrap(det):
+        if users.get(id(det), 0) < 2:
+            return det
+        if id(det) not in wrapped:
+            wrapped[id(det)] = BatchingDetector(det, cameras=users[id(det)], max_batch=cfg.runtime.batch_max,
+                                                max_wait_ms=cfg.runtime.batch_wait_ms)
+            wrapped[id(det)].warm_up(np.zeros((720, 1280, 3), np.uint8))
+        return wrapped[id(det)]
+
+    return wrap(detector), {cam: wrap(det) for cam, det in camera_detectors.items()}
+
+
 def mask_style(cfg: Config) -> MaskStyle:
     m = cfg.mask
     return MaskStyle(style=m.style, margin=m.margin, small_box_px=m.small_box_px, small_margin=m.small_margin,
@@ -484,6 +508,7 @@ def build_service(cfg: Config, stop: threading.Event, notifier: Notifier | None 
         if wrap_detector is not None:
             detector = wrap_detector(detector)
         camera_detectors = build_camera_detectors(cfg, wrap_detector)
+        detector, camera_detectors = batch_cameras(cfg, detector, camera_detectors)
         curve = build_curve(cfg)
         if curve is not None:
             undo.append(curve.close)

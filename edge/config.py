@@ -52,6 +52,11 @@ class RuntimeConfig:
     threads: int = 0  # onnxruntime intra-op threads; 0 = its default
     device_id: int = 0
     cudnn_conv_algo_search: str = _choices("exhaustive", "heuristic", "default")  # CUDA provider, per input shape
+    # Cameras sharing a detector send their frames through one inference call (edge.detect.batching):
+    # the first frame waits up to batch_wait_ms for the others. Pays on a GPU, not on a busy CPU.
+    batch_cameras: bool = False
+    batch_max: int = 8
+    batch_wait_ms: float = 2.0
     trt_cache_dir: str = ""
     trt_fp16: bool = True
     trt_int8: bool = False  # for QDQ int8 models made by calibration/
@@ -65,6 +70,8 @@ class RuntimeConfig:
     def check(self) -> None:
         _at_least(self, "threads", 0)
         _at_least(self, "device_id", 0)
+        _within(self, "batch_max", 1, 64)
+        _within(self, "batch_wait_ms", 0.0, 100.0)
 
 
 @dataclass(frozen=True)

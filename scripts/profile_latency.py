@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 DEFAULT_FEED = SHARED / "data/video/udacity_CarND-Vehicle-Detection_test_video.mp4"
 WIDER = SHARED / "data/eval/faces/wider_dev"
-STAGES = ("capture_decode", "synth", "upload", "preprocess", "inference", "download", "decode", "mask", "encode",
-          "publish", "end_to_end")
+STAGES = ("capture_decode", "synth", "batch_wait", "upload", "preprocess", "inference", "download", "decode", "mask",
+          "encode", "publish", "end_to_end")
 SIZES = ("1280x720", "1920x1080", "3840x2160")
 
 
@@ -205,6 +205,11 @@ def build(args):
         changes["output.encoding"] = args.encoding
     cfg = config_mod.override(cfg, changes)
     detector = build_detector(cfg)
+    if args.batch and args.streams > 1:
+        from edge.detect.batching import BatchingDetector
+
+        detector = BatchingDetector(detector, cameras=args.streams, max_batch=cfg.runtime.batch_max,
+                                    max_wait_ms=cfg.runtime.batch_wait_ms)
     policy = Policy(cfg.service.on_failure, cfg.service.deadline_ms if args.deadline else 0.0)
     return cfg, detector, Pipeline(detector, mask_style(cfg), policy), build_sink(cfg), warm_up
 
@@ -225,6 +230,8 @@ def profile(args) -> dict:
     warm_h, warm_w = (size[1], size[0]) if size else (720, 1280)
     t_warm = time.perf_counter()
     warm_up(detector, warm_h, warm_w)
+    if hasattr(detector, "warm_up"):  # BatchingDetector: every batch size once
+        detector.warm_up(np.zeros((warm_h, warm_w, 3), np.uint8))
     # a first run per input shape can be slow (cuDNN algorithm search, TensorRT engines): say how slow
     print(f"warm-up at {warm_w}x{warm_h}: {time.perf_counter() - t_warm:.1f} s", file=sys.stderr, flush=True)
     sub = Subscriber(sink.endpoint)
@@ -283,7 +290,8 @@ def profile(args) -> dict:
         dropped["sink_hwm"] = sink_stats["dropped_hwm"]
     masked = [r for r in rows if r["status"] != "dropped"]
     return {
-        "feed": str(args.feed), "preload": args.preload, "frames": n, "streams": args.streams, "realtime": args.realtime,
+        "feed": str(args.feed), "preload": args.preload, "batch": args.batch,
+        "batches": getattr(detector, "batches", None), "frames": n, "streams": args.streams, "realtime": args.realtime,
         "size": args.resize or "native", "composite": args.composite,
         "provider": cfg.runtime.provider, "providers_used": sorted(set(providers_used(detector))),
         "models": [list(m) for m in detector.models],
@@ -321,6 +329,8 @@ def print_table(result: dict) -> None:
             print(f"{stage:16s} {'-':>9s}")
             continue
         print(f"{stage:16s} {s['p50']:9.2f} {s['p90']:9.2f} {s['p99']:9.2f} {s['max']:9.2f} {s['n']:6d}")
+    if result.get("batches"):
+        print(f"batched: {result['frames']} frames in {result['batches']} inference rounds")
     print(f"throughput {result['throughput_fps']} frames/s, masked {result['masked_frames']}, "
           f"dropped {result['dropped'] or 'none'}, objects/frame {result['objects_per_frame']}, "
           f"subscriber got {result['subscriber']['messages']} messages")
@@ -377,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout-s", type=float, default=3600.0, help="stop the loops after this long")
     p.add_argument("--encoding", choices=("raw", "jpeg"), help="override output.encoding")
     p.add_argument("--realtime", action="store_true", help="pace the feed at its frame rate (default: flat out)")
+    p.add_argument("--batch", action="store_true",
+                   help="with --streams N: the cameras' frames share inference calls (runtime.batch_cameras)")
     p.add_argument("--preload", action="store_true",
                    help="decode the feed into memory first and loop from there, as a camera delivers raw frames "
                         "(capture_decode is then a buffer copy, not the file's decoding and reopening)")

@@ -40,6 +40,8 @@ def test_shipped_configs_load(name):
     ("[detect.face]\nenabled = false\n", "at least one of face / plate"),
     ("[mask]\nstyle = \"swirl\"\n", "mask.style"),
     ("[detect.face.tiles]\nsize = 16\n", "detect.face.tiles.size: must be within"),
+    ("[runtime]\nbatch_max = 0\n", "runtime.batch_max: must be within"),
+    ("[runtime]\nbatch_wait_ms = 500\n", "runtime.batch_wait_ms: must be within"),
     ("[detect.face.tiles]\nsize = 320\noverlap = 200\n", "detect.face.tiles.overlap: must be within"),
     ("[runtime]\nrequire_provider = \"yes\"\n", "runtime.require_provider: expected true or false"),
     ("[[cameras]]\nid = \"a b\"\nsource = \"0\"\n", "cameras[0].id"),

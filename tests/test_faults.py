@@ -15,6 +15,7 @@ bound of the publisher in tests/sinks/test_zmq_pub.py (and scripts/soak.py --slo
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -564,3 +565,21 @@ def test_refuses_to_start_with_one_clear_line(tmp_path, problem, needle):
     assert len(problem_lines) == 1 and needle in problem_lines[0], r.stderr
     assert "Traceback" not in r.stderr
     assert not list(tmp_path.rglob("*.png"))
+
+
+def test_cameras_batched_through_shared_inference_calls_mask_every_frame(tmp_path, run, shared_detector):
+    from edge.detect.batching import BatchingDetector
+
+    folder = image_folder(tmp_path / "in", n=4)
+    cfg = make_config(tmp_path, str(folder))
+    cam = cfg.cameras[0]
+    cfg = dataclasses.replace(cfg, cameras=(cam, dataclasses.replace(cam, id="cam2")),
+                              runtime=dataclasses.replace(cfg.runtime, batch_cameras=True, batch_wait_ms=100))
+    service, rc, _ = run(cfg)
+    assert rc == 0
+    assert isinstance(service.detector, BatchingDetector)
+    assert service.detector.frames == 8 and service.detector.batches < 8  # some frames shared a call
+    # both cameras replay the same file names: the second camera's frames are stored as cam2__<name>
+    written, dropped = assert_nothing_unmasked(tmp_path / "out", shared_detector,
+                                               lambda name: cv2.imread(str(folder / f"{name.split('__')[-1]}.png")))
+    assert (written, dropped) == (8, 0)

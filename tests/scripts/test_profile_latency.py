@@ -83,6 +83,16 @@ def test_several_streams_share_detector_and_sink(prof, tmp_path):
     assert result["stages_ms"]["synth"]["n"] == 4
 
 
+def test_streams_batched_share_inference_rounds(prof, tmp_path):
+    out = tmp_path / "p.json"
+    assert prof.main(["--feed", str(need(VIDEO / "udacity_test_images")), "--frames", "3", "--streams", "2", "--batch",
+                      "--preload", "--set", "runtime.batch_wait_ms=100", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["frames"] == 6 and result["masked_frames"] == 6 and result["batch"] is True
+    assert 3 <= result["batches"] < 6
+    assert result["stages_ms"]["batch_wait"]["n"] == 6
+
+
 def test_preload_loops_a_short_feed_from_memory(prof, tmp_path):
     folder = need(VIDEO / "udacity_test_images")
     n_images = len([p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png")])
