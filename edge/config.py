@@ -74,6 +74,12 @@ class RuntimeConfig:
         _within(self, "batch_wait_ms", 0.0, 100.0)
 
 
+def _check_region(region: tuple[float, ...]) -> None:
+    if len(region) != 4 or not (0 <= region[0] < region[2] <= 1 and 0 <= region[1] < region[3] <= 1):
+        raise ConfigError(f"region: expected [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, "
+                          f"got {list(region)}")
+
+
 @dataclass(frozen=True)
 class TilesConfig:
     """Upscaled tiles over a region of the frame (e.g. the horizon band where distant people appear)."""
@@ -88,10 +94,7 @@ class TilesConfig:
     max_box_px: float = 0.0  # drop tile boxes at least this large (frame px); 0 = no limit
 
     def check(self) -> None:
-        if len(self.region) != 4 or not (0 <= self.region[0] < self.region[2] <= 1
-                                         and 0 <= self.region[1] < self.region[3] <= 1):
-            raise ConfigError(f"region: expected [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, "
-                              f"got {list(self.region)}")
+        _check_region(self.region)
         _within(self, "scale", 0.25, 8.0)
         if self.size != 0:  # 0: no tiles, the fully convolutional models take the region whole
             _within(self, "size", 32, 4096)
@@ -108,6 +111,9 @@ class ClassConfig:
     score_threshold: float = 0.5
     nms_iou: float = 0.45
     scales: tuple[float, ...] = (1.0,)  # full-frame passes, as factors of the frame size
+    # The part of the frame those passes look at (x0, y0, x1, y1 fractions): e.g. plates only below
+    # the top 30% of a forward camera's frame, where no plate of a road user appears.
+    region: tuple[float, ...] = (0.0, 0.0, 1.0, 1.0)
     # Per entry of `scales` (empty = the same for every pass): score threshold, and the box sizes
     # (frame px, sqrt of area) the pass is trusted for; an upscaled pass is best kept to small boxes.
     thresholds: tuple[float, ...] = ()
@@ -124,6 +130,7 @@ class ClassConfig:
     extra_scales: tuple[float, ...] = (1.0,)
 
     def check(self) -> None:
+        _check_region(self.region)
         _within(self, "score_threshold", 0.0, 1.0)
         _within(self, "nms_iou", 0.0, 1.0)
         _within(self, "extra_score_threshold", 0.0, 1.0)

@@ -41,6 +41,7 @@ def test_shipped_configs_load(name):
     ("[mask]\nstyle = \"swirl\"\n", "mask.style"),
     ("[detect.face.tiles]\nsize = 16\n", "detect.face.tiles.size: must be within"),
     ("[runtime]\nbatch_max = 0\n", "runtime.batch_max: must be within"),
+    ("[detect.plate]\nregion = [0.0, 0.5, 1.0, 0.4]\n", "detect.plate.region: expected"),
     ("[runtime]\nbatch_wait_ms = 500\n", "runtime.batch_wait_ms: must be within"),
     ("[detect.face.tiles]\nsize = 320\noverlap = 200\n", "detect.face.tiles.overlap: must be within"),
     ("[runtime]\nrequire_provider = \"yes\"\n", "runtime.require_provider: expected true or false"),

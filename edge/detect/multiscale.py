@@ -229,8 +229,10 @@ def merge(c: Candidates, iou: float) -> np.ndarray:
 
 def full_frame_passes(scales: tuple[float, ...], score_threshold: float, *, aspect: float = 1.0,
                       thresholds: tuple[float, ...] = (), min_box: tuple[float, ...] = (),
-                      max_box: tuple[float, ...] = (), aspects: tuple[float, ...] = ()) -> tuple[PassSpec, ...]:
-    """One whole-frame pass per scale; the per-scale lists are either empty or one entry per scale."""
+                      max_box: tuple[float, ...] = (), aspects: tuple[float, ...] = (),
+                      region: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)) -> tuple[PassSpec, ...]:
+    """One pass per scale over `region` (the whole frame by default); the per-scale lists are either
+    empty or one entry per scale."""
     n = len(scales)
     for name, values in (("thresholds", thresholds), ("min_box", min_box), ("max_box", max_box),
                          ("aspects", aspects)):
@@ -238,13 +240,15 @@ def full_frame_passes(scales: tuple[float, ...], score_threshold: float, *, aspe
             raise ValueError(f"{name}: {len(values)} values for {n} scales")
     return tuple(PassSpec(scale=s, score_threshold=thresholds[i] if thresholds else score_threshold,
                           min_box=min_box[i] if min_box else 0.0, max_box=max_box[i] if max_box else 0.0,
-                          aspect=aspects[i] if aspects else aspect) for i, s in enumerate(scales))
+                          aspect=aspects[i] if aspects else aspect, region=tuple(region))
+                 for i, s in enumerate(scales))
 
 
 def passes_from_config(cls_cfg) -> tuple[PassSpec, ...]:
     """Passes of a detect.<class> config table (edge.config.ClassConfig): full-frame scales, then tiles."""
     passes = full_frame_passes(cls_cfg.scales, cls_cfg.score_threshold, aspect=cls_cfg.aspect, aspects=cls_cfg.aspects,
-                               thresholds=cls_cfg.thresholds, min_box=cls_cfg.min_box_px, max_box=cls_cfg.max_box_px)
+                               thresholds=cls_cfg.thresholds, min_box=cls_cfg.min_box_px, max_box=cls_cfg.max_box_px,
+                               region=tuple(cls_cfg.region))
     t = cls_cfg.tiles
     if t.enabled:
         passes += (PassSpec(scale=t.scale, region=tuple(t.region), tile=t.size, overlap=t.overlap if t.size else 0,

@@ -173,6 +173,15 @@ def test_passes_from_config_full_frame_then_tiles():
     assert all(x.aspect == 1.25 for x in p)
 
 
+def test_class_region_limits_the_scale_passes_and_not_the_tiles():
+    cfg = ClassConfig(scales=(1.0, 0.5), region=(0.0, 0.3, 1.0, 1.0),
+                      tiles=TilesConfig(enabled=True, region=(0.0, 0.2, 1.0, 0.6), size=0))
+    p = passes_from_config(cfg)
+    assert [x.region for x in p] == [(0.0, 0.3, 1.0, 1.0)] * 2 + [(0.0, 0.2, 1.0, 0.6)]
+    win = plan(1080, 1920, p[:1])[0]
+    assert (win.y0, win.y1, win.cut) == (324, 1080, (False, True, False, False))
+
+
 def test_tiles_size_zero_is_the_whole_region_as_one_input():
     cfg = ClassConfig(tiles=TilesConfig(enabled=True, region=(0, 0.3, 1, 0.7), scale=2.0, size=0, overlap=96))
     (_, band) = passes_from_config(cfg)
