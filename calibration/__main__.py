@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _load(args.config, args.set)
     source_card = load_source_card(args.model, cfg.models.cards_dir or None)
     class_name = source_card.classes[0]
-    cls_cfg = dataclasses.replace(getattr(cfg.detect, class_name), enabled=True, model=args.model)
+    cls_cfg = dataclasses.replace(cfg.detect.get(class_name), enabled=True, model=args.model)
     cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, **{class_name: cls_cfg}))
     src_path = resolve(source_card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
     out_dir = (args.out or default_out_dir()).resolve()

@@ -18,7 +18,7 @@ from edge.detect.detector import EnsembleDetector, MultiDetector, OnnxDetector, 
 from edge.detect.multiscale import extra_passes, passes_from_config
 from edge.detect.runner import load_for_runtime
 from edge.detect.session import OnnxModel, SessionOptions, set_input_dims
-from edge.frame import CLASS_NAMES, DroppedFrame, MaskedFrame
+from edge.frame import DroppedFrame, MaskedFrame, register_class
 from edge.mask import MaskStyle
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline, Policy, run_loop
@@ -62,15 +62,14 @@ def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str):
         model, card = load_model(cfg, name, runner_scales(passes))
         if class_name not in card.classes:
             raise StartupError(f"detect.{class_name}: model {card.name} detects {list(card.classes)}, not {class_name}")
-        members.append(OnnxDetector(model, card.family, class_id=CLASS_NAMES.index(class_name),
+        members.append(OnnxDetector(model, card.family, class_id=register_class(class_name),
                                     score_threshold=cls_cfg.score_threshold, nms_iou=cls_cfg.nms_iou, passes=passes))
     return members[0] if len(members) == 1 else EnsembleDetector(members, nms_iou=cls_cfg.nms_iou)
 
 
 def build_detector(cfg: Config) -> MultiDetector:
     detectors = []
-    for class_name in CLASS_NAMES:
-        cls_cfg: ClassConfig = getattr(cfg.detect, class_name)
+    for class_name, cls_cfg in cfg.detect.classes():
         if cls_cfg.enabled:
             detectors.append(build_class_detector(cfg, cls_cfg, class_name))
     # On the CPU every session already uses all cores: running classes at once only oversubscribes

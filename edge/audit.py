@@ -19,7 +19,6 @@ from typing import Any
 
 from edge import config as config_mod
 from edge.config import Config
-from edge.frame import CLASS_NAMES
 
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
 
@@ -87,7 +86,7 @@ class AuditLog:
             "models": models,
             "thresholds": {name: {"enabled": c.enabled, "model": c.model, "score_threshold": c.score_threshold,
                                   "nms_iou": c.nms_iou, "scales": list(c.scales)}
-                           for name, c in ((n, getattr(cfg.detect, n)) for n in CLASS_NAMES)},
+                           for name, c in cfg.detect.classes()},
             "config": redact_tree(config_mod.to_dict(cfg)),
         })
 

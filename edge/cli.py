@@ -13,7 +13,6 @@ from edge import config as config_mod
 from edge import registry, security
 from edge import service as service_mod
 from edge.config import CameraConfig, Config, ConfigError
-from edge.frame import CLASS_NAMES
 
 log = logging.getLogger("edge")
 
@@ -98,8 +97,7 @@ def cmd_check_config(args) -> int:
         cfg = _load(args.config, args.set)
         problems = []
         if args.models:
-            for class_name in CLASS_NAMES:
-                cls_cfg = getattr(cfg.detect, class_name)
+            for class_name, cls_cfg in cfg.detect.classes():
                 if cls_cfg.enabled:
                     try:
                         c = registry.card(cls_cfg.model, cfg.models.cards_dir or None)
@@ -114,7 +112,7 @@ def cmd_check_config(args) -> int:
             print(f"invalid: {p}", file=sys.stderr)
         return 2
     print(f"ok: {args.config}: {len(cfg.cameras)} camera(s), output {cfg.output.kind}, "
-          f"faces {'on' if cfg.detect.face.enabled else 'off'}, plates {'on' if cfg.detect.plate.enabled else 'off'}")
+          + ", ".join(f"{name}s {'on' if c.enabled else 'off'}" for name, c in cfg.detect.classes()))
     if args.dump:
         print(json.dumps(config_mod.to_dict(cfg), indent=2))
     return 0

@@ -6,6 +6,7 @@ start say exactly what to fix. There is no fallback "safe mode": a config either
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -151,12 +152,26 @@ class ClassConfig:
 
 @dataclass(frozen=True)
 class DetectConfig:
+    """One [detect.<class>] table per class: the built-in face and plate, and any class a model card
+    declares (e.g. [detect.person] with `model` naming a card whose classes include "person")."""
+
     face: ClassConfig = ClassConfig()
     plate: ClassConfig = ClassConfig(enabled=False, model="lpd_yunet", score_threshold=0.5, nms_iou=0.3)
+    more: tuple[tuple[str, ClassConfig], ...] = ()  # the other classes' tables, by class name
+
+    def classes(self) -> list[tuple[str, ClassConfig]]:
+        """(class name, its table) for every class, the built-ins first."""
+        return [("face", self.face), ("plate", self.plate), *self.more]
+
+    def get(self, name: str) -> ClassConfig:
+        for n, c in self.classes():
+            if n == name:
+                return c
+        raise KeyError(f"detect.{name}: no such class table")
 
     def check(self) -> None:
-        if not (self.face.enabled or self.plate.enabled):
-            raise ConfigError("detect: at least one of face / plate must be enabled")
+        if not any(c.enabled for _, c in self.classes()):
+            raise ConfigError(f"detect: at least one of {' / '.join(n for n, _ in self.classes())} must be enabled")
 
 
 @dataclass(frozen=True)
@@ -332,17 +347,46 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {hint}")  # a schema bug, not a user error
 
 
+_CLASS_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _more_classes(data: dict, prefix: str) -> dict:
+    """[detect] tables beyond face / plate become DetectConfig.more: each names its model explicitly."""
+    data = dict(data)
+    more = []
+    for name in [k for k in data if k not in ("face", "plate")]:
+        full = f"{prefix}.{name}" if prefix else name
+        table = data.pop(name)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{full}: unknown key (known: face, plate, or a [{full}] table for a class "
+                              f"a model card declares)")
+        if not _CLASS_NAME.fullmatch(name):
+            raise ConfigError(f"{full}: a class name is lowercase letters, digits and '_'")
+        if "model" not in table:
+            raise ConfigError(f"{full}.model: required for a class other than face / plate (the name of a model "
+                              f"card whose classes include {name!r})")
+        more.append((name, from_dict(ClassConfig, table, full)))
+    if more:
+        data["more"] = sorted(more)
+    return data
+
+
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types by name."""
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     if cls is Config:
         data = _inherit_detect(data)
+    if cls is DetectConfig:
+        data = _more_classes(data, prefix)
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else key
         if key not in known:
             raise ConfigError(f"{full}: unknown key (known: {', '.join(sorted(known))})")
+        if cls is DetectConfig and key == "more":
+            kwargs[key] = tuple(value)
+            continue
         default = known[key].default
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
             # a partial table overlays the field's own default (the plate detector keeps its plate model)
@@ -457,6 +501,8 @@ def _as_dict_value(v: Any) -> Any:
 
 
 def _as_dict(obj: Any) -> dict:
+    if isinstance(obj, DetectConfig):  # the TOML shape: one table per class, side by side
+        return {name: _as_dict(c) for name, c in obj.classes()}
     return {f.name: _as_dict_value(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
 
 

@@ -268,8 +268,8 @@ def for_dataset(cfg, dataset: str, all_classes: bool = False):
     """
     from edge import config as config_mod
 
-    changes = {f"detect.{c}.enabled": c == DATASET_CLASS[dataset] or (all_classes and getattr(cfg.detect, c).enabled)
-               for c in CLASS_NAMES}
+    changes = {f"detect.{name}.enabled": name == DATASET_CLASS[dataset] or (all_classes and c.enabled)
+               for name, c in cfg.detect.classes()}
     return config_mod.override(cfg, changes)
 
 

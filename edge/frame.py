@@ -7,13 +7,25 @@ the pipeline, which makes "no unmasked frame leaves" a property of the types, no
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-# Class ids are shared by every detector, the tracker, the masks and the wire header.
-CLASS_NAMES: tuple[str, ...] = ("face", "plate")
+# Class ids are shared by every detector, the tracker, the masks and the wire header. The two
+# built-in classes have fixed ids; a model card may declare more (edge.registry registers them),
+# which get the next ids in the order they are first seen. Append-only: an id never changes meaning.
+CLASS_NAMES: list[str] = ["face", "plate"]
 FACE, PLATE = 0, 1
+_classes_lock = threading.Lock()
+
+
+def register_class(name: str) -> int:
+    """The id of class `name`, registering it if it is new."""
+    with _classes_lock:
+        if name not in CLASS_NAMES:
+            CLASS_NAMES.append(name)
+        return CLASS_NAMES.index(name)
 
 
 class BadFrame(ValueError):

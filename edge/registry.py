@@ -26,12 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
-from edge.frame import CLASS_NAMES
+from edge.frame import register_class
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("yunet", "centerface", "lpd_yunet")
-CLASSES = CLASS_NAMES
+# A family is a decoder module edge/detect/<family>.py (see edge.detect.detector.family_module); a
+# class is any name a card declares (the built-ins are edge.frame's face and plate). A new class is a
+# card and, if no existing family decodes its model, a decoder module: nothing else needs editing.
+_CLASS_RE = re.compile(r"[a-z][a-z0-9_]*")
 LAYOUTS = ("NCHW",)
 CHANNELS = ("BGR", "RGB")
 VALUE_RANGES = ("0-255", "0-1")
@@ -199,10 +201,18 @@ def _parse_card(data: dict[str, Any], src: Path) -> ModelCard:
     name = t.text("name")
     if not _NAME_RE.fullmatch(name):
         t.fail("name", f"{name!r} must be lowercase letters, digits, '_', '-' or '.'")
-    family = t.text("family", choices=FAMILIES)
+    family = t.text("family")
+    from edge.detect.detector import UnknownFamily, family_module
+
+    try:
+        family_module(family)
+    except UnknownFamily as e:
+        t.fail("family", str(e))
     classes = t.get("classes", list)
-    if not classes or any(c not in CLASSES for c in classes):
-        t.fail("classes", f"must be a non-empty list drawn from {list(CLASSES)}, got {classes!r}")
+    if not classes or any(not isinstance(c, str) or not _CLASS_RE.fullmatch(c) for c in classes):
+        t.fail("classes", f"must be a non-empty list of lowercase class names (e.g. \"face\"), got {classes!r}")
+    for c in classes:
+        register_class(c)
     file = t.text("file")
     # the file name becomes a path component in the cache and mirrors: no directories
     if file in (".", "..") or "/" in file or "\\" in file:

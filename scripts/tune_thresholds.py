@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("EDGE_MODEL_PATH", str(Path(__file__).resolve().parents[2] / "shared" / "models"))
     cls = DATASET_CLASS[args.dataset]
     cfg = for_dataset(_load(args.config, args.set), args.dataset)
-    cls_cfg = getattr(cfg.detect, cls)
+    cls_cfg = cfg.detect.get(cls)
     detector = build_class_detector(cfg, cls_cfg, cls)
     passes = detector.passes
     main_passes = len(detector.members[0].passes) if hasattr(detector, "members") else len(passes)

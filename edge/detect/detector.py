@@ -1,6 +1,8 @@
 """The ONNX detector: windows of every pass (scales, tiles) to network inputs, decoding, merging; ensembles."""
 from __future__ import annotations
 
+import importlib
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -18,6 +20,35 @@ from edge.detect.session import OnnxModel
 from edge.frame import Detections, check_image
 
 FAMILIES: dict[str, ModuleType] = {"yunet": yunet, "centerface": centerface, "lpd_yunet": lpd_yunet}
+DECODER_API = ("candidates", "MULTIPLE", "CHANNELS")  # what a family module must define
+_FAMILY_RE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class UnknownFamily(ValueError):
+    """No decoder module for a model card's family."""
+
+
+def family_module(name: str) -> ModuleType:
+    """The decoder of family `name`: a built-in, or the module edge/detect/<name>.py defining DECODER_API.
+
+    Adding a family is adding that module; its card names it and nothing else changes.
+    """
+    if name in FAMILIES:
+        return FAMILIES[name]
+    if not _FAMILY_RE.fullmatch(name or ""):
+        raise UnknownFamily(f"family {name!r} is not a valid module name")
+    try:
+        module = importlib.import_module(f"edge.detect.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"edge.detect.{name}":
+            raise  # the decoder exists but one of its own imports is missing: say that, not "unknown"
+        raise UnknownFamily(f"unknown detector family {name!r}: no decoder module edge/detect/{name}.py "
+                            f"(built-in: {', '.join(sorted(FAMILIES))})") from None
+    missing = [a for a in DECODER_API if not hasattr(module, a)]
+    if missing:
+        raise UnknownFamily(f"edge/detect/{name}.py is not a decoder: it lacks {', '.join(missing)}")
+    FAMILIES[name] = module
+    return module
 
 
 def preprocess(image: np.ndarray, scale: float, multiple: int, channels: str) -> tuple[np.ndarray, float, float]:
@@ -77,11 +108,10 @@ class OnnxDetector(_ClassDetector):
     def __init__(self, model: OnnxModel, family: str, *, class_id: int, score_threshold: float = 0.5,
                  nms_iou: float = 0.45, scales: tuple[float, ...] = (1.0,),
                  passes: tuple[PassSpec, ...] | None = None, max_batch: int = 16) -> None:
-        if family not in FAMILIES:
-            raise ValueError(f"unknown detector family {family!r}; known: {sorted(FAMILIES)}")
+        fam = family_module(family)
         if not passes and (not scales or min(scales) <= 0):
             raise ValueError(f"scales must be positive, got {scales}")
-        self.model, self.family = model, FAMILIES[family]
+        self.model, self.family = model, fam
         self.class_id, self.score_threshold, self.nms_iou = class_id, score_threshold, nms_iou
         self.passes = tuple(passes) if passes else full_frame_passes(tuple(scales), score_threshold)
         self.scales = tuple(p.scale for p in self.passes)

@@ -197,9 +197,9 @@ def load_for_runtime(path: str | Path, *, name: str, sha256: str, family: str, o
     `graph_filter` (with graph preprocessing, for families that have FILTER_GROUPS) also moves the
     score threshold into the graph.
     """
-    from edge.detect.detector import FAMILIES  # the detector module imports this one
+    from edge.detect.detector import family_module  # the detector module imports this one
 
-    fam = FAMILIES[family]
+    fam = family_module(family)
     if graph_preprocess:
         groups = getattr(fam, "FILTER_GROUPS", ()) if graph_filter else ()
         if graph_filter and not groups:
