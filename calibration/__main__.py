@@ -68,6 +68,7 @@ def time_model(path: Path, blob: np.ndarray, input_name: str, threads: int, runs
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from edge import config as config_mod
     from edge.cli import _load
     from edge.evaluate import format_table, load_items
     from edge.registry import card as load_source_card, resolve
@@ -75,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _load(args.config, args.set)
     source_card = load_source_card(args.model, cfg.models.cards_dir or None)
     class_name = source_card.classes[0]
-    cls_cfg = dataclasses.replace(cfg.detect.get(class_name), enabled=True, model=args.model)
-    cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, **{class_name: cls_cfg}))
+    try:
+        cls_cfg = dataclasses.replace(cfg.detect.get(class_name), enabled=True, model=args.model)
+    except KeyError:  # a class the config has no table for: the model's own defaults
+        cls_cfg = config_mod.ClassConfig(model=args.model)
+    cfg = dataclasses.replace(cfg, detect=cfg.detect.with_class(class_name, cls_cfg))
     src_path = resolve(source_card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
     out_dir = (args.out or default_out_dir()).resolve()
     methods = list(METHODS) if args.method == "all" else [args.method]

@@ -169,6 +169,13 @@ class DetectConfig:
                 return c
         raise KeyError(f"detect.{name}: no such class table")
 
+    def with_class(self, name: str, table: ClassConfig) -> "DetectConfig":
+        """A copy with class `name`'s table replaced (or added, for a class beyond face / plate)."""
+        if name in ("face", "plate"):
+            return dataclasses.replace(self, **{name: table})
+        return dataclasses.replace(self, more=tuple(sorted([*((n, c) for n, c in self.more if n != name),
+                                                            (name, table)])))
+
     def check(self) -> None:
         if not any(c.enabled for _, c in self.classes()):
             raise ConfigError(f"detect: at least one of {' / '.join(n for n, _ in self.classes())} must be enabled")

@@ -105,6 +105,16 @@ def test_override_and_dump_carry_the_new_class(tmp_path, decoder_family):
     assert config_mod.to_dict(changed)["detect"]["person"]["model"] == "person_demo"
 
 
+@pytest.mark.parametrize("name", ["face", "person"])
+def test_with_class_replaces_or_adds_a_table(name):
+    detect = config_mod.DetectConfig()
+    table = config_mod.ClassConfig(model="m", score_threshold=0.42)
+    changed = detect.with_class(name, table)
+    assert changed.get(name) == table
+    assert [n for n, _ in changed.classes()][:2] == ["face", "plate"]
+    assert changed.with_class(name, table) == changed  # replacing again adds nothing
+
+
 def test_check_config_names_every_class(tmp_path):
     need(MODELS / "yunet_n_dynamic.onnx")
     path = write_config(tmp_path, cards_with_person(tmp_path, "yunet"))
