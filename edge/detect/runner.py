@@ -10,6 +10,7 @@ bound as is. Either way no float32 blob is ever made on the host.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -50,7 +51,11 @@ class BoundRunner:
         self.device_id = device_id
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.filtered = FILTER_INPUT in {i.name for i in self.session.get_inputs()}
-        self._device_input: ort.OrtValue | None = None  # reused while the batch shape is unchanged
+        # One device input buffer per calling thread, reused while the batch shape is unchanged. Never
+        # one per runner: camera loops call the same detector at once, and a buffer refilled by one
+        # thread while another thread's run still reads it would detect one camera's faces in another
+        # camera's frame, leaving the first frame's faces unmasked.
+        self._local = threading.local()
         self._binding_ok = True
 
     def run(self, frames: np.ndarray, timings: dict[str, float] | None = None, floor: float = 0.0
@@ -92,10 +97,10 @@ class BoundRunner:
         return outputs
 
     def _upload(self, frames: np.ndarray) -> ort.OrtValue:
-        dev = self._device_input
+        dev = getattr(self._local, "device_input", None)
         if dev is None or tuple(dev.shape()) != frames.shape:
             dev = ort.OrtValue.ortvalue_from_numpy(frames, "cuda", self.device_id)
-            self._device_input = dev
+            self._local.device_input = dev
         else:
             dev.update_inplace(frames)
         return dev

@@ -184,6 +184,43 @@ def test_fp16_asked_on_cuda_falls_back_to_fp32_when_only_the_cpu_runs(tmp_path, 
     assert not model.fp16 and "dropping fp16" in caplog.text
 
 
+class FakeDeviceValue:
+    """Stands in for a CUDA OrtValue (no GPU here): holds a copy, as device memory would."""
+
+    def __init__(self, array):
+        self.data = np.array(array)
+
+    @classmethod
+    def ortvalue_from_numpy(cls, array, device, device_id):
+        return cls(array)
+
+    def shape(self):
+        return list(self.data.shape)
+
+    def update_inplace(self, array):
+        self.data[...] = array
+
+
+def test_device_input_buffers_are_per_thread_so_cameras_never_overwrite_each_other(monkeypatch, frames):
+    import threading
+
+    from edge.detect import runner as runner_mod
+
+    monkeypatch.setattr(runner_mod.ort, "OrtValue", FakeDeviceValue)
+    runner = frame_model().runners[1.0]
+    a, b = frames[0][None], frames[1][None]
+    mine = runner._upload(a)
+    other: dict = {}
+    thread = threading.Thread(target=lambda: other.setdefault("dev", runner._upload(b)))
+    thread.start()
+    thread.join(5)
+    # the other camera's upload went to its own buffer: this thread's frame is intact on the "device"
+    assert other["dev"] is not mine
+    np.testing.assert_array_equal(mine.data, a)
+    np.testing.assert_array_equal(other["dev"].data, b)
+    assert runner._upload(frames[2][None]) is mine  # same thread, same shape: the buffer is reused
+
+
 # --- GPU ------------------------------------------------------------------------------------------
 
 @pytest.mark.gpu
@@ -199,6 +236,30 @@ def test_cuda_frame_model_matches_cpu(frames, tmp_path, fp16, graph_filter):
     b = OnnxDetector(gpu, "yunet", class_id=0, score_threshold=0.5).detect(frames[0], timings)
     assert len(a) >= 5 and (iou_matrix(a.xyxy, b.xyxy).max(axis=1) >= 0.9).all()
     assert "upload" in timings and "download" in timings
+
+
+@pytest.mark.gpu
+def test_cuda_cameras_detecting_at_once_each_get_their_own_frame(frames):
+    import threading
+
+    model = frame_model(options=SessionOptions(provider="cuda", require_provider=True),
+                        filter_groups=yunet.FILTER_GROUPS)
+    det = OnnxDetector(model, "yunet", class_id=0)
+    expected = [det.detect(f) for f in frames]
+    errors: list = []
+
+    def camera(i):
+        for _ in range(20):
+            got = det.detect(frames[i])
+            if len(got) != len(expected[i]) or not np.allclose(got.xyxy, expected[i].xyxy, atol=1e-2):
+                errors.append(i)
+
+    threads = [threading.Thread(target=camera, args=(i,)) for i in range(len(frames))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
 
 
 @pytest.mark.gpu
