@@ -69,8 +69,8 @@ def gate_configs(cfg, class_name: str, int8_name: str, int8_card: Path, model_di
     models = dataclasses.replace(cfg.models, cards_dir=str(cards), mirrors=(*cfg.models.mirrors, str(model_dir)))
     base = dataclasses.replace(cfg, models=models)
     cls_cfg = base.detect.get(class_name)
-    int8_cfg = dataclasses.replace(base, detect=dataclasses.replace(
-        base.detect, **{class_name: dataclasses.replace(cls_cfg, model=int8_name)}))
+    int8_cfg = dataclasses.replace(base, detect=base.detect.with_class(class_name,
+                                                                       dataclasses.replace(cls_cfg, model=int8_name)))
     return base, int8_cfg
 
 

@@ -35,8 +35,8 @@ class StartupError(RuntimeError):
 def session_options(cfg: Config) -> SessionOptions:
     r = cfg.runtime
     return SessionOptions(provider=r.provider, require_provider=r.require_provider, intra_op_threads=r.threads,
-                          device_id=r.device_id, cudnn_conv_algo_search=r.cudnn_conv_algo_search, trt_cache_dir=r.trt_cache_dir, trt_fp16=r.trt_fp16,
-                          trt_int8=r.trt_int8)
+                          device_id=r.device_id, cudnn_conv_algo_search=r.cudnn_conv_algo_search,
+                          trt_cache_dir=r.trt_cache_dir, trt_fp16=r.trt_fp16, trt_int8=r.trt_int8)
 
 
 def load_model(cfg: Config, name: str, scales: tuple[float, ...] = (1.0,)) -> tuple[OnnxModel, registry.ModelCard]:

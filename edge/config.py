@@ -6,13 +6,14 @@ start say exactly what to fix. There is no fallback "safe mode": a config either
 from __future__ import annotations
 
 import dataclasses
-import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from edge.frame import CLASS_NAME
 
 
 class ConfigError(ValueError):
@@ -173,8 +174,8 @@ class DetectConfig:
         """A copy with class `name`'s table replaced (or added, for a class beyond face / plate)."""
         if name in ("face", "plate"):
             return dataclasses.replace(self, **{name: table})
-        return dataclasses.replace(self, more=tuple(sorted([*((n, c) for n, c in self.more if n != name),
-                                                            (name, table)])))
+        others = [(n, c) for n, c in self.more if n != name]
+        return dataclasses.replace(self, more=tuple(sorted([*others, (name, table)], key=lambda entry: entry[0])))
 
     def check(self) -> None:
         if not any(c.enabled for _, c in self.classes()):
@@ -354,9 +355,6 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {hint}")  # a schema bug, not a user error
 
 
-_CLASS_NAME = re.compile(r"[a-z][a-z0-9_]*")
-
-
 def _more_classes(data: dict, prefix: str) -> dict:
     """[detect] tables beyond face / plate become DetectConfig.more: each names its model explicitly."""
     data = dict(data)
@@ -367,14 +365,14 @@ def _more_classes(data: dict, prefix: str) -> dict:
         if not isinstance(table, dict):
             raise ConfigError(f"{full}: unknown key (known: face, plate, or a [{full}] table for a class "
                               f"a model card declares)")
-        if not _CLASS_NAME.fullmatch(name):
+        if not CLASS_NAME.fullmatch(name):
             raise ConfigError(f"{full}: a class name is lowercase letters, digits and '_'")
         if "model" not in table:
             raise ConfigError(f"{full}.model: required for a class other than face / plate (the name of a model "
                               f"card whose classes include {name!r})")
         more.append((name, from_dict(ClassConfig, table, full)))
     if more:
-        data["more"] = sorted(more)
+        data["more"] = sorted(more, key=lambda entry: entry[0])
     return data
 
 

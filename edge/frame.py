@@ -7,6 +7,7 @@ the pipeline, which makes "no unmasked frame leaves" a property of the types, no
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ import numpy as np
 CLASS_NAMES: list[str] = ["face", "plate"]
 FACE, PLATE = 0, 1
 _classes_lock = threading.Lock()
+CLASS_NAME = re.compile(r"[a-z][a-z0-9_]*")  # what a class may be called: a [detect.<name>] table key
 
 
 def register_class(name: str) -> int:
@@ -26,6 +28,14 @@ def register_class(name: str) -> int:
         if name not in CLASS_NAMES:
             CLASS_NAMES.append(name)
         return CLASS_NAMES.index(name)
+
+
+def concat_quads(parts: list) -> np.ndarray | None:
+    """The (N, 4, 2) corner quads of parts that may lack them (NaN rows there); None when none has any."""
+    if all(p.quad is None for p in parts):
+        return None
+    return np.concatenate([p.quad if p.quad is not None else np.full((len(p), 4, 2), np.nan, np.float32)
+                           for p in parts])
 
 
 class BadFrame(ValueError):
@@ -127,16 +137,11 @@ class Detections:
         parts = [p for p in parts if len(p)]
         if not parts:
             return Detections()
-        quads = None
-        if any(p.quad is not None for p in parts):
-            quads = np.concatenate([
-                p.quad if p.quad is not None else np.full((len(p), 4, 2), np.nan, np.float32) for p in parts
-            ])
         return Detections(
             np.concatenate([p.xyxy for p in parts]),
             np.concatenate([p.score for p in parts]),
             np.concatenate([p.class_id for p in parts]),
-            quads,
+            concat_quads(parts),
         )
 
     def with_class(self, class_id: int) -> "Detections":

@@ -26,14 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
-from edge.frame import register_class
+from edge.frame import CLASS_NAME, register_class
 
 log = logging.getLogger(__name__)
 
 # A family is a decoder module edge/detect/<family>.py (see edge.detect.detector.family_module); a
 # class is any name a card declares (the built-ins are edge.frame's face and plate). A new class is a
 # card and, if no existing family decodes its model, a decoder module: nothing else needs editing.
-_CLASS_RE = re.compile(r"[a-z][a-z0-9_]*")
 LAYOUTS = ("NCHW",)
 CHANNELS = ("BGR", "RGB")
 VALUE_RANGES = ("0-255", "0-1")
@@ -209,7 +208,7 @@ def _parse_card(data: dict[str, Any], src: Path) -> ModelCard:
     except UnknownFamily as e:
         t.fail("family", str(e))
     classes = t.get("classes", list)
-    if not classes or any(not isinstance(c, str) or not _CLASS_RE.fullmatch(c) for c in classes):
+    if not classes or any(not isinstance(c, str) or not CLASS_NAME.fullmatch(c) for c in classes):
         t.fail("classes", f"must be a non-empty list of lowercase class names (e.g. \"face\"), got {classes!r}")
     for c in classes:
         register_class(c)

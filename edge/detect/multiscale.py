@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.detect.boxes import iou_matrix, nms, padded_size
+from edge.frame import concat_quads
 
 EDGE_PX = 2.0  # a box within this many input pixels of a cut tile edge is partial
 COVERED = 0.8  # a partial box this much inside a complete kept box adds nothing to the mask
@@ -146,13 +147,9 @@ class Candidates:
         parts = [p for p in parts if len(p)]
         if not parts:
             return Candidates()
-        quad = None
-        if any(p.quad is not None for p in parts):
-            quad = np.concatenate([p.quad if p.quad is not None else np.full((len(p), 4, 2), np.nan, np.float32)
-                                   for p in parts])
         return Candidates(np.concatenate([p.xyxy for p in parts]), np.concatenate([p.score for p in parts]),
                           np.concatenate([p.pass_index for p in parts]), np.concatenate([p.partial for p in parts]),
-                          quad)
+                          concat_quads(parts))
 
 
 def to_frame(window: Window, input_hw: tuple[int, int], xyxy: np.ndarray, score: np.ndarray,
