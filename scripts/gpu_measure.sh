@@ -35,6 +35,7 @@ prof profile_1080p_no_filter --resize 1920x1080 --frames "$frames" --preload --s
 prof profile_4k --resize 3840x2160 --frames $((frames / 3)) --preload --set runtime.cudnn_conv_algo_search=heuristic
 prof profile_8x1080p30 --resize 1920x1080 --streams 8 --realtime --fps 30 --deadline --frames "$frames" --preload
 prof profile_8x1080p30_batched --resize 1920x1080 --streams 8 --realtime --fps 30 --deadline --frames "$frames" --preload --batch
+step bench_decode 120 $py scripts/bench_decode.py --provider "$provider" --json "$out/bench_decode.json"
 step bench_plates 240 $py scripts/bench_plates.py --provider "$provider" --skip-eval --frames 100 --frame-config $cfg --json "$out/bench_plates.json"
 step eval_faces 200 $py -m edge eval -c $cfg --set runtime.provider="$provider" --set detect.face.aspect=1.3 --json "$out/eval_faces.json"
 step eval_plates 200 $py -m edge eval --dataset plates -c $cfg --set runtime.provider="$provider" --json "$out/eval_plates.json"
