@@ -69,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from edge import config as config_mod
-    from edge.cli import _load
-    from edge.evaluate import format_table, load_items
-    from edge.registry import card as load_source_card, resolve
+    from edge.compose import load_config
+    from edge.eval.evaluate import format_table, load_items
+    from edge.models.registry import card as load_source_card, resolve
 
-    cfg = _load(args.config, args.set)
+    cfg = load_config(args.config, args.set)
     source_card = load_source_card(args.model, cfg.models.cards_dir or None)
     class_name = source_card.classes[0]
     try:

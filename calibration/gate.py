@@ -1,4 +1,4 @@
-"""The int8 gate: the evaluation (edge.evaluate) of fp32 and int8 under one config, and the rule they must meet.
+"""The int8 gate: the evaluation (edge.eval.evaluate) of fp32 and int8 under one config, and the rule they must meet.
 
 Rule (issue 6): the int8 model's overall protected share may be at most 1 point below fp32's, and
 no size bucket holding at least 100 ground-truth objects may lose more than 2 points.
@@ -34,7 +34,7 @@ def _points(share: float | None) -> float | None:
 
 def check_gate(fp32: dict, int8: dict, *, overall_points: float = OVERALL_POINTS,
                bucket_points: float = BUCKET_POINTS, min_objects: int = MIN_BUCKET_OBJECTS) -> GateResult:
-    """Compare two edge.evaluate results (same images, same config but the model)."""
+    """Compare two edge.eval.evaluate results (same images, same config but the model)."""
     if fp32["objects"] != int8["objects"]:
         raise ValueError(f"results are not on the same set: {fp32['objects']} vs {int8['objects']} objects")
     failures, deltas = [], {}
@@ -58,7 +58,7 @@ def check_gate(fp32: dict, int8: dict, *, overall_points: float = OVERALL_POINTS
 
 def gate_configs(cfg, class_name: str, int8_name: str, int8_card: Path, model_dir: Path, work_dir: Path):
     """(fp32 config, int8 config): identical but for detect.<class>.model; the int8 card sits beside the project's."""
-    from edge.registry import default_cards_dir
+    from edge.models.registry import default_cards_dir
 
     cards = Path(work_dir) / "cards"
     cards.mkdir(parents=True, exist_ok=True)
@@ -75,8 +75,8 @@ def gate_configs(cfg, class_name: str, int8_name: str, int8_card: Path, model_di
 
 
 def evaluate_config(cfg, class_name: str, items) -> dict:
-    """edge.evaluate's own measurement of one config on the class's annotated set."""
-    from edge.evaluate import evaluate, for_dataset, pipeline_for
+    """edge.eval.evaluate's own measurement of one config on the class's annotated set."""
+    from edge.eval.evaluate import evaluate, for_dataset, pipeline_for
 
     cfg = for_dataset(cfg, DATASET_OF_CLASS[class_name])
     return evaluate(pipeline_for(cfg).process, items)

@@ -10,7 +10,7 @@ import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edge.registry import ModelCard, load_card, sha256_file
+from edge.models.registry import ModelCard, load_card, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -93,7 +93,7 @@ def runtime_detector(cfg, class_name: str):
     """The runtime's OnnxDetector for `class_name` (its main model and passes), on the CPU numpy path."""
     import dataclasses
 
-    from edge.app import load_model
+    from edge.compose import load_model
     from edge.detect.detector import OnnxDetector, runner_scales
     from edge.detect.multiscale import passes_from_config
     from edge.frame import register_class

@@ -1,4 +1,4 @@
-"""Command line: argument parsing and wiring only; the work happens in edge.app and friends."""
+"""Command line: argument parsing and wiring only; pipelines are built in edge.compose, the service runs in edge.runtime."""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +10,10 @@ import threading
 from pathlib import Path
 
 from edge import config as config_mod
-from edge import registry, security
-from edge import service as service_mod
+from edge import security
+from edge.models import registry
+from edge.runtime import systemd as service_mod
+from edge.compose import load_config
 from edge.config import CameraConfig, Config, ConfigError
 
 log = logging.getLogger("edge")
@@ -22,16 +24,6 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _load(path: str | None, overrides: list[str]) -> Config:
-    cfg = config_mod.load(path) if path else Config()
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        cfg = config_mod.override(cfg, {key.strip(): config_mod.parse_value(value.strip())})
-    return cfg
-
-
 def _apply(cfg: Config, **changes) -> Config:
     """Apply command-line flags (dotted keys) that were actually given."""
     given = {key.replace("__", "."): value for key, value in changes.items() if value is not None}
@@ -39,9 +31,10 @@ def _apply(cfg: Config, **changes) -> Config:
 
 
 def _serve(cfg: Config) -> int:
-    from edge.app import StartupError, build_service
-    from edge.hardening import HardeningError, harden_process
-    from edge.service import Notifier, install_stop_handlers
+    from edge.compose import StartupError
+    from edge.runtime.service import build_service
+    from edge.runtime.hardening import HardeningError, harden_process
+    from edge.runtime.systemd import Notifier, install_stop_handlers
 
     _setup_logging(cfg.service.log_level)
     stop = threading.Event()
@@ -58,11 +51,11 @@ def _serve(cfg: Config) -> int:
 
 
 def cmd_run(args) -> int:
-    return _serve(_load(args.config, args.set))
+    return _serve(load_config(args.config, args.set))
 
 
 def cmd_replay(args) -> int:
-    cfg = _load(args.config, args.set)
+    cfg = load_config(args.config, args.set)
     source = Path(args.source)
     cam = CameraConfig(id=args.camera_id, source=str(source.resolve()), kind="replay", realtime=args.realtime,
                        loop=args.loop, fps=args.fps or 0.0)
@@ -94,7 +87,7 @@ def cmd_subscribe(args) -> int:
 
 def cmd_check_config(args) -> int:
     try:
-        cfg = _load(args.config, args.set)
+        cfg = load_config(args.config, args.set)
         problems = []
         if args.models:
             for class_name, cls_cfg in cfg.detect.classes():
@@ -201,13 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_parser(sub)
     service_mod.add_parser(sub)
 
-    from edge import evaluate
+    from edge.eval import evaluate
     evaluate.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge.hardening import disable_runtime_telemetry
+    from edge.runtime.hardening import disable_runtime_telemetry
 
     disable_runtime_telemetry()  # before anything imports onnxruntime (it writes under ~/.cache otherwise)
     args = build_parser().parse_args(argv)

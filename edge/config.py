@@ -430,12 +430,6 @@ def _inherit_detect(data: dict) -> dict:
     return {**data, "cameras": cams}
 
 
-def camera_detect(cfg: Config, camera_id: str) -> DetectConfig:
-    """The detect section a camera runs with: its own override, else the top-level one."""
-    cam = next((c for c in cfg.cameras if c.id == camera_id), None)
-    return cam.detect if cam is not None and cam.detect is not None else cfg.detect
-
-
 def _resolve_paths(cfg: Config, base: Path) -> Config:
     """Relative paths in a config file are relative to the file, not to the working directory."""
     def rel(p: str) -> str:

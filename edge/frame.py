@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # Class ids are shared by every detector, the tracker, the masks and the wire header. The two
-# built-in classes have fixed ids; a model card may declare more (edge.registry registers them),
+# built-in classes have fixed ids; a model card may declare more (edge.models.registry registers them),
 # which get the next ids in the order they are first seen. Append-only: an id never changes meaning.
 CLASS_NAMES: list[str] = ["face", "plate"]
 FACE, PLATE = 0, 1

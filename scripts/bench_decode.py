@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from benchlib import read_frames  # noqa: E402
 
 from edge import config as config_mod  # noqa: E402
-from edge.app import load_model  # noqa: E402
+from edge.compose import load_model  # noqa: E402
 from edge.detect.detector import family_module  # noqa: E402
 
 SHARED = Path(os.environ.get("EDGE_SHARED", ROOT.parent / "shared"))

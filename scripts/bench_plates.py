@@ -4,7 +4,7 @@
     .venv/bin/python scripts/bench_plates.py --provider cuda      # on the GPU machine
     .venv/bin/python scripts/bench_plates.py --skip-timing        # recall only (does not depend on load)
 
-1. Plates on ../shared/data/eval/plates/openalpr_dev, through the product's own pipeline (edge.evaluate:
+1. Plates on ../shared/data/eval/plates/openalpr_dev, through the product's own pipeline (edge.eval.evaluate:
    what was really painted), at native size and shrunk to a quarter (distant plates): protected share per
    size bucket, overall, over-masking, ms per image. One row per (config, size) in RUNS.
 2. ms per frame, faces alone vs faces + plates (sequential and concurrent), on real dashcam frames
@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from benchlib import read_frames  # noqa: E402
 
 from edge import config as config_mod  # noqa: E402
-from edge.app import build_detector, mask_style  # noqa: E402
+from edge.compose import build_detector, mask_style  # noqa: E402
 from edge.detect.detector import MultiDetector  # noqa: E402
-from edge.evaluate import evaluate, for_dataset, format_table, load_items, pipeline_for  # noqa: E402
+from edge.eval.evaluate import evaluate, for_dataset, format_table, load_items, pipeline_for  # noqa: E402
 from edge.frame import Frame  # noqa: E402
 from edge.pipeline import Pipeline, Policy  # noqa: E402
 
@@ -111,7 +111,7 @@ def frame_timings(args) -> dict:
     faces_cfg = config_mod.override(cfg, {"detect.plate.enabled": False})
     faces = build_detector(faces_cfg)
     built = build_detector(config_mod.override(cfg, {"detect.face.enabled": True, "detect.plate.enabled": True}))
-    # both ways on the same sessions, whichever the product picks for this provider (edge.app.build_detector)
+    # both ways on the same sessions, whichever the product picks for this provider (edge.runtime.service.build_detector)
     sequential = MultiDetector(built.detectors, concurrent=False)
     both = MultiDetector(built.detectors, concurrent=True)
     style = mask_style(cfg)

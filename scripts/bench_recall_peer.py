@@ -8,7 +8,7 @@ Rows:
   * recall-faces + centerface -- the same plus CenterFace as an ensemble member (issue 4: does it add recall?)
   * deface defaults / deface --scale 2x -- the peer, thresh 0.2, mask-scale 1.3, in its own virtualenv
 
-Ours run through edge.evaluate (the real pipeline, solid fill, mask map cross-checked against changed
+Ours run through edge.eval.evaluate (the real pipeline, solid fill, mask map cross-checked against changed
 pixels). deface runs in a separate virtualenv (created here: `--peer-venv`, default out/peer-venv, from
 the wheel or PyPI, with the CPU onnxruntime); it is a reference, never a dependency of the project.
 For deface the painted map is taken from deface's own code: a helper imports deface, runs its CenterFace
@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("EDGE_MODEL_PATH", str(ROOT.parent / "shared" / "models"))
 
 from benchlib import DEFAULT_WHEEL, ensure_peer_venv  # noqa: E402
-from edge.cli import _load  # noqa: E402
-from edge.evaluate import (Tally, check_targets, evaluate, for_dataset, format_table,  # noqa: E402
+from edge.compose import load_config  # noqa: E402
+from edge.eval.evaluate import (Tally, check_targets, evaluate, for_dataset, format_table,  # noqa: E402
                            load_items, pipeline_for)
 
 
@@ -118,7 +118,7 @@ def run_peer(python: Path, items, scale: tuple[int, int] | None, thresh: float, 
 
 
 def run_ours(config: str | None, overrides: list[str], items) -> dict:
-    cfg = for_dataset(_load(str(ROOT / config) if config else None, overrides), "faces")
+    cfg = for_dataset(load_config(str(ROOT / config) if config else None, overrides), "faces")
     result = evaluate(pipeline_for(cfg).process, items)
     result["config"] = {"file": config, "overrides": overrides}
     return result

@@ -22,7 +22,7 @@ shared_models = Path(os.environ.get("EDGE_SHARED", root.parent / "shared")) / "m
 if shared_models.is_dir():  # the same lookup the tests use: models by sha256 from the shared mirror
     os.environ["EDGE_MODEL_PATH"] = os.pathsep.join(p for p in (os.environ.get("EDGE_MODEL_PATH"), str(shared_models)) if p)
 
-from edge.evalclips import main_eval  # noqa: E402
+from edge.eval.clips import main_eval  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main_eval())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.evalclips import main_make  # noqa: E402
+from edge.eval.clips import main_make  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main_make())

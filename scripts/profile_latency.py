@@ -192,14 +192,14 @@ def percentiles(values: list[float]) -> dict | None:
 
 def build(args):
     from edge import config as config_mod
-    from edge.app import build_detector, build_sink, mask_style, warm_up
-    from edge.cli import _load
+    from edge.compose import build_detector, build_sink, mask_style, warm_up
+    from edge.compose import load_config
     from edge.pipeline import Pipeline, Policy
 
     overrides = list(args.set)
     if args.provider:
         overrides.append(f"runtime.provider={args.provider}")
-    cfg = _load(args.config, overrides)
+    cfg = load_config(args.config, overrides)
     changes = {"output.kind": "zmq", "output.bind": "tcp://127.0.0.1:*"}
     if args.encoding:
         changes["output.encoding"] = args.encoding
@@ -258,7 +258,7 @@ def profile(args) -> dict:
                      "status": getattr(outcome, "status", "dropped"), "reason": getattr(outcome, "reason", None),
                      "timings": t, "objects": 0 if isinstance(outcome, DroppedFrame) else int(len(outcome.regions))})
 
-    # one loop per camera, sharing the detector and the sink, as edge.app runs several cameras
+    # one loop per camera, sharing the detector and the sink, as edge.runtime.service runs several cameras
     stop = threading.Event()
     counts = [0] * len(sources)
 

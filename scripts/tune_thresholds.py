@@ -9,7 +9,7 @@ Procedure (documented so the same choice can be made again on another set or mod
 2. For each threshold t of the grid (and each small-box margin of `--small-margins`): give the
    swept passes threshold t (the others keep their configured one), apply every pass's size range,
    merge as the product merges (edge.detect.multiscale.merge), grow the boxes into mask regions
-   with the product's own edge.mask.regions and score the painted map with edge.evaluate's rules
+   with the product's own edge.mask.regions and score the painted map with edge.eval.evaluate's rules
    (70% of a box's pixels painted; over-masking = painted pixels outside every GT box).
 3. The operating point is the LOWEST threshold whose over-masking stays within `--budget`
    (default 5%: one point of headroom under the 6% target, because a threshold fitted to 100
@@ -35,11 +35,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.app import build_class_detector, mask_style  # noqa: E402
-from edge.cli import _load  # noqa: E402
+from edge.compose import build_class_detector, mask_style  # noqa: E402
+from edge.compose import load_config  # noqa: E402
 from edge.detect.detector import to_detections  # noqa: E402
 from edge.detect.multiscale import Candidates, PassSpec, select  # noqa: E402
-from edge.evaluate import (DATASET_CLASS, Tally, check_targets, for_dataset, format_table,  # noqa: E402
+from edge.eval.evaluate import (DATASET_CLASS, Tally, check_targets, for_dataset, format_table,  # noqa: E402
                            load_items)
 from edge.mask import painted_map, regions  # noqa: E402
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("EDGE_MODEL_PATH", str(Path(__file__).resolve().parents[2] / "shared" / "models"))
     cls = DATASET_CLASS[args.dataset]
-    cfg = for_dataset(_load(args.config, args.set), args.dataset)
+    cfg = for_dataset(load_config(args.config, args.set), args.dataset)
     cls_cfg = cfg.detect.get(cls)
     detector = build_class_detector(cfg, cls_cfg, cls)
     passes = detector.passes

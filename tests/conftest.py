@@ -42,8 +42,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def yunet_model():
-    from edge import registry
-    from edge.detect.session import OnnxModel
+    from edge.models import registry
+    from edge.detect.backends.session import OnnxModel
 
     card = registry.card("yunet_n")
     try:

@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from edge import audit
-from edge.audit import AuditError, AuditLog, frame_counts, redact, redact_tree
+from edge.runtime import audit
+from edge.runtime.audit import AuditError, AuditLog, frame_counts, redact, redact_tree
 from edge.config import CameraConfig, Config, override
 
 SHA = "104ee26c71d5c270" + "0" * 48

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge import config
+from edge import compose, config
 from edge.config import ConfigError
 
 TOP = """
@@ -40,11 +40,11 @@ def load(tmp_path, text: str) -> config.Config:
 ])
 def test_camera_detect_overlays_the_top_level(tmp_path, detect, key, expected):
     cfg = load(tmp_path, TOP + cam("front", detect) + cam("rear"))
-    node = config.camera_detect(cfg, "front")
+    node = compose.camera_detect(cfg, "front")
     for part in key.split("."):
         node = getattr(node, part)
     assert node == expected
-    assert config.camera_detect(cfg, "rear") is cfg.detect  # no table: the top-level section itself
+    assert compose.camera_detect(cfg, "rear") is cfg.detect  # no table: the top-level section itself
 
 
 def test_cameras_without_detect_keep_none_and_override_still_works(tmp_path):
@@ -66,7 +66,7 @@ def test_bad_camera_detect_is_refused_by_name(tmp_path, detect, message):
 
 
 def test_app_builds_a_detector_only_for_cameras_that_differ(tmp_path):
-    from edge.app import build_camera_detectors
+    from edge.compose import build_camera_detectors
     from edge.frame import FACE, PLATE
 
     cfg = load(tmp_path, TOP + cam("front", "[cameras.detect.face]\nenabled = false\n") + cam("rear")
@@ -79,7 +79,7 @@ def test_app_builds_a_detector_only_for_cameras_that_differ(tmp_path):
 
 
 def test_cameras_with_the_same_section_share_one_detector(tmp_path):
-    from edge.app import build_camera_detectors
+    from edge.compose import build_camera_detectors
 
     section = "[cameras.detect.face]\nenabled = false\n"
     cfg = load(tmp_path, TOP + cam("left", section) + cam("right", section)
@@ -92,7 +92,8 @@ def test_cameras_with_the_same_section_share_one_detector(tmp_path):
 
 
 def test_audit_model_records_name_every_model_and_the_cameras_it_runs_for(tmp_path):
-    from edge.app import build_camera_detectors, build_detector, model_records
+    from edge.compose import build_camera_detectors, build_detector
+    from edge.runtime.service import model_records
 
     cfg = load(tmp_path, TOP + cam("front", "[cameras.detect.face]\nenabled = false\n") + cam("rear"))
     main, built = build_detector(cfg), build_camera_detectors(cfg)

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import evalclips
-from edge.evalclips import Clip, ClipSpec, TrackPlan, ground_truth, load_face_crops, make_clip, measure, render
+from edge.eval import clips as evalclips
+from edge.eval.clips import Clip, ClipSpec, TrackPlan, ground_truth, load_face_crops, make_clip, measure, render
 from edge.frame import Detections, FACE
 from edge.mask import MaskStyle
 from edge.track import Tracker

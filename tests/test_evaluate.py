@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import WIDER, need
-from edge import evaluate
+from edge.eval import evaluate
 from edge.config import Config, override
-from edge.evaluate import (CrossCheckError, Item, box_pixels, bucket_of, check_targets, cross_check,
+from edge.eval.evaluate import (CrossCheckError, Item, box_pixels, bucket_of, check_targets, cross_check,
                            outside_share, protected_flags, read_face_list, read_openalpr, summarize)
 from edge.frame import CLASS_NAMES, Detections, DroppedFrame, Frame, MaskedFrame
 

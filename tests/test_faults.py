@@ -1,4 +1,4 @@
-"""The fault table, on the service as it runs (edge.app.build_service + Service.run) with real parts.
+"""The fault table, on the service as it runs (edge.runtime.service.build_service + Service.run) with real parts.
 
 Each row puts one fault around the real YuNet detector, a real source (OpenCV-decoded images and
 videos, the real CameraSource) or the real ZeroMQ output, runs the service, and checks:
@@ -30,11 +30,12 @@ import numpy as np
 import pytest
 
 from conftest import MODELS, VIDEO, WIDER, need
-from edge import app
+from edge import compose
 from edge import config as config_mod
-from edge.app import StartupError, build_service
+from edge.compose import StartupError
+from edge.runtime.service import build_service
 from edge.frame import Detections
-from edge.service import Notifier
+from edge.runtime.systemd import Notifier
 from edge.sources.camera import CameraSource
 from edge.sources.replay import open_replay
 
@@ -119,8 +120,8 @@ class SystemdSocket:
 @pytest.fixture(scope="module")
 def shared_detector():
     """The real face detector, loaded and warmed up once for the module (every service below runs it)."""
-    detector = app.build_detector(config_mod.Config())
-    app.warm_up(detector)
+    detector = compose.build_detector(config_mod.Config())
+    compose.warm_up(detector)
     return detector
 
 
@@ -134,8 +135,8 @@ def systemd(tmp_path):
 @pytest.fixture()
 def run(shared_detector, systemd, monkeypatch):
     """Build the service from a config (with fault hooks), run it until `until` or the feed ends, stop it."""
-    monkeypatch.setattr(app, "build_detector", lambda cfg: shared_detector)
-    monkeypatch.setattr(app, "warm_up", lambda detector: None)  # warmed once already, by the module fixture
+    monkeypatch.setattr(compose, "build_detector", lambda cfg: shared_detector)
+    monkeypatch.setattr(compose, "warm_up", lambda detector: None)  # warmed once already, by the module fixture
 
     def go(cfg, *, until=None, wrap_detector=None, open_source=None, during=None):
         stop = threading.Event()

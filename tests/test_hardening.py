@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import hardening
+from edge.runtime import hardening
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def in_child(code: str) -> dict:
 def test_core_dumps_off_and_not_dumpable_after_hardening():
     got = in_child("""
         import json, resource
-        from edge import hardening
+        from edge.runtime import hardening
         before = hardening.is_dumpable(), resource.getrlimit(resource.RLIMIT_CORE)
         result = hardening.harden_process(mlock=False)
         limits = [l for l in open("/proc/self/limits") if l.startswith("Max core file size")][0].split()
@@ -44,7 +44,7 @@ def test_core_dumps_off_and_not_dumpable_after_hardening():
 def test_mlock_refused_by_the_memory_limit_is_logged_not_fatal():
     got = in_child("""
         import json, logging, resource
-        from edge import hardening
+        from edge.runtime import hardening
         logging.basicConfig(level=logging.INFO)
         resource.setrlimit(resource.RLIMIT_MEMLOCK, (64 * 1024, 64 * 1024))
         hardening.has_capability = lambda cap, status_path="": False  # as an unprivileged service user
@@ -61,7 +61,7 @@ def test_mlock_refused_by_the_memory_limit_is_logged_not_fatal():
 def test_mlock_with_the_capability_locks_memory():
     got = in_child("""
         import json
-        from edge import hardening
+        from edge.runtime import hardening
         result = hardening.lock_memory()
         locked_kb = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmLck:")][0]
         print(json.dumps({"locked": result.locked, "vmlck_kb": locked_kb}))
@@ -90,7 +90,7 @@ def test_runtime_telemetry_is_switched_off_before_onnxruntime_loads():
     got = in_child("""
         import json, os, sys
         os.environ.pop("ORT_DISABLE_TELEMETRY", None)
-        from edge import hardening
+        from edge.runtime import hardening
         first = hardening.disable_runtime_telemetry()
         import onnxruntime
         late = hardening.disable_runtime_telemetry()

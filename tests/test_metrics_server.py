@@ -9,7 +9,7 @@ import pytest
 
 from edge.config import ConfigError, MetricsConfig
 from edge.metrics import Metrics
-from edge.metrics_server import MetricsBindError, MetricsServer
+from edge.runtime.metrics_server import MetricsBindError, MetricsServer
 
 
 def get(address: str, path: str) -> tuple[int, dict, str]:

@@ -69,8 +69,8 @@ def decoder_family(tmp_path, monkeypatch):
 
 
 def test_a_card_and_a_decoder_make_a_new_class_run_end_to_end(tmp_path, decoder_family):
-    from edge.app import build_detector, mask_style
-    from edge.audit import AuditLog
+    from edge.compose import build_detector, mask_style
+    from edge.runtime.audit import AuditLog
     from edge.pipeline import Pipeline, Policy
 
     need(MODELS / "yunet_n_dynamic.onnx")
@@ -134,7 +134,7 @@ def test_bad_class_tables_name_the_key(tmp_path, person, message):
 
 
 def test_a_class_the_model_does_not_detect_refuses_to_start(tmp_path):
-    from edge.app import StartupError, build_detector
+    from edge.compose import StartupError, build_detector
 
     need(MODELS / "yunet_n_dynamic.onnx")
     cfg = config_mod.load(write_config(tmp_path, cards_with_person(tmp_path, "yunet"), 'model = "yunet_n"'))

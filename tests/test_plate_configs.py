@@ -8,7 +8,7 @@ import pytest
 
 from conftest import PLATES, ROOT, need
 from edge import config
-from edge.evaluate import evaluate, for_dataset, pipeline_for, read_openalpr
+from edge.eval.evaluate import evaluate, for_dataset, pipeline_for, read_openalpr
 
 CONFIGS = {
     "configs/plates-native.toml": (False, True),
@@ -66,7 +66,7 @@ def test_gpu_config_plate_cap_removes_the_huge_boxes_of_flat_frames(max_box_px, 
     """At 1080p LPD-YuNet scores huge boxes on a flat grey frame; the 200 px cap of gpu-1080p.toml drops them."""
     import numpy as np
 
-    from edge.app import build_detector
+    from edge.compose import build_detector
 
     cfg = config.override(config.load(ROOT / "configs/gpu-1080p.toml"),
                           {"runtime.provider": "cpu", "runtime.graph_preprocess": False, "runtime.fp16": False,

@@ -14,11 +14,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from edge import registry
-from edge.registry import ModelError, WheelSpec
+from edge.models import registry
+from edge.models.registry import ModelError, WheelSpec
 
 SHARED = Path(os.environ.get("EDGE_SHARED_MODELS", "/work/shared/models"))
-CARDS_DIR = Path(registry.__file__).resolve().parents[1] / "models"
+CARDS_DIR = Path(registry.__file__).resolve().parents[2] / "models"
 SHIPPED = sorted(p.stem for p in CARDS_DIR.glob("*.toml"))
 YUNET_N_SHA = "104ee26c71d5c270ce79a6b3dced91c91013260d29a6bf18f9296c5b8c4c2b12"
 CENTERFACE_SHA = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
@@ -341,7 +341,7 @@ def test_missing_everywhere(monkeypatch, tmp_path, cache, yunet) -> None:
 def test_corrupt_copy_is_skipped(caplog, tmp_path, cache, yunet, yunet_bytes, corrupt_bytes) -> None:
     bad = put(tmp_path / "m1" / yunet.file, corrupt_bytes)
     good = put(tmp_path / "m2" / yunet.file, yunet_bytes)
-    with caplog.at_level(logging.WARNING, logger="edge.registry"):
+    with caplog.at_level(logging.WARNING, logger="edge.models.registry"):
         assert registry.resolve(yunet, cache_dir=cache, mirrors=[tmp_path / "m1", tmp_path / "m2"]) == good
     assert any(str(bad) in r.getMessage() for r in caplog.records)
 

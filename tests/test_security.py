@@ -12,13 +12,15 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import app, security
+from edge import security
+from edge import compose
+from edge.runtime import service as app
 from edge import config as config_mod
 from edge.config import ConfigError, SecurityConfig
 from edge.detect.detector import MultiDetector
 from edge.frame import Detections, Frame, MaskedFrame
 from edge.security import CurveServer, SecurityError, client_hook, keygen
-from edge.service import Notifier
+from edge.runtime.systemd import Notifier
 from edge.sinks.zmq_pub import ZmqPublisher
 from edge.subscribe import Subscriber
 
@@ -193,7 +195,7 @@ def test_keygen_command_and_subscribe_flags(tmp_path):
 
 def test_service_with_curve_in_its_config_serves_only_allowed_clients(keys, tmp_path, face_detector, monkeypatch):
     """The config switch end to end: build_service makes the CURVE server, the publisher enforces it."""
-    monkeypatch.setattr(app, "build_detector", lambda cfg: MultiDetector([face_detector]))
+    monkeypatch.setattr(compose, "build_detector", lambda cfg: MultiDetector([face_detector]))
     folder = tmp_path / "in"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.full((120, 160, 3), 80, np.uint8))

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from edge.service import Notifier
+from edge.runtime.systemd import Notifier
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge import config as config_mod
-from edge.service import unit_dropin, writable_entries
+from edge.runtime.systemd import unit_dropin, writable_entries
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "edge-anon@.service"

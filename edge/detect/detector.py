@@ -16,7 +16,7 @@ from edge.detect.boxes import padded_size
 from edge.detect.multiscale import (Candidates, PassSpec, Window, full_frame_passes, merge, plan, select,
                                      to_frame)
 from edge.detect.runner import FrameModel
-from edge.detect.session import OnnxModel
+from edge.detect.backends.session import OnnxModel
 from edge.frame import Detections, check_image
 
 FAMILIES: dict[str, ModuleType] = {"yunet": yunet, "centerface": centerface, "lpd_yunet": lpd_yunet}

@@ -21,7 +21,7 @@ import onnxruntime as ort
 
 from edge.detect.boxes import padded_size
 from edge.detect.graph import FILTER_INPUT, FRAME_INPUT, FilterGroup, append_filter, fp16_cached, prepend_preprocess
-from edge.detect.session import OnnxModel, SessionOptions
+from edge.detect.backends.session import OnnxModel, SessionOptions
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def graph_rewrite(data: bytes, *, sha256: str, channels: str, multiple: int, sca
         fp16 = False
     if fp16:
         if cache_dir is None:
-            from edge.registry import default_cache_dir
+            from edge.models.registry import default_cache_dir
 
             cache_dir = default_cache_dir()
         data = fp16_cached(data, sha256, cache_dir)
@@ -215,7 +215,7 @@ def load_for_runtime(path: str | Path, *, name: str, sha256: str, family: str, o
                           filter_groups=groups)
     if fp16 and options.provider != "cpu":
         if cache_dir is None:
-            from edge.registry import default_cache_dir
+            from edge.models.registry import default_cache_dir
 
             cache_dir = default_cache_dir()
 

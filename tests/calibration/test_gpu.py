@@ -11,7 +11,7 @@ pytestmark = pytest.mark.gpu
 
 def test_gpu_1080p_config_runs_on_cuda_with_graph_preprocessing_and_fp16():
     from edge import config as config_mod
-    from edge.app import build_detector
+    from edge.compose import build_detector
     from edge.detect.runner import FrameModel
 
     cfg = config_mod.override(config_mod.load(ROOT / "configs" / "gpu-1080p.toml"),
@@ -29,7 +29,7 @@ def test_qdq_int8_model_runs_on_cuda(tmp_path):
 
     from calibration.quantize import quantize_model
     from calibration.reader import RuntimeCalibrationReader, runtime_detector
-    from edge import registry
+    from edge.models import registry
     from edge.config import Config
 
     detector, card = runtime_detector(Config(), "face")
@@ -43,7 +43,7 @@ def test_qdq_int8_model_runs_on_cuda(tmp_path):
 
     # the GPU path as a config with fp16 = true builds it: graph preprocessing, IO binding, no fp16 copy
     from edge.detect.runner import FrameModel
-    from edge.detect.session import SessionOptions
+    from edge.detect.backends.session import SessionOptions
 
     sha = registry.sha256_file(path)
     fm = FrameModel(path, name="q", sha256=sha, channels="BGR", multiple=32, scales=(1.0,), fp16=True,

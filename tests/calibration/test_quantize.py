@@ -13,11 +13,11 @@ import pytest
 from calibration.quantize import card_text, head_nodes, quantize_model, write_card
 from calibration.reader import RuntimeCalibrationReader, iter_frames, runtime_detector
 from conftest import VIDEO, need
-from edge import registry
+from edge.models import registry
 from edge.config import Config
 from edge.detect.detector import OnnxDetector
 from edge.detect.runner import FrameModel
-from edge.detect.session import OnnxModel
+from edge.detect.backends.session import OnnxModel
 from edge.frame import FACE
 
 

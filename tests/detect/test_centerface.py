@@ -40,9 +40,9 @@ def test_rejects_malformed(corrupt):
 
 @pytest.fixture(scope="module")
 def centerface_detector():
-    from edge import registry
+    from edge.models import registry
     from edge.detect.detector import OnnxDetector
-    from edge.detect.session import OnnxModel, set_input_dims
+    from edge.detect.backends.session import OnnxModel, set_input_dims
 
     card = registry.card("centerface")
     try:

@@ -133,7 +133,7 @@ def test_bad_arguments(bad):
 
 
 def test_real_faces_and_plates_concurrently_equal_each_alone(face_detector):
-    from edge.app import load_model
+    from edge.compose import load_model
     from edge.config import Config
     from edge.detect.detector import OnnxDetector
 
@@ -151,7 +151,7 @@ def test_real_faces_and_plates_concurrently_equal_each_alone(face_detector):
 
 def test_the_app_runs_classes_one_after_another_on_the_cpu():
     """On the CPU each session already takes every core: concurrent classes would only oversubscribe them."""
-    from edge.app import build_detector
+    from edge.compose import build_detector
     from edge.config import Config, override
 
     multi = build_detector(override(Config(), {"detect.plate.enabled": True, "runtime.provider": "cpu"}))

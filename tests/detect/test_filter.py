@@ -26,8 +26,8 @@ def session(model) -> ort.InferenceSession:
 
 
 def model_bytes(name: str) -> bytes:
-    from edge import registry
-    from edge.detect.session import set_input_dims
+    from edge.models import registry
+    from edge.detect.backends.session import set_input_dims
 
     card = registry.card(name)
     try:
@@ -172,7 +172,7 @@ def test_append_filter_refuses_a_model_without_the_heads():
 
 @pytest.mark.parametrize("graph_filter", [True, False])
 def test_config_switch(graph_filter):
-    from edge.app import build_detector
+    from edge.compose import build_detector
 
     cfg = override(Config(), {"runtime.graph_preprocess": True, "runtime.graph_filter": graph_filter,
                               "detect.plate.enabled": True})

@@ -201,7 +201,7 @@ def test_fp16_cache_is_reused_and_corruption_rebuilt(tmp_path, yunet_bytes, monk
 
 def test_models_with_shapeless_outputs_are_rewritten_and_run():
     """LPD-YuNet after set_input_dims has outputs without shapes: onnxruntime runs it, the rewrites must too."""
-    from edge.detect.session import set_input_dims
+    from edge.detect.backends.session import set_input_dims
 
     data = set_input_dims(need(MODELS / "license_plate_detection_lpd_yunet_2023mar.onnx").read_bytes(),
                           ["N", 3, "H", "W"])

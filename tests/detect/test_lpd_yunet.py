@@ -18,7 +18,7 @@ STORED_HW = (240, 320)
 
 @pytest.fixture(scope="module")
 def card_and_path():
-    from edge import registry
+    from edge.models import registry
 
     card = registry.card("lpd_yunet")
     try:
@@ -30,7 +30,7 @@ def card_and_path():
 @pytest.fixture(scope="module")
 def stored_model(card_and_path):
     """The graph exactly as stored: static 1x3x240x320 input."""
-    from edge.detect.session import OnnxModel
+    from edge.detect.backends.session import OnnxModel
 
     card, path = card_and_path
     return OnnxModel(path, name=card.name, sha256=card.sha256)
@@ -38,8 +38,8 @@ def stored_model(card_and_path):
 
 @pytest.fixture(scope="module")
 def plate_model():
-    """The model as the product loads it (edge.app.load_model): input dims rewritten to N x 3 x H x W."""
-    from edge.app import load_model
+    """The model as the product loads it (edge.runtime.service.load_model): input dims rewritten to N x 3 x H x W."""
+    from edge.compose import load_model
     from edge.config import Config
 
     return load_model(Config(), "lpd_yunet")[0]

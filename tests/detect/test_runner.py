@@ -16,7 +16,7 @@ from edge.detect import yunet
 from edge.detect.boxes import iou_matrix
 from edge.detect.detector import MultiDetector, OnnxDetector, preprocess
 from edge.detect.runner import FrameModel, load_for_runtime, scaled_geometry
-from edge.detect.session import OnnxModel, SessionOptions
+from edge.detect.backends.session import OnnxModel, SessionOptions
 
 YUNET_SHA = "104ee26c71d5c270ce79a6b3dced91c91013260d29a6bf18f9296c5b8c4c2b12"
 IMAGES = ["7_Cheering_Cheering_7_118.jpg", "2_Demonstration_Political_Rally_2_224.jpg", "3_Riot_Riot_3_604.jpg"]
@@ -150,7 +150,7 @@ def test_filtered_batch_of_cameras_equals_per_frame(frames):
 
 
 def test_config_switch_builds_frame_models(frames):
-    from edge.app import build_detector
+    from edge.compose import build_detector
 
     cfg = override(Config(), {"runtime.graph_preprocess": True, "detect.face.scales": [1.0, 2.0]})
     det = build_detector(cfg)

@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from conftest import MODELS, need
-from edge.detect.session import (ModelLoadError, OnnxModel, ProviderUnavailable, SessionOptions, _trt_options,
+from edge.detect.backends.session import (ModelLoadError, OnnxModel, ProviderUnavailable, SessionOptions, _trt_options,
                                  create_session, provider_chains)
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -35,7 +35,7 @@ def test_cuda_options_carry_device_and_conv_search(search, expected):
 
 
 def test_config_conv_search_is_checked_and_passed():
-    from edge.app import session_options
+    from edge.compose import session_options
     from edge.config import Config, ConfigError, override
 
     assert session_options(override(Config(), {"runtime.cudnn_conv_algo_search": "heuristic"})
@@ -63,7 +63,7 @@ def factory_failing_on(*failing):
 
 def test_create_session_falls_back_in_order_and_logs(caplog):
     factory, calls = factory_failing_on(TRT, CUDA)
-    with caplog.at_level(logging.WARNING, logger="edge.detect.session"):
+    with caplog.at_level(logging.WARNING, logger="edge.detect.backends.session"):
         session = create_session(b"", None, SessionOptions(provider="tensorrt"), "m", factory)
     assert calls == [[TRT, CUDA, CPU], [CUDA, CPU], [CPU]]
     assert names(session.providers) == [CPU]
@@ -108,7 +108,7 @@ def test_tensorrt_without_gpu_lands_on_cpu_and_says_so(caplog):
     if TRT not in ort.get_available_providers():
         pytest.skip("onnxruntime build without TensorRT")
     path = need(MODELS / "yunet_n_dynamic.onnx")
-    with caplog.at_level(logging.WARNING, logger="edge.detect.session"):
+    with caplog.at_level(logging.WARNING, logger="edge.detect.backends.session"):
         model = OnnxModel(path, name="yunet_n", sha256=YUNET_SHA, options=SessionOptions(provider="tensorrt"))
     if model.provider != CPU:
         pytest.skip("a GPU is present")

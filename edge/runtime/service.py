@@ -1,7 +1,6 @@
-"""Builds the pipeline from a Config and runs it: one frame loop per camera, one shared detector and sink."""
+"""The running service: one frame loop per camera, a shared detector and sink, status, watchdog, audit."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -10,216 +9,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
-
-from edge import registry, track
-from edge.config import CameraConfig, ClassConfig, Config
-from edge.detect.detector import EnsembleDetector, MultiDetector, OnnxDetector, runner_scales
-from edge.detect.multiscale import extra_passes, passes_from_config
-from edge.detect.runner import load_for_runtime
-from edge.detect.session import OnnxModel, SessionOptions, set_input_dims
-from edge.frame import DroppedFrame, MaskedFrame, register_class
-from edge.mask import MaskStyle
+from edge import compose
+from edge.compose import StartupError
+from edge.config import CameraConfig, Config
+from edge.detect.detector import MultiDetector
 from edge.metrics import Metrics
-from edge.pipeline import Pipeline, Policy, run_loop
-from edge.service import Notifier
-from edge.sinks import Sink
+from edge.pipeline import run_loop
+from edge.runtime.systemd import Notifier
+from edge.sinks.wrappers import LockedSink
+from edge.sources.watched import WatchedSource
 
 log = logging.getLogger(__name__)
 
-
-class StartupError(RuntimeError):
-    """The service must not start; the message is the one line an operator needs."""
-
-
-def session_options(cfg: Config) -> SessionOptions:
-    r = cfg.runtime
-    return SessionOptions(provider=r.provider, require_provider=r.require_provider, intra_op_threads=r.threads,
-                          device_id=r.device_id, cudnn_conv_algo_search=r.cudnn_conv_algo_search,
-                          trt_cache_dir=r.trt_cache_dir, trt_fp16=r.trt_fp16, trt_int8=r.trt_int8)
-
-
-def load_model(cfg: Config, name: str, scales: tuple[float, ...] = (1.0,)) -> tuple[OnnxModel, registry.ModelCard]:
-    cards_dir = cfg.models.cards_dir or None
-    card = registry.card(name, cards_dir)
-    path = registry.resolve(card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
-    rewrite = None
-    if not card.input.dynamic:
-        # stored with fixed or placeholder dims: make N, H and W dynamic so any padded size runs
-        rewrite = lambda data: set_input_dims(data, ["N", 3, "H", "W"])  # noqa: E731
-    model = load_for_runtime(path, name=card.name, sha256=card.sha256, family=card.family,
-                             options=session_options(cfg), graph_preprocess=cfg.runtime.graph_preprocess,
-                             fp16=cfg.runtime.fp16, scales=scales, cache_dir=cfg.models.cache_dir or None,
-                             rewrite=rewrite, graph_filter=cfg.runtime.graph_filter)
-    return model, card
-
-
-def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str):
-    """The class's main model over its passes (scales, tiles), plus any ensemble members, merged together."""
-    members = []
-    for name, passes in [(cls_cfg.model, passes_from_config(cls_cfg)),
-                         *((m, extra_passes(cls_cfg)) for m in cls_cfg.extra_models)]:
-        model, card = load_model(cfg, name, runner_scales(passes))
-        if class_name not in card.classes:
-            raise StartupError(f"detect.{class_name}: model {card.name} detects {list(card.classes)}, not {class_name}")
-        members.append(OnnxDetector(model, card.family, class_id=register_class(class_name),
-                                    score_threshold=cls_cfg.score_threshold, nms_iou=cls_cfg.nms_iou, passes=passes))
-    return members[0] if len(members) == 1 else EnsembleDetector(members, nms_iou=cls_cfg.nms_iou)
-
-
-def build_detector(cfg: Config) -> MultiDetector:
-    detectors = []
-    for class_name, cls_cfg in cfg.detect.classes():
-        if cls_cfg.enabled:
-            detectors.append(build_class_detector(cfg, cls_cfg, class_name))
-    # On the CPU every session already uses all cores: running classes at once only oversubscribes
-    # them (2 cores, 1080p: 856 ms concurrent vs 380 ms one after another, scripts/bench_plates.py).
-    return MultiDetector(detectors, concurrent=cfg.runtime.provider != "cpu")
-
-
-def build_camera_detectors(cfg: Config, wrap_detector: Callable | None = None) -> dict[str, MultiDetector]:
-    """A detector per distinct [cameras.detect] (warmed up), shared by the cameras that have that section;
-    cameras without one share the top-level detector."""
-    out = {}
-    by_section: dict = {}  # one set of sessions per distinct section, as the top-level one is shared
-    for cam in cfg.cameras:
-        if cam.detect is not None and cam.detect != cfg.detect:
-            if cam.detect not in by_section:
-                det = build_detector(dataclasses.replace(cfg, detect=cam.detect))
-                warm_up(det)
-                by_section[cam.detect] = wrap_detector(det) if wrap_detector is not None else det
-            out[cam.id] = by_section[cam.detect]
-    return out
-
-
-def batch_cameras(cfg: Config, detector, camera_detectors: dict) -> tuple[object, dict]:
-    """With runtime.batch_cameras: each detector shared by several cameras wrapped in a BatchingDetector."""
-    if not cfg.runtime.batch_cameras:
-        return detector, camera_detectors
-    from edge.detect.batching import BatchingDetector
-
-    users: dict[int, int] = {}
-    for cam in cfg.cameras:
-        key = id(camera_detectors.get(cam.id, detector))
-        users[key] = users.get(key, 0) + 1
-    wrapped: dict[int, object] = {}
-
-    def wrap(det):
-        if users.get(id(det), 0) < 2:
-            return det
-        if id(det) not in wrapped:
-            wrapped[id(det)] = BatchingDetector(det, cameras=users[id(det)], max_batch=cfg.runtime.batch_max,
-                                                max_wait_ms=cfg.runtime.batch_wait_ms)
-            wrapped[id(det)].warm_up(np.zeros((720, 1280, 3), np.uint8))
-        return wrapped[id(det)]
-
-    return wrap(detector), {cam: wrap(det) for cam, det in camera_detectors.items()}
-
-
-def mask_style(cfg: Config) -> MaskStyle:
-    m = cfg.mask
-    return MaskStyle(style=m.style, margin=m.margin, small_box_px=m.small_box_px, small_margin=m.small_margin,
-                     min_margin_px=m.min_margin_px, pixel_cells=m.pixel_cells, min_cell_px=m.min_cell_px,
-                     blur_fraction=m.blur_fraction)
-
-
-def warm_up(detector, height: int = 720, width: int = 1280, runs: int = 2) -> None:
-    """Run the detector on a blank frame so the first real frame does not pay for graph setup."""
-    image = np.zeros((height, width, 3), np.uint8)
-    for _ in range(runs):
-        detector.detect(image)
-
-
-def build_source(cam: CameraConfig):
-    if cam.kind == "replay":
-        from edge.sources.replay import open_replay
-
-        return open_replay(cam.source, camera_id=cam.id, realtime=cam.realtime, loop=cam.loop, fps=cam.fps or None)
-    from edge.sources.camera import CameraSource
-
-    source = CameraSource(cam.source, cam.id, width=cam.width or None, height=cam.height or None,
-                          fps=cam.fps or None, stall_timeout=cam.stall_timeout_s)
-    source.start()
-    return source
-
-
-def build_curve(cfg: Config):
-    """The CURVE server (context + authenticator) when the config switches it on, else None."""
-    sec = cfg.security
-    if not sec.curve:
-        return None
-    if cfg.output.kind != "zmq":
-        log.warning("security.curve applies to the ZeroMQ output only; output.kind is %s", cfg.output.kind)
-        return None
-    from edge.security import CurveServer
-
-    return CurveServer(sec.server_secret_key, sec.client_keys_dir)
-
-
-def build_sink(cfg: Config, curve=None) -> Sink:
-    out = cfg.output
-    if out.kind == "folder":
-        from edge.sinks.folder import FolderSink
-
-        return FolderSink(out.dir)
-    if out.kind == "zmq":
-        from edge.sinks.zmq_pub import ZmqPublisher
-
-        return ZmqPublisher(out.bind, sndhwm=out.sndhwm, linger_ms=out.linger_ms, encoding=out.encoding,
-                            jpeg_quality=out.jpeg_quality, context=curve.context if curve else None,
-                            socket_options_hook=curve.hook if curve else None)
-    return NullSink()
-
-
-class NullSink:
-    """Discards outcomes (profiling without an output)."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-
-    def send(self, item: MaskedFrame | DroppedFrame) -> bool:
-        self.sent += 1
-        return True
-
-    def stats(self) -> dict:
-        return {"sent": self.sent}
-
-    def close(self) -> None:
-        pass
-
-
-class LockedSink:
-    """Serialises several camera loops onto one sink; counts and survives failures of a single send."""
-
-    def __init__(self, sink: Sink, metrics: Metrics, max_errors: int, on_close: tuple = ()) -> None:
-        self.sink, self.metrics, self.max_errors = sink, metrics, max_errors
-        self.on_close = on_close  # run after the sink closed (the CURVE authenticator outlives its socket)
-        self._lock = threading.Lock()
-        self._consecutive_errors = 0
-
-    def send(self, item: MaskedFrame | DroppedFrame) -> bool:
-        with self._lock:
-            try:
-                ok = self.sink.send(item)
-            except Exception as e:
-                self._consecutive_errors += 1
-                self.metrics.count("sink_errors")
-                log.error("sink failed on camera %s: %s", getattr(item, "camera_id", "?"), e)
-                if self._consecutive_errors >= self.max_errors:
-                    raise
-                return False
-            self._consecutive_errors = 0
-            return ok
-
-    def stats(self) -> dict:
-        return self.sink.stats()
-
-    def close(self) -> None:
-        try:
-            self.sink.close()
-        finally:
-            for fn in self.on_close:
-                fn()
+__all__ = ["Service", "StartupError", "build_service", "model_records"]
 
 
 @dataclass
@@ -234,31 +36,6 @@ class Heartbeat:
 
     def all_fresh(self, now: float, max_age_s: float) -> bool:
         return all(now - self.last.get(n, float("-inf")) <= max_age_s for n in self.loops)
-
-
-class WatchedSource:
-    """A source seen through the service: counts frames whose size differs from the previous one."""
-
-    def __init__(self, source, metrics: Metrics) -> None:
-        self.source, self.metrics = source, metrics
-        self.camera_id = source.camera_id
-        self._shape = None
-
-    def read(self, timeout: float):
-        frame = self.source.read(timeout)
-        if frame is not None:
-            shape = getattr(frame.image, "shape", None)
-            if self._shape is not None and shape != self._shape:
-                self.metrics.count("frame_size_changes")
-                log.info("camera %s: frame size %s -> %s", self.camera_id, self._shape, shape)
-            self._shape = shape
-        return frame
-
-    def stats(self) -> dict:
-        return self.source.stats()
-
-    def close(self) -> None:
-        self.source.close()
 
 
 # Source stats that mean something went wrong, summed over cameras (bools count as 1).
@@ -322,8 +99,8 @@ class Service:
     stop: threading.Event
     errors: list = field(default_factory=list)
     providers: list = field(default_factory=list)
-    audit: object = None  # edge.audit.AuditLog when service.audit_path is set
-    metrics_server: object = None  # edge.metrics_server.MetricsServer when metrics.bind is set
+    audit: object = None  # edge.runtime.audit.AuditLog when service.audit_path is set
+    metrics_server: object = None  # edge.runtime.metrics_server.MetricsServer when metrics.bind is set
     camera_detectors: dict = field(default_factory=dict)  # cameras with their own [cameras.detect]
     fps: float = 0.0
     _heartbeat: Heartbeat | None = None
@@ -359,7 +136,7 @@ class Service:
 
     def snapshot(self) -> dict:
         """Counters, latency percentiles per stage, faults, sink and source stats: numbers, no pixels."""
-        from edge.audit import redact_tree
+        from edge.runtime.audit import redact_tree
 
         snap = self.metrics.snapshot()
         snap.update(fps=round(self.fps, 2), uptime_s=round(time.monotonic() - self._t_start, 1), rss_mb=rss_mb(),
@@ -386,9 +163,8 @@ class Service:
         return next((c.kind for c in self.cfg.cameras if c.id == cam_id), "camera")
 
     def _loop(self, cam_id: str, source, heartbeat: Heartbeat) -> None:
-        pipeline = Pipeline(self.camera_detectors.get(cam_id, self.detector), mask_style(self.cfg),
-                            Policy(self.cfg.service.on_failure, self.cfg.service.deadline_ms), self.metrics,
-                            tracker=track.for_camera(self.cfg, cam_id, self.metrics))
+        pipeline = compose.build_pipeline(self.cfg, cam_id, detector=self.camera_detectors.get(cam_id, self.detector),
+                                  metrics=self.metrics)
 
         def tick(_outcome) -> None:
             now = time.monotonic()
@@ -501,32 +277,32 @@ def build_service(cfg: Config, stop: threading.Event, notifier: Notifier | None 
     sources: dict = {}
     undo: list[Callable[[], None]] = []
     try:
-        detector = build_detector(cfg)
-        warm_up(detector)
+        detector = compose.build_detector(cfg)
+        compose.warm_up(detector)
         providers = providers_of(detector)
         if wrap_detector is not None:
             detector = wrap_detector(detector)
-        camera_detectors = build_camera_detectors(cfg, wrap_detector)
-        detector, camera_detectors = batch_cameras(cfg, detector, camera_detectors)
-        curve = build_curve(cfg)
+        camera_detectors = compose.build_camera_detectors(cfg, wrap_detector)
+        detector, camera_detectors = compose.batch_cameras(cfg, detector, camera_detectors)
+        curve = compose.build_curve(cfg)
         if curve is not None:
             undo.append(curve.close)
-        sink = LockedSink(build_sink(cfg, curve), metrics, cfg.service.max_sink_errors,
+        sink = LockedSink(compose.build_sink(cfg, curve), metrics, cfg.service.max_sink_errors,
                           on_close=(curve.close,) if curve is not None else ())
         undo[:] = [sink.close]
         for cam in cfg.cameras:
-            sources[cam.id] = (open_source or build_source)(cam)
+            sources[cam.id] = (open_source or compose.build_source)(cam)
             undo.append(sources[cam.id].close)
         audit = None
         if cfg.service.audit_path:
-            from edge.audit import AuditLog
+            from edge.runtime.audit import AuditLog
 
             audit = AuditLog(cfg.service.audit_path)
             undo.append(audit.close)
         service = Service(cfg, detector, sink, sources, metrics, notifier or Notifier(), stop,
                           providers=providers, audit=audit, camera_detectors=camera_detectors)
         if cfg.metrics.bind:
-            from edge.metrics_server import MetricsServer
+            from edge.runtime.metrics_server import MetricsServer
 
             service.metrics_server = MetricsServer(cfg.metrics.bind, service.snapshot, service.healthy)
     except Exception as e:

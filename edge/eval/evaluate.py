@@ -275,7 +275,7 @@ def for_dataset(cfg, dataset: str, all_classes: bool = False):
 
 def pipeline_for(cfg):
     """The product's own pipeline built from a config, with the fill forced to solid for the cross-check."""
-    from edge.app import build_detector, mask_style
+    from edge.compose import build_detector, mask_style
     from edge.pipeline import Pipeline, Policy
 
     style = dataclasses.replace(mask_style(cfg), style="solid", color=(0, 0, 0))
@@ -303,14 +303,14 @@ def add_parser(subparsers) -> None:
 def load_items(dataset: str, data: str | None) -> list[Item]:
     if data:
         return read_face_list(data) if dataset == "faces" else read_openalpr(data)
-    shared = Path(os.environ.get("EDGE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    shared = Path(os.environ.get("EDGE_SHARED", Path(__file__).resolve().parents[3] / "shared"))
     return DEFAULT_SETS[dataset][1](shared)
 
 
 def cmd_eval(args) -> int:
-    from edge.cli import _load
+    from edge.compose import load_config
 
-    cfg = for_dataset(_load(args.config, args.set), args.dataset, args.all_classes)
+    cfg = for_dataset(load_config(args.config, args.set), args.dataset, args.all_classes)
     items = load_items(args.dataset, args.data)[: args.limit]
     result = evaluate(pipeline_for(cfg).process, items, shrink=args.shrink, keep_per_image=args.per_image)
     result["config"] = {"file": args.config, "detect": dataclasses.asdict(cfg.detect),

@@ -98,7 +98,7 @@ class ModelCard:
 
 def default_cards_dir() -> Path:
     env = os.environ.get(ENV_CARDS, "")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
 
 
 class _Table:

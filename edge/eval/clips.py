@@ -30,14 +30,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.evaluate import BUCKETS, bucket_of, cross_check, outside_share, protected_flags
+from edge.eval.evaluate import BUCKETS, bucket_of, cross_check, outside_share, protected_flags
 from edge.frame import DroppedFrame, Frame
 from edge.mask import MaskStyle, painted_map
 from edge.track import grow
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("EDGE_SHARED", ROOT.parent / "shared"))
 WIDER_GT = SHARED / "data/eval/faces/wider_dev/gt_xyxy.txt"
 VIDEO_DIR = SHARED / "data/video"
@@ -639,12 +639,12 @@ def main_eval(argv: list[str] | None = None) -> int:
     _common(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from edge.app import build_detector, mask_style
-    from edge.cli import _load
+    from edge.compose import build_detector, mask_style
+    from edge.compose import load_config
     from edge.config import override
     from edge.track import Tracker
 
-    cfg = _load(args.config, args.set)
+    cfg = load_config(args.config, args.set)
     changes = {}
     if args.scales:
         changes["detect.face.scales"] = list(args.scales)

@@ -1,0 +1,208 @@
+"""The one place pipelines are built: config -> detector, pipeline, source, sink.
+
+The service (edge.runtime.service), the evaluation, calibration, every script and the tests build
+what they run through these functions, so a change to how a detector or a sink is assembled is
+made once, here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edge import config as config_mod
+from edge import track
+from edge.config import CameraConfig, ClassConfig, Config, ConfigError
+from edge.detect.backends.session import OnnxModel, SessionOptions, set_input_dims
+from edge.detect.detector import EnsembleDetector, MultiDetector, OnnxDetector, runner_scales
+from edge.detect.multiscale import extra_passes, passes_from_config
+from edge.detect.runner import load_for_runtime
+from edge.frame import register_class
+from edge.mask import MaskStyle
+from edge.metrics import Metrics
+from edge.models import registry
+from edge.pipeline import Pipeline, Policy
+from edge.sinks import Sink
+from edge.sinks.wrappers import NullSink
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The service must not start; the message is the one line an operator needs."""
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The config file (or the built-in defaults when `path` is None) with `KEY=VALUE` overrides applied."""
+    cfg = config_mod.load(path) if path else Config()
+    for item in overrides or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        cfg = config_mod.override(cfg, {key.strip(): config_mod.parse_value(value.strip())})
+    return cfg
+
+
+def session_options(cfg: Config) -> SessionOptions:
+    r = cfg.runtime
+    return SessionOptions(provider=r.provider, require_provider=r.require_provider, intra_op_threads=r.threads,
+                          device_id=r.device_id, cudnn_conv_algo_search=r.cudnn_conv_algo_search,
+                          trt_cache_dir=r.trt_cache_dir, trt_fp16=r.trt_fp16, trt_int8=r.trt_int8)
+
+
+def load_model(cfg: Config, name: str, scales: tuple[float, ...] = (1.0,)) -> tuple[OnnxModel, registry.ModelCard]:
+    cards_dir = cfg.models.cards_dir or None
+    card = registry.card(name, cards_dir)
+    path = registry.resolve(card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
+    rewrite = None
+    if not card.input.dynamic:
+        # stored with fixed or placeholder dims: make N, H and W dynamic so any padded size runs
+        rewrite = lambda data: set_input_dims(data, ["N", 3, "H", "W"])  # noqa: E731
+    model = load_for_runtime(path, name=card.name, sha256=card.sha256, family=card.family,
+                             options=session_options(cfg), graph_preprocess=cfg.runtime.graph_preprocess,
+                             fp16=cfg.runtime.fp16, scales=scales, cache_dir=cfg.models.cache_dir or None,
+                             rewrite=rewrite, graph_filter=cfg.runtime.graph_filter)
+    return model, card
+
+
+def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str):
+    """The class's main model over its passes (scales, tiles), plus any ensemble members, merged together."""
+    members = []
+    for name, passes in [(cls_cfg.model, passes_from_config(cls_cfg)),
+                         *((m, extra_passes(cls_cfg)) for m in cls_cfg.extra_models)]:
+        model, card = load_model(cfg, name, runner_scales(passes))
+        if class_name not in card.classes:
+            raise StartupError(f"detect.{class_name}: model {card.name} detects {list(card.classes)}, not {class_name}")
+        members.append(OnnxDetector(model, card.family, class_id=register_class(class_name),
+                                    score_threshold=cls_cfg.score_threshold, nms_iou=cls_cfg.nms_iou, passes=passes))
+    return members[0] if len(members) == 1 else EnsembleDetector(members, nms_iou=cls_cfg.nms_iou)
+
+
+def build_detector(cfg: Config) -> MultiDetector:
+    detectors = []
+    for class_name, cls_cfg in cfg.detect.classes():
+        if cls_cfg.enabled:
+            detectors.append(build_class_detector(cfg, cls_cfg, class_name))
+    # On the CPU every session already uses all cores: running classes at once only oversubscribes
+    # them (2 cores, 1080p: 856 ms concurrent vs 380 ms one after another, scripts/bench_plates.py).
+    return MultiDetector(detectors, concurrent=cfg.runtime.provider != "cpu")
+
+
+def build_camera_detectors(cfg: Config, wrap_detector: Callable | None = None) -> dict[str, MultiDetector]:
+    """A detector per distinct [cameras.detect] (warmed up), shared by the cameras that have that section;
+    cameras without one share the top-level detector."""
+    out = {}
+    by_section: dict = {}  # one set of sessions per distinct section, as the top-level one is shared
+    for cam in cfg.cameras:
+        if cam.detect is not None and cam.detect != cfg.detect:
+            if cam.detect not in by_section:
+                det = build_detector(dataclasses.replace(cfg, detect=cam.detect))
+                warm_up(det)
+                by_section[cam.detect] = wrap_detector(det) if wrap_detector is not None else det
+            out[cam.id] = by_section[cam.detect]
+    return out
+
+
+def batch_cameras(cfg: Config, detector, camera_detectors: dict) -> tuple[object, dict]:
+    """With runtime.batch_cameras: each detector shared by several cameras wrapped in a BatchingDetector."""
+    if not cfg.runtime.batch_cameras:
+        return detector, camera_detectors
+    from edge.detect.batching import BatchingDetector
+
+    users: dict[int, int] = {}
+    for cam in cfg.cameras:
+        key = id(camera_detectors.get(cam.id, detector))
+        users[key] = users.get(key, 0) + 1
+    wrapped: dict[int, object] = {}
+
+    def wrap(det):
+        if users.get(id(det), 0) < 2:
+            return det
+        if id(det) not in wrapped:
+            wrapped[id(det)] = BatchingDetector(det, cameras=users[id(det)], max_batch=cfg.runtime.batch_max,
+                                                max_wait_ms=cfg.runtime.batch_wait_ms)
+            wrapped[id(det)].warm_up(np.zeros((720, 1280, 3), np.uint8))
+        return wrapped[id(det)]
+
+    return wrap(detector), {cam: wrap(det) for cam, det in camera_detectors.items()}
+
+
+def mask_style(cfg: Config) -> MaskStyle:
+    m = cfg.mask
+    return MaskStyle(style=m.style, margin=m.margin, small_box_px=m.small_box_px, small_margin=m.small_margin,
+                     min_margin_px=m.min_margin_px, pixel_cells=m.pixel_cells, min_cell_px=m.min_cell_px,
+                     blur_fraction=m.blur_fraction)
+
+
+def warm_up(detector, height: int = 720, width: int = 1280, runs: int = 2) -> None:
+    """Run the detector on a blank frame so the first real frame does not pay for graph setup."""
+    image = np.zeros((height, width, 3), np.uint8)
+    for _ in range(runs):
+        detector.detect(image)
+
+
+def build_source(cam: CameraConfig):
+    if cam.kind == "replay":
+        from edge.sources.replay import open_replay
+
+        return open_replay(cam.source, camera_id=cam.id, realtime=cam.realtime, loop=cam.loop, fps=cam.fps or None)
+    from edge.sources.camera import CameraSource
+
+    source = CameraSource(cam.source, cam.id, width=cam.width or None, height=cam.height or None,
+                          fps=cam.fps or None, stall_timeout=cam.stall_timeout_s)
+    source.start()
+    return source
+
+
+def build_curve(cfg: Config):
+    """The CURVE server (context + authenticator) when the config switches it on, else None."""
+    sec = cfg.security
+    if not sec.curve:
+        return None
+    if cfg.output.kind != "zmq":
+        log.warning("security.curve applies to the ZeroMQ output only; output.kind is %s", cfg.output.kind)
+        return None
+    from edge.security import CurveServer
+
+    return CurveServer(sec.server_secret_key, sec.client_keys_dir)
+
+
+def build_sink(cfg: Config, curve=None) -> Sink:
+    out = cfg.output
+    if out.kind == "folder":
+        from edge.sinks.folder import FolderSink
+
+        return FolderSink(out.dir)
+    if out.kind == "zmq":
+        from edge.sinks.zmq_pub import ZmqPublisher
+
+        return ZmqPublisher(out.bind, sndhwm=out.sndhwm, linger_ms=out.linger_ms, encoding=out.encoding,
+                            jpeg_quality=out.jpeg_quality, context=curve.context if curve else None,
+                            socket_options_hook=curve.hook if curve else None)
+    return NullSink()
+
+
+def build_pipeline(cfg: Config, camera: CameraConfig | str | None = None, *, detector=None,
+                   metrics: Metrics | None = None, tracker: bool = True) -> Pipeline:
+    """The frame pipeline of one camera: its detector (built and warmed up unless given), mask, policy, hold.
+
+    `camera` (a camera of `cfg`, its id, or None for a stand-alone pipeline as the evaluation uses)
+    picks the camera's own [cameras.detect] and whether it tracks; `tracker=False` never holds.
+    """
+    cam_id = camera.id if isinstance(camera, CameraConfig) else camera
+    if detector is None:
+        detector = build_detector(dataclasses.replace(cfg, detect=camera_detect(cfg, cam_id)))
+        warm_up(detector)
+    metrics = metrics or Metrics()
+    hold = track.for_camera(cfg, cam_id, metrics) if tracker and cam_id is not None else None
+    return Pipeline(detector, mask_style(cfg), Policy(cfg.service.on_failure, cfg.service.deadline_ms), metrics,
+                    tracker=hold)
+
+
+def camera_detect(cfg: Config, camera_id: str | None):
+    """The detect section a camera runs with: its own override, else the top-level one."""
+    cam = next((c for c in cfg.cameras if c.id == camera_id), None)
+    return cam.detect if cam is not None and cam.detect is not None else cfg.detect

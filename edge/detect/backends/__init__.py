@@ -1,0 +1,1 @@
+"""How a model runs: onnxruntime sessions, host or in-graph preprocessing."""

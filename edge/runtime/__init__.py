@@ -1,0 +1,1 @@
+"""The running service: frame loops, status, systemd notify, audit, hardening, metrics endpoint."""
