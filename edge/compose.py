@@ -186,20 +186,22 @@ def build_sink(cfg: Config, curve=None) -> Sink:
 
 
 def build_pipeline(cfg: Config, camera: CameraConfig | str | None = None, *, detector=None,
-                   metrics: Metrics | None = None, tracker: bool = True) -> Pipeline:
-    """The frame pipeline of one camera: its detector (built and warmed up unless given), mask, policy, hold.
+                   metrics: Metrics | None = None, tracker=None) -> Pipeline:
+    """The frame pipeline of one camera: its detector (built unless given), mask, policy, hold.
 
-    `camera` (a camera of `cfg`, its id, or None for a stand-alone pipeline as the evaluation uses)
-    picks the camera's own [cameras.detect] and whether it tracks; `tracker=False` never holds.
+    `camera` (a camera of `cfg` or its id) picks the camera's own [cameras.detect] and its temporal
+    hold (edge.track.for_camera); without one (evaluation, benchmarks) nothing is held unless a
+    `tracker` is given. A detector built here is not warmed up (the service warms its own before
+    READY; a benchmark warms up as it measures).
     """
     cam_id = camera.id if isinstance(camera, CameraConfig) else camera
     if detector is None:
         detector = build_detector(dataclasses.replace(cfg, detect=camera_detect(cfg, cam_id)))
-        warm_up(detector)
     metrics = metrics or Metrics()
-    hold = track.for_camera(cfg, cam_id, metrics) if tracker and cam_id is not None else None
+    if tracker is None and cam_id is not None:
+        tracker = track.for_camera(cfg, cam_id, metrics)
     return Pipeline(detector, mask_style(cfg), Policy(cfg.service.on_failure, cfg.service.deadline_ms), metrics,
-                    tracker=hold)
+                    tracker=tracker)
 
 
 def camera_detect(cfg: Config, camera_id: str | None):

@@ -84,15 +84,13 @@ def run_ours(frames: np.ndarray, threads: int, warmup: int, config: str | None, 
 
     cv2.setNumThreads(threads)
     from edge import config as config_mod
-    from edge.compose import build_detector, mask_style
-    from edge.compose import load_config
+    from edge.compose import build_pipeline, load_config
     from edge.frame import Frame, MaskedFrame
-    from edge.pipeline import Pipeline, Policy
 
     cfg = load_config(config, [f"runtime.threads={threads}", "detect.face.scales=[1.0]", "detect.plate.enabled=false",
                          *overrides])
     cfg = config_mod.override(cfg, {"service.deadline_ms": 0.0})
-    pipeline = Pipeline(build_detector(cfg), mask_style(cfg), Policy(cfg.service.on_failure, 0.0))
+    pipeline = build_pipeline(cfg)
     times, faces = [], []
     for i in range(warmup + len(frames)):
         image = frames[i % len(frames)].copy()

@@ -33,11 +33,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from benchlib import read_frames  # noqa: E402
 
 from edge import config as config_mod  # noqa: E402
-from edge.compose import build_detector, mask_style  # noqa: E402
+from edge.compose import build_detector, build_pipeline  # noqa: E402
 from edge.detect.detector import MultiDetector  # noqa: E402
 from edge.eval.evaluate import evaluate, for_dataset, format_table, load_items, pipeline_for  # noqa: E402
 from edge.frame import Frame  # noqa: E402
-from edge.pipeline import Pipeline, Policy  # noqa: E402
 
 SHARED = Path(os.environ.get("EDGE_SHARED", ROOT.parent / "shared"))
 VIDEO = SHARED / "data/video/udacity_CarND-Vehicle-Detection_test_video.mp4"
@@ -88,9 +87,9 @@ def format_targets(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def time_pipeline(detector, style, frames: list[np.ndarray], warmup: int = 2) -> dict:
+def time_pipeline(cfg, detector, frames: list[np.ndarray], warmup: int = 2) -> dict:
     """ms per frame of Pipeline.process (detect + mask) over the frames, after a warm-up."""
-    pipeline = Pipeline(detector, style, Policy("drop", deadline_ms=0.0))
+    pipeline = build_pipeline(config_mod.override(cfg, {"service.deadline_ms": 0.0}), detector=detector)
     for image in frames[:warmup]:
         pipeline.process(Frame(image.copy(), "bench", 0, time.monotonic_ns(), time.time_ns()))
     times = []
@@ -114,7 +113,6 @@ def frame_timings(args) -> dict:
     # both ways on the same sessions, whichever the product picks for this provider (edge.runtime.service.build_detector)
     sequential = MultiDetector(built.detectors, concurrent=False)
     both = MultiDetector(built.detectors, concurrent=True)
-    style = mask_style(cfg)
     base = read_frames(VIDEO, args.frames)
     out = {}
     try:
@@ -124,7 +122,7 @@ def frame_timings(args) -> dict:
             row = {}
             for name, det in (("faces", faces), ("faces+plates sequential", sequential),
                               ("faces+plates concurrent", both)):
-                row[name] = time_pipeline(det, style, frames)
+                row[name] = time_pipeline(cfg, det, frames)
                 print(f"  {w}x{h} {name}: {row[name]['p50']} ms", file=sys.stderr, flush=True)
             row["ratio_concurrent"] = round(row["faces+plates concurrent"]["p50"] / row["faces"]["p50"], 2)
             row["ratio_sequential"] = round(row["faces+plates sequential"]["p50"] / row["faces"]["p50"], 2)

@@ -192,15 +192,15 @@ def percentiles(values: list[float]) -> dict | None:
 
 def build(args):
     from edge import config as config_mod
-    from edge.compose import build_detector, build_sink, mask_style, warm_up
-    from edge.compose import load_config
-    from edge.pipeline import Pipeline, Policy
+    from edge.compose import build_detector, build_pipeline, build_sink, load_config, warm_up
 
     overrides = list(args.set)
     if args.provider:
         overrides.append(f"runtime.provider={args.provider}")
     cfg = load_config(args.config, overrides)
     changes = {"output.kind": "zmq", "output.bind": "tcp://127.0.0.1:*"}
+    if not args.deadline:
+        changes["service.deadline_ms"] = 0.0
     if args.encoding:
         changes["output.encoding"] = args.encoding
     cfg = config_mod.override(cfg, changes)
@@ -210,8 +210,7 @@ def build(args):
 
         detector = BatchingDetector(detector, cameras=args.streams, max_batch=cfg.runtime.batch_max,
                                     max_wait_ms=cfg.runtime.batch_wait_ms)
-    policy = Policy(cfg.service.on_failure, cfg.service.deadline_ms if args.deadline else 0.0)
-    return cfg, detector, Pipeline(detector, mask_style(cfg), policy), build_sink(cfg), warm_up
+    return cfg, detector, build_pipeline(cfg, detector=detector), build_sink(cfg), warm_up
 
 
 def profile(args) -> dict:

@@ -275,11 +275,10 @@ def for_dataset(cfg, dataset: str, all_classes: bool = False):
 
 def pipeline_for(cfg):
     """The product's own pipeline built from a config, with the fill forced to solid for the cross-check."""
-    from edge.compose import build_detector, mask_style
-    from edge.pipeline import Pipeline, Policy
+    from edge import config as config_mod
+    from edge.compose import build_pipeline
 
-    style = dataclasses.replace(mask_style(cfg), style="solid", color=(0, 0, 0))
-    return Pipeline(build_detector(cfg), style, Policy(cfg.service.on_failure, deadline_ms=0.0))
+    return build_pipeline(config_mod.override(cfg, {"mask.style": "solid", "service.deadline_ms": 0.0}))
 
 
 def add_parser(subparsers) -> None:
