@@ -173,8 +173,9 @@ def build_curve(cfg: Config):
 def build_sink(cfg: Config, curve=None) -> Sink:
     out = cfg.output
     if out.kind == "folder":
-        from edge.sinks.folder import FolderSink
+        from edge.sinks.folder import FolderSink, check_apart
 
+        check_apart(out.dir, [c.source for c in cfg.cameras if c.kind == "replay"])
         return FolderSink(out.dir)
     if out.kind == "zmq":
         from edge.sinks.zmq_pub import ZmqPublisher

@@ -158,3 +158,15 @@ loop = true
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("out_of", [lambda src: src, lambda src: src / "masked"])
+def test_replay_refuses_an_output_folder_overlapping_the_input(tmp_path, out_of):
+    src = tmp_path / "in"
+    src.mkdir()
+    raw = need(WIDER / "images" / "7_Cheering_Cheering_7_118.jpg").read_bytes()
+    (src / "a.jpg").write_bytes(raw)
+    r = edge("replay", src, "--output-dir", out_of(src))
+    assert r.returncode == 2
+    assert "overlaps the input" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in src.rglob("*")) == ["a.jpg"] and (src / "a.jpg").read_bytes() == raw

@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import re
+import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -38,20 +40,40 @@ def frame_stem(camera_id: str, seq: int, name: str = "") -> str:
 
 
 def write_png(path: Path, image, compression: int) -> int:
-    """Encode in memory and write once (no temporary file); returns the bytes written."""
+    """Encode in memory, write under a temporary name beside `path`, then rename it into place.
+
+    A reader never sees a truncated image under the final name, and a symlink planted at that
+    name is replaced, never followed (the temporary file is created exclusively, the rename swaps
+    the directory entry itself). Returns the bytes written.
+    """
     ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, compression])
     if not ok:
         raise OSError(f"PNG encoding failed for image of shape {image.shape}")
     data = buf.tobytes()
-    f = open(path, "wb")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
-        with f:
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
-    except OSError:
+        os.replace(tmp, path)
+    except BaseException:
         with contextlib.suppress(OSError):
-            path.unlink()  # never leave a truncated image behind
+            os.unlink(tmp)  # never leave a partial image behind
         raise
     return len(data)
+
+
+def check_apart(output_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse an output folder that is, contains or lies inside an input (a video file or image folder).
+
+    Masked frames written among the raw ones would mix both in one place, and a raw PNG of the
+    same name would be overwritten by its masked copy.
+    """
+    out = Path(os.path.realpath(output_dir))
+    for source in inputs:
+        src = Path(os.path.realpath(source))
+        if out == src or src.is_relative_to(out) or out.is_relative_to(src):
+            raise FolderSinkError(f"output folder {str(output_dir)!r} overlaps the input {str(source)!r}: "
+                                  f"choose a folder outside it")
 
 
 class FolderSink:
@@ -74,7 +96,9 @@ class FolderSink:
         self._stats = {"sent": 0, "sent_dropped_records": 0, "write_errors": 0, "dropped_closed": 0, "bytes": 0}
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            self._jsonl = open(self.output_dir / JSONL_NAME, "a", encoding="utf-8")
+            # never through a symlink planted at the records' name
+            fd = os.open(self.output_dir / JSONL_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            self._jsonl = os.fdopen(fd, "a", encoding="utf-8")
         except OSError as exc:
             raise FolderSinkError(f"cannot write to output folder {str(self.output_dir)!r}: {exc}") from exc
         if not os.access(self.output_dir, os.W_OK | os.X_OK):

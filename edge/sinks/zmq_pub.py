@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from typing import Callable
@@ -21,6 +23,29 @@ _MAX_DRAIN_PER_SEND = 64
 
 class PublisherBindError(OSError):
     """The publisher could not bind its address (in use, malformed, no permission...)."""
+
+
+def refuse_live_ipc(bind: str) -> None:
+    """Refuse an ipc:// path that another live process is serving.
+
+    ZeroMQ binds an ipc path by unlinking whatever socket file is there, so a second publisher
+    would silently take the address from a running one. A socket file nobody accepts on is a
+    leftover of a process that died, and may be replaced.
+    """
+    if not bind.startswith("ipc://") or bind.startswith("ipc://@"):
+        return  # abstract addresses: the kernel itself refuses a second bind
+    path = bind[len("ipc://"):]
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise PublisherBindError(f"cannot bind ZeroMQ publisher to {bind!r}: another live process serves it")
 
 
 class ZmqPublisher:
@@ -70,11 +95,14 @@ class ZmqPublisher:
         self._ctx = zmq.Context() if context is None else context
         self._sock = self._ctx.socket(zmq.XPUB)
         try:
+            refuse_live_ipc(bind)
             self._configure(sndhwm, socket_options_hook)
             self._sock.bind(bind)
             self._endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, PublisherBindError) as exc:
             self._release()
+            if isinstance(exc, PublisherBindError):
+                raise
             raise PublisherBindError(f"cannot bind ZeroMQ publisher to {bind!r}: {exc}") from exc
         except BaseException:
             self._release()

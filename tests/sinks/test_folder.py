@@ -166,3 +166,61 @@ def test_safe_stem_keeps_files_inside_the_folder(name, stem):
 def test_frame_stem_falls_back_to_camera_and_seq():
     assert frame_stem("cam/1", 42) == "cam_1_00000042"
     assert frame_stem("cam1", 42, "x") == "x"
+
+
+def test_a_symlink_planted_at_a_frame_name_is_replaced_not_followed(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"raw input the attacker wants overwritten")
+    (out / "img_003.png").symlink_to(victim)
+    with FolderSink(out) as sink:
+        assert sink.send(masked()) is True
+    assert victim.read_bytes() == b"raw input the attacker wants overwritten"
+    assert not (out / "img_003.png").is_symlink()
+    np.testing.assert_array_equal(cv2.imread(str(out / "img_003.png")), masked().frame.image)
+
+
+def test_records_file_is_never_opened_through_a_symlink(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / JSONL_NAME).symlink_to(tmp_path / "elsewhere.jsonl")
+    with pytest.raises(FolderSinkError):
+        FolderSink(out)
+    assert not (tmp_path / "elsewhere.jsonl").exists()
+
+
+def test_no_partial_file_is_left_when_the_write_fails(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    with FolderSink(out) as sink:
+        monkeypatch.setattr(os, "replace", refuse)
+        assert sink.send(masked()) is False
+        assert sink.stats()["write_errors"] == 1
+    assert sorted(p.name for p in out.iterdir()) == [JSONL_NAME]
+
+
+@pytest.mark.parametrize("layout, refused", [
+    ("same", True),          # --output-dir equal to the input folder
+    ("inside", True),        # the output folder inside the input folder
+    ("contains", True),      # the input folder inside the output folder
+    ("beside_video", True),  # a video file inside the output folder
+    ("sibling", False),
+])
+def test_output_folder_must_lie_apart_from_the_input(tmp_path, layout, refused):
+    from edge.sinks.folder import check_apart
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    out, source = {"same": (inp, inp), "inside": (inp / "masked", inp), "contains": (tmp_path, inp),
+                   "beside_video": (tmp_path, video), "sibling": (tmp_path / "out", inp)}[layout]
+    if refused:
+        with pytest.raises(FolderSinkError, match="overlaps the input"):
+            check_apart(out, [source])
+    else:
+        check_apart(out, [source])

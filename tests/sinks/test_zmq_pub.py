@@ -1,3 +1,6 @@
+import socket
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -115,6 +118,26 @@ def test_random_port_endpoint_is_the_real_one(address):
 def test_bind_failure_names_the_address(pub):
     with pytest.raises(PublisherBindError, match=pub.endpoint.replace(".", r"\.")):
         ZmqPublisher(pub.endpoint)
+
+
+def test_an_ipc_address_served_by_another_live_process_is_refused(tmp_path):
+    path = tmp_path / "out.sock"
+    server = subprocess.Popen([sys.executable, "-c", (
+        "import sys, zmq; s = zmq.Context().socket(zmq.XPUB); s.bind(sys.argv[1]); print('up', flush=True); "
+        "sys.stdin.read(); s.close(0)"), f"ipc://{path}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "up"
+        with pytest.raises(PublisherBindError, match="another live process serves it"):
+            ZmqPublisher(f"ipc://{path}", linger_ms=0)
+        assert path.exists()  # the running publisher keeps its address
+    finally:
+        server.communicate("", timeout=10)
+    # its socket file, left by a process that is gone, may be taken over
+    leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    leftover.bind(str(tmp_path / "stale.sock"))
+    leftover.close()
+    with ZmqPublisher(f"ipc://{tmp_path / 'stale.sock'}", linger_ms=0) as pub:
+        assert pub.endpoint.endswith("stale.sock")
 
 
 @pytest.mark.parametrize("address", ["tcp://127.0.0.1:notaport", "carrier-pigeon://coop", "ipc:///nonexistent-dir/x/p.ipc"])
