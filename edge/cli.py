@@ -72,17 +72,22 @@ def cmd_replay(args) -> int:
 
 def cmd_subscribe(args) -> int:
     from edge.security import SecurityError, client_hook_from_args
-    from edge.subscribe import run_subscribe
+    from edge.sinks.folder import FolderSinkError
+    from edge.subscribe import SubscribeError, run_subscribe
 
     try:
         hook = client_hook_from_args(args)
-    except SecurityError as e:
+        counts = run_subscribe(args.connect, save_dir=args.save, count=args.count, timeout_s=args.timeout or None,
+                               topics=tuple(args.topic) or ("",), socket_options_hook=hook)
+    except (SecurityError, SubscribeError, FolderSinkError) as e:
         print(f"subscribe: {e}", file=sys.stderr)
         return 2
-    counts = run_subscribe(args.connect, save_dir=args.save, count=args.count, timeout_s=args.timeout,
-                           topics=tuple(args.topic) or ("",), socket_options_hook=hook)
+    if "silence" in counts:
+        print(f"subscribe: {counts['silence']}", file=sys.stderr)
     print(json.dumps(counts), file=sys.stderr)
-    return 0
+    if counts["ended"] == "interrupted":
+        return 130
+    return 1 if "silence" in counts else 0
 
 
 def cmd_check_config(args) -> int:
@@ -171,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--connect", default="tcp://127.0.0.1:5555")
     sp.add_argument("--save", metavar="DIR", help="save masked frames as PNG here")
     sp.add_argument("--count", type=int, help="stop after this many frames")
-    sp.add_argument("--timeout", type=float, help="stop when no frame arrived for this many seconds")
+    sp.add_argument("--timeout", type=float, default=10.0,
+                    help="stop when no frame arrived for this many seconds (default 10; 0 = wait forever)")
     sp.add_argument("--topic", action="append", default=[], help="camera id to subscribe to (default: all)")
     security.add_client_args(sp)
     sp.set_defaults(func=cmd_subscribe)

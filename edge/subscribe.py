@@ -9,6 +9,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from edge import wire
 from edge.sinks.folder import FolderSinkError, frame_stem, write_png
@@ -17,6 +18,15 @@ logger = logging.getLogger(__name__)
 
 # run_subscribe waits in slices this long so Ctrl-C and the idle timeout are honoured promptly.
 _POLL_SLICE_S = 0.2
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                     zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+_MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+for _event in _HANDSHAKE_FAILED:
+    _MONITORED |= _event
+
+
+class SubscribeError(OSError):
+    """The subscriber cannot connect (a malformed address); the message is one line."""
 
 
 class Subscriber:
@@ -42,6 +52,10 @@ class Subscriber:
         if linger_ms < 0:
             raise ValueError(f"linger_ms {linger_ms}: must be >= 0")
         self._linger_ms = int(linger_ms)
+        try:
+            wire.check_endpoint(connect, bind=False)
+        except wire.WireError as exc:
+            raise SubscribeError(f"cannot connect ZeroMQ subscriber: {exc}") from None
         topics = tuple(topics)
         self._cameras = None if "" in topics else frozenset(topics)
         self.foreign = 0
@@ -49,6 +63,8 @@ class Subscriber:
         self._ctx = zmq.Context() if context is None else context
         self._sock = self._ctx.socket(zmq.SUB)
         self._closed = False
+        self._monitor: zmq.Socket | None = None
+        self._events = {"connected": 0, "handshakes": 0, "handshake_failures": 0}
         try:
             self._sock.setsockopt(zmq.LINGER, self._linger_ms)
             self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
@@ -56,10 +72,11 @@ class Subscriber:
                 socket_options_hook(self._sock)
             for topic in topics:
                 self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+            self._monitor = self._sock.get_monitor_socket(_MONITORED)
             self._sock.connect(connect)
         except zmq.ZMQError as exc:
             self._release()
-            raise OSError(f"cannot connect ZeroMQ subscriber to {connect!r}: {exc}") from exc
+            raise SubscribeError(f"cannot connect ZeroMQ subscriber to {connect!r}: {exc}") from exc
         except BaseException:
             self._release()
             raise
@@ -77,7 +94,22 @@ class Subscriber:
                 return got
             self.foreign += 1
 
+    def connection(self) -> dict[str, int]:
+        """How far the connection got: TCP/IPC connects, completed ZMTP handshakes, failed ones (e.g. CURVE)."""
+        while self._monitor is not None and self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor, zmq.NOBLOCK)["event"]
+            if event == zmq.EVENT_CONNECTED:
+                self._events["connected"] += 1
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._events["handshakes"] += 1
+            elif event in _HANDSHAKE_FAILED:
+                self._events["handshake_failures"] += 1
+        return dict(self._events)
+
     def _release(self) -> None:
+        if self._monitor is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
         self._sock.close(linger=self._linger_ms)
         if self._own_context:
             self._ctx.term()
@@ -114,6 +146,16 @@ def _prepare_dir(save_dir: str | os.PathLike) -> Path:
     return path
 
 
+def silence_reason(connect: str, connection: dict[str, int]) -> str:
+    """One line saying why no frame arrived, from how far the connection got."""
+    if connection["handshake_failures"] and not connection["handshakes"]:
+        return (f"no frames: {connect} refused the handshake; the publisher may require CURVE keys "
+                f"(--server-key, --client-key) or may not list this client's key")
+    if not connection["connected"]:
+        return f"no frames: no publisher at {connect}"
+    return f"no frames: connected to {connect}, but the publisher sent nothing for these topics"
+
+
 def run_subscribe(
     connect: str,
     *,
@@ -129,36 +171,45 @@ def run_subscribe(
 ) -> dict:
     """Receive outcomes, print one line each, optionally save masked frames as PNG.
 
-    Stops after `count` outcomes (masked frames and drop records alike) or when nothing
-    arrived for `timeout_s`; with neither it runs until interrupted. Malformed messages are
-    counted and skipped, never saved. Returns the counts.
+    Stops after `count` outcomes (masked frames and drop records alike), when nothing arrived for
+    `timeout_s` (None: never), or on Ctrl-C. Malformed messages are counted and skipped, never
+    saved. Returns the counts, how the run ended (`ended`: count, timeout or interrupted) and,
+    when nothing arrived, `silence`: one line saying why.
     """
     out_dir = _prepare_dir(save_dir) if save_dir is not None else None
-    counts = {"received": 0, "masked": 0, "dropped": 0, "saved": 0, "malformed": 0}
+    counts: dict = {"received": 0, "masked": 0, "dropped": 0, "saved": 0, "malformed": 0}
+    ended = "count"
     with Subscriber(connect, topics=topics, context=context, socket_options_hook=socket_options_hook) as sub:
         last_arrival = clock()
-        while count is None or counts["received"] < count:
-            slice_s = _POLL_SLICE_S
-            if timeout_s is not None:
-                remaining = timeout_s - (clock() - last_arrival)
-                if remaining <= 0:
-                    break
-                slice_s = min(slice_s, remaining)
-            try:
-                got = sub.recv(slice_s)
-            except wire.WireError as exc:
-                counts["malformed"] += 1
+        try:
+            while count is None or counts["received"] < count:
+                slice_s = _POLL_SLICE_S
+                if timeout_s is not None:
+                    remaining = timeout_s - (clock() - last_arrival)
+                    if remaining <= 0:
+                        ended = "timeout"
+                        break
+                    slice_s = min(slice_s, remaining)
+                try:
+                    got = sub.recv(slice_s)
+                except wire.WireError as exc:
+                    counts["malformed"] += 1
+                    last_arrival = clock()
+                    logger.warning("skipping malformed message: %s", exc)
+                    continue
+                if got is None:
+                    continue
                 last_arrival = clock()
-                logger.warning("skipping malformed message: %s", exc)
-                continue
-            if got is None:
-                continue
-            last_arrival = clock()
-            header, image = got
-            counts["received"] += 1
-            counts["dropped" if image is None else "masked"] += 1
-            log(_summary(header, wall_clock_ns()))
-            if out_dir is not None and image is not None and header["masked"] is True:
-                write_png(out_dir / f"{frame_stem(header['camera_id'], header['seq'])}.png", image, 1)
-                counts["saved"] += 1
+                header, image = got
+                counts["received"] += 1
+                counts["dropped" if image is None else "masked"] += 1
+                log(_summary(header, wall_clock_ns()))
+                if out_dir is not None and image is not None and header["masked"] is True:
+                    write_png(out_dir / f"{frame_stem(header['camera_id'], header['seq'])}.png", image, 1)
+                    counts["saved"] += 1
+        except KeyboardInterrupt:
+            ended = "interrupted"
+        counts["ended"] = ended
+        if not counts["received"] and not counts["malformed"]:
+            counts["silence"] = silence_reason(connect, sub.connection())
     return counts

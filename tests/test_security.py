@@ -22,7 +22,7 @@ from edge.frame import Detections, Frame, MaskedFrame
 from edge.security import CurveServer, SecurityError, client_hook, keygen
 from edge.runtime.systemd import Notifier
 from edge.sinks.zmq_pub import ZmqPublisher
-from edge.subscribe import Subscriber
+from edge.subscribe import Subscriber, run_subscribe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -240,3 +240,14 @@ loop = true
         thread.join(timeout=20)
     assert not thread.is_alive()
     assert got["alice"] >= 5 and got["mallory"] == 0 and got["plain"] == 0
+
+
+@pytest.mark.parametrize("client, says", [
+    (None, "refused the handshake; the publisher may require CURVE keys"),  # no keys at all
+    ("mallory", "refused the handshake"),  # keys the publisher does not list
+])
+def test_subscribe_says_why_a_curve_publisher_sends_nothing(keys, curve_pub, client, says):
+    hook = client_hook(keys["server_public"], keys[client]) if client else None
+    result = run_subscribe(curve_pub.endpoint, timeout_s=1.5, log=lambda line: None, socket_options_hook=hook)
+    assert (result["received"], result["ended"]) == (0, "timeout")
+    assert says in result["silence"]

@@ -1,6 +1,11 @@
 import itertools
 import json
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -11,7 +16,7 @@ from edge import wire
 from edge.frame import PLATE, Detections, DroppedFrame, Frame, MaskedFrame
 from edge.sinks.folder import FolderSinkError
 from edge.sinks.zmq_pub import ZmqPublisher
-from edge.subscribe import Subscriber, run_subscribe
+from edge.subscribe import SubscribeError, Subscriber, run_subscribe
 
 
 def masked(seq: int, camera: str = "cam0", status: str = "masked") -> MaskedFrame:
@@ -132,7 +137,7 @@ def test_run_subscribe_saves_masked_frames_and_prints_a_line_each(pub, tmp_path)
         thread.join(timeout=15.0)
     assert not thread.is_alive()
 
-    assert result == {"received": 3, "masked": 2, "dropped": 1, "saved": 2, "malformed": 0}
+    assert result == {"received": 3, "masked": 2, "dropped": 1, "saved": 2, "malformed": 0, "ended": "count"}
     assert sorted(p.name for p in out.iterdir()) == ["cam0_00000001.png", "cam0_00000003.png"]
     np.testing.assert_array_equal(cv2.imread(str(out / "cam0_00000001.png")), items[0].frame.image)
     np.testing.assert_array_equal(cv2.imread(str(out / "cam0_00000003.png")), items[2].frame.image)
@@ -160,14 +165,21 @@ def test_run_subscribe_never_saves_a_frame_not_marked_masked(tmp_path):
         raw.close(linger=0)
         ctx.term()
     assert not thread.is_alive()
-    assert result == {"received": 1, "masked": 1, "dropped": 0, "saved": 1, "malformed": 1}
+    assert result == {"received": 1, "masked": 1, "dropped": 0, "saved": 1, "malformed": 1, "ended": "count"}
     assert [p.name for p in tmp_path.iterdir()] == ["cam0_00000002.png"]
 
 
 def test_run_subscribe_stops_after_idle_timeout(pub):
     ticks = itertools.count(step=0.3)  # each look at the clock is 0.3 s later
     result = run_subscribe(pub.endpoint, timeout_s=1.0, log=lambda line: None, clock=lambda: next(ticks))
-    assert result == {"received": 0, "masked": 0, "dropped": 0, "saved": 0, "malformed": 0}
+    assert {k: v for k, v in result.items() if k != "silence"} == {
+        "received": 0, "masked": 0, "dropped": 0, "saved": 0, "malformed": 0, "ended": "timeout"}
+    assert result["silence"].startswith("no frames:")
+
+
+def test_subscribe_says_when_a_publisher_is_there_but_sends_nothing(pub):
+    result = run_subscribe(pub.endpoint, timeout_s=1.0, log=lambda line: None)
+    assert result["silence"] == f"no frames: connected to {pub.endpoint}, but the publisher sent nothing for these topics"
 
 
 def test_run_subscribe_refuses_unwritable_save_dir(tmp_path):
@@ -186,3 +198,45 @@ def test_subscriber_rejects_bad_options(kwargs):
 def test_subscriber_connect_failure_names_the_address():
     with pytest.raises(OSError, match="bogus://x"):
         Subscriber("bogus://x")
+
+
+def test_subscribe_says_when_no_publisher_is_there():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed: nothing listens there
+    result = run_subscribe(f"tcp://127.0.0.1:{port}", timeout_s=0.5, log=lambda line: None)
+    assert result["ended"] == "timeout"
+    assert result["silence"] == f"no frames: no publisher at tcp://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("address", ["foo", "tcp://127.0.0.1:99999", "tcp://127.0.0.1", "udp://127.0.0.1:5555"])
+def test_a_malformed_address_is_one_clear_error(address):
+    with pytest.raises(SubscribeError, match="cannot connect ZeroMQ subscriber"):
+        Subscriber(address)
+
+
+@pytest.mark.parametrize("args, code, says", [
+    (["--connect", "foo"], 2, "subscribe: cannot connect ZeroMQ subscriber"),
+    (["--connect", "tcp://127.0.0.1:1", "--timeout", "0.3"], 1, "subscribe: no frames: no publisher at"),
+])
+def test_subscribe_command_exit_codes_and_lines(tmp_path, args, code, says):
+    r = subprocess.run([sys.executable, "-m", "edge", "subscribe", *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == code
+    assert says in r.stderr and "Traceback" not in r.stderr
+
+
+def test_subscribe_command_refuses_an_unwritable_save_folder(tmp_path):
+    (tmp_path / "file").write_text("")
+    r = subprocess.run([sys.executable, "-m", "edge", "subscribe", "--save", str(tmp_path / "file" / "out")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cannot create save folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ctrl_c_on_subscribe_prints_the_summary_and_exits_130():
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "subscribe", "--connect", "tcp://127.0.0.1:1",
+                             "--timeout", "0"], stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # started and waiting
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert '"ended": "interrupted"' in err and "Traceback" not in err

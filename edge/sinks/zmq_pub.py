@@ -82,6 +82,10 @@ class ZmqPublisher:
         if linger_ms < 0:
             raise ValueError(f"linger_ms {linger_ms}: must be >= 0 (negative waits forever on close)")
         wire.check_encoding(encoding, jpeg_quality)
+        try:
+            wire.check_endpoint(bind, bind=True)
+        except wire.WireError as exc:
+            raise PublisherBindError(f"cannot bind ZeroMQ publisher: {exc}") from None
         self._encoding = encoding
         self._jpeg_quality = int(jpeg_quality)
         self._linger_ms = int(linger_ms)
