@@ -123,7 +123,9 @@ def cmd_models(args) -> int:
         c = cards[name]
         try:
             if args.action == "fetch":
-                path = registry.fetch(c, cache_dir=args.cache_dir, mirrors=args.mirror)
+                from edge.models import fetch  # the downloader: loaded for this action only, never by the service
+
+                path = fetch.fetch(c, cache_dir=args.cache_dir, mirrors=args.mirror)
                 print(f"{name}\t{path}")
             elif args.action == "path":
                 print(registry.resolve(c, cache_dir=args.cache_dir, mirrors=args.mirror))

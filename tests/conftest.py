@@ -25,6 +25,16 @@ def need(path: Path) -> Path:
     return path
 
 
+def put(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import onnxruntime as ort
@@ -59,6 +69,19 @@ def face_detector(yunet_model):
     from edge.frame import FACE
 
     return OnnxDetector(yunet_model, "yunet", class_id=FACE, score_threshold=0.5, nms_iou=0.45)
+
+
+@pytest.fixture
+def yunet_bytes() -> bytes:
+    """The real yunet_n weights, the bytes its card's sha256 names."""
+    return need(MODELS / "yunet_n_dynamic.onnx").read_bytes()
+
+
+@pytest.fixture
+def corrupt_bytes(yunet_bytes: bytes) -> bytes:
+    data = bytearray(yunet_bytes)
+    data[len(data) // 2] ^= 0xFF
+    return bytes(data)
 
 
 def load_wider_gt() -> dict[str, np.ndarray]:
