@@ -1,7 +1,10 @@
 """Shared fixtures: the real models and data from ../shared (skipped where that folder is absent)."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,21 @@ def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not available")
     return path
+
+
+def load_script(name: str) -> types.ModuleType:
+    """scripts/<name>.py imported by its path, registered as `name`.
+
+    Run as `python scripts/<name>.py`, a script finds its sibling benchlib because Python puts the
+    script's folder first on sys.path; here benchlib is loaded by path first instead.
+    """
+    if name != "benchlib" and "benchlib" not in sys.modules:
+        load_script("benchlib")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # a dataclass in it looks its module up while being defined
+    spec.loader.exec_module(module)
+    return module
 
 
 def put(path: Path, data: bytes) -> Path:
