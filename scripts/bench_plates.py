@@ -26,19 +26,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from benchlib import ROOT, SHARED, read_frames
 
-from benchlib import read_frames  # noqa: E402
+from edge import config as config_mod
+from edge.compose import build_detector, build_pipeline
+from edge.detect.detector import MultiDetector
+from edge.eval.evaluate import evaluate, for_dataset, format_table, load_items, pipeline_for
+from edge.frame import Frame
 
-from edge import config as config_mod  # noqa: E402
-from edge.compose import build_detector, build_pipeline  # noqa: E402
-from edge.detect.detector import MultiDetector  # noqa: E402
-from edge.eval.evaluate import evaluate, for_dataset, format_table, load_items, pipeline_for  # noqa: E402
-from edge.frame import Frame  # noqa: E402
-
-SHARED = Path(os.environ.get("EDGE_SHARED", ROOT.parent / "shared"))
 VIDEO = SHARED / "data/video/udacity_CarND-Vehicle-Detection_test_video.mp4"
 # (row label, config, shrink): the recall configs, and the CPU frame-budget config judged the same way
 RUNS = (

@@ -37,15 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-os.environ.setdefault("EDGE_MODEL_PATH", str(ROOT.parent / "shared" / "models"))
+from benchlib import DEFAULT_WHEEL, ROOT, SHARED, ensure_peer_venv
 
-from benchlib import DEFAULT_WHEEL, ensure_peer_venv  # noqa: E402
-from edge.compose import load_config  # noqa: E402
-from edge.eval.evaluate import (Tally, check_targets, evaluate, for_dataset, format_table,  # noqa: E402
+from edge.compose import load_config
+from edge.eval.evaluate import (Tally, check_targets, evaluate, for_dataset, format_table,
                            load_items, pipeline_for)
+
+os.environ.setdefault("EDGE_MODEL_PATH", str(SHARED / "models"))
 
 
 OURS = {

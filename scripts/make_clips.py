@@ -4,11 +4,8 @@
     .venv/bin/python scripts/make_clips.py --out /tmp/clips
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from edge.eval.clips import main_make  # noqa: E402
+from edge.eval.clips import main_make
 
 if __name__ == "__main__":
     sys.exit(main_make())

@@ -29,10 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchlib import ROOT, SHARED
 
-SHARED = ROOT.parent / "shared"
 DEFAULT_FEED = SHARED / "data/video/udacity_CarND-Vehicle-Detection_test_video.mp4"
 WIDER = SHARED / "data/eval/faces/wider_dev"
 STAGES = ("capture_decode", "synth", "batch_wait", "upload", "preprocess", "inference", "download", "decode", "mask",

@@ -36,13 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchlib import ROOT, SHARED
 
-from edge.subscribe import Subscriber  # noqa: E402
-from edge.wire import WireError  # noqa: E402
+from edge.subscribe import Subscriber
+from edge.wire import WireError
 
-DEFAULT_VIDEO = ROOT.parent / "shared" / "data" / "video" / "vtest_pets2009_480x360.avi"
+DEFAULT_VIDEO = SHARED / "data" / "video" / "vtest_pets2009_480x360.avi"
 WARMUP_FRACTION = 0.1  # RSS samples before this share of the run are left out of the slope
 
 
@@ -179,7 +178,7 @@ def run(args) -> dict:
     log_path = Path(args.log)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    models = ROOT.parent / "shared" / "models"
+    models = SHARED / "models"
     if models.is_dir():
         env["EDGE_MODEL_PATH"] = os.pathsep.join(p for p in (env.get("EDGE_MODEL_PATH", ""), str(models)) if p)
     stop = threading.Event()

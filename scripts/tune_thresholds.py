@@ -33,15 +33,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchlib import SHARED
 
-from edge.compose import build_class_detector, mask_style  # noqa: E402
-from edge.compose import load_config  # noqa: E402
-from edge.detect.detector import to_detections  # noqa: E402
-from edge.detect.multiscale import Candidates, PassSpec, select  # noqa: E402
-from edge.eval.evaluate import (DATASET_CLASS, Tally, check_targets, for_dataset, format_table,  # noqa: E402
+from edge.compose import build_class_detector, mask_style
+from edge.compose import load_config
+from edge.detect.detector import to_detections
+from edge.detect.multiscale import Candidates, PassSpec, select
+from edge.eval.evaluate import (DATASET_CLASS, Tally, check_targets, for_dataset, format_table,
                            load_items)
-from edge.mask import painted_map, regions  # noqa: E402
+from edge.mask import painted_map, regions
 
 DEFAULT_GRID = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the curve and the choice here")
     args = ap.parse_args(argv)
 
-    os.environ.setdefault("EDGE_MODEL_PATH", str(Path(__file__).resolve().parents[2] / "shared" / "models"))
+    os.environ.setdefault("EDGE_MODEL_PATH", str(SHARED / "models"))
     cls = DATASET_CLASS[args.dataset]
     cfg = for_dataset(load_config(args.config, args.set), args.dataset)
     cls_cfg = cfg.detect.get(cls)

@@ -1,7 +1,10 @@
 """Shared fixtures: the real models and data from ../shared (skipped where that folder is absent)."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,31 @@ def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not available")
     return path
+
+
+def load_script(name: str) -> types.ModuleType:
+    """scripts/<name>.py imported by its path, registered as `name`.
+
+    Run as `python scripts/<name>.py`, a script finds its sibling benchlib because Python puts the
+    script's folder first on sys.path; here benchlib is loaded by path first instead.
+    """
+    if name != "benchlib" and "benchlib" not in sys.modules:
+        load_script("benchlib")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # a dataclass in it looks its module up while being defined
+    spec.loader.exec_module(module)
+    return module
+
+
+def put(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
 
 
 def pytest_collection_modifyitems(config, items):
@@ -59,6 +87,19 @@ def face_detector(yunet_model):
     from edge.frame import FACE
 
     return OnnxDetector(yunet_model, "yunet", class_id=FACE, score_threshold=0.5, nms_iou=0.45)
+
+
+@pytest.fixture
+def yunet_bytes() -> bytes:
+    """The real yunet_n weights, the bytes its card's sha256 names."""
+    return need(MODELS / "yunet_n_dynamic.onnx").read_bytes()
+
+
+@pytest.fixture
+def corrupt_bytes(yunet_bytes: bytes) -> bytes:
+    data = bytearray(yunet_bytes)
+    data[len(data) // 2] ^= 0xFF
+    return bytes(data)
 
 
 def load_wider_gt() -> dict[str, np.ndarray]:

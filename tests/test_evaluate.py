@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -292,3 +294,18 @@ def test_cli_eval_writes_json_with_targets(tmp_path, capsys, yunet_model):
     assert r["config"]["detect"]["face"]["scales"] == [2.0]
     printed = capsys.readouterr().out
     assert "probe" in printed and "targets:" in printed
+
+
+def test_cli_eval_dataset_choices_are_the_evaluations_sets():
+    from edge.cli import EVAL_DATASETS
+
+    assert sorted(EVAL_DATASETS) == sorted(evaluate.DEFAULT_SETS) == sorted(evaluate.DATASET_CLASS)
+
+
+def test_the_service_and_the_cli_parser_load_no_tooling():
+    """The evaluation and the downloader are tooling: building the CLI and the service must not import them."""
+    code = ("import sys, edge.cli, edge.runtime.service, edge.compose; edge.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.startswith('edge.eval') or m == 'edge.models.fetch'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

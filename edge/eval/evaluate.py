@@ -7,11 +7,8 @@ Over-masking is the share of frame area painted outside every ground-truth box.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,24 +278,6 @@ def pipeline_for(cfg):
     return build_pipeline(config_mod.override(cfg, {"mask.style": "solid", "service.deadline_ms": 0.0}))
 
 
-def add_parser(subparsers) -> None:
-    sp = subparsers.add_parser("eval", help="measure protected share per size bucket on an annotated image set")
-    sp.add_argument("--dataset", choices=sorted(DEFAULT_SETS), default="faces",
-                    help="faces: WIDER face list format; plates: openalpr per-image files")
-    sp.add_argument("--data", help="gt file (faces) or folder (plates); default: the set in ../shared/data/eval")
-    sp.add_argument("--config", "-c", help="TOML config (its detect/mask sections are used)")
-    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config key, e.g. --set detect.face.scales=[1.0,2.0]")
-    sp.add_argument("--shrink", type=float, default=1.0, help="resize images (and boxes) by this factor first")
-    sp.add_argument("--limit", type=int, help="only the first N images")
-    sp.add_argument("--json", help="write the results here")
-    sp.add_argument("--name", help="row label in the table")
-    sp.add_argument("--all-classes", action="store_true",
-                    help="keep the config's other detectors on (their masks count as over-masking)")
-    sp.add_argument("--per-image", action="store_true", help="add per-image counts to the JSON")
-    sp.set_defaults(func=cmd_eval)
-
-
 def load_items(dataset: str, data: str | None) -> list[Item]:
     if data:
         return read_face_list(data) if dataset == "faces" else read_openalpr(data)
@@ -306,27 +285,16 @@ def load_items(dataset: str, data: str | None) -> list[Item]:
     return DEFAULT_SETS[dataset][1](shared)
 
 
-def cmd_eval(args) -> int:
-    from edge.compose import load_config
+def run(cfg, items: list[Item], dataset: str, *, shrink: float = 1.0, keep_per_image: bool = False,
+        config_file: str | None = None, overrides: Iterable[str] = ()) -> dict:
+    """`edge-anon eval`'s measurement: the config (already for_dataset) on the items, with what produced it.
 
-    cfg = for_dataset(load_config(args.config, args.set), args.dataset, args.all_classes)
-    items = load_items(args.dataset, args.data)[: args.limit]
-    result = evaluate(pipeline_for(cfg).process, items, shrink=args.shrink, keep_per_image=args.per_image)
-    result["config"] = {"file": args.config, "detect": dataclasses.asdict(cfg.detect),
-                        "mask": dataclasses.asdict(cfg.mask), "overrides": args.set, "shrink": args.shrink,
-                        "dataset": args.dataset}
-    name = args.name or f"{args.dataset}{'' if args.shrink == 1 else f' x{args.shrink:g}'}"
-    print(format_table({name: result}))
-    if args.dataset == "faces":
+    Faces are checked against their targets as well.
+    """
+    result = evaluate(pipeline_for(cfg).process, items, shrink=shrink, keep_per_image=keep_per_image)
+    result["config"] = {"file": config_file, "detect": dataclasses.asdict(cfg.detect),
+                        "mask": dataclasses.asdict(cfg.mask), "overrides": overrides, "shrink": shrink,
+                        "dataset": dataset}
+    if dataset == "faces":
         result["targets"] = check_targets(result)
-        print(format_targets(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    from edge.cli import main
-
-    sys.exit(main(["eval", *sys.argv[1:]]))
+    return result

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-PR_SET_DUMPABLE, PR_GET_DUMPABLE = 4, 3
+PR_SET_DUMPABLE = 4
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 CAP_IPC_LOCK = 14
 
@@ -36,10 +36,6 @@ def disable_core_dumps() -> None:
     libc = _libc()
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise HardeningError(f"prctl(PR_SET_DUMPABLE, 0) failed: {os.strerror(ctypes.get_errno())}")
-
-
-def is_dumpable() -> bool:
-    return _libc().prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0
 
 
 def has_capability(cap: int, status_path: str = "/proc/self/status") -> bool:

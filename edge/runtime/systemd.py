@@ -114,23 +114,3 @@ def unit_dropin(cfg) -> str:
     lines = ["# made by `edge-anon unit-paths`: the paths this instance's config writes", "[Service]"]
     lines += [f"ReadWritePaths=-{p}" for p in writable_paths(cfg)]
     return "\n".join(lines) + "\n"
-
-
-def cmd_unit_paths(args) -> int:
-    from edge import config as config_mod
-
-    cfg = config_mod.load(args.config)
-    if args.dropin:
-        print(unit_dropin(cfg), end="")
-    else:
-        for kind, path in writable_entries(cfg):
-            print(f"{kind}\t{path}")
-    return 0
-
-
-def add_parser(subparsers) -> None:
-    sp = subparsers.add_parser("unit-paths", help="the paths a config writes (systemd ReadWritePaths drop-in)")
-    sp.add_argument("config")
-    sp.add_argument("--dropin", action="store_true",
-                    help="print a [Service] drop-in instead of one 'dir|file<TAB>path' line per path")
-    sp.set_defaults(func=cmd_unit_paths)

@@ -1,20 +1,15 @@
 """scripts/bench_decode.py: both classes measured whole and filtered, the filtered run returning far fewer bytes."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
-from conftest import MODELS, ROOT, VIDEO, need
+from conftest import MODELS, VIDEO, load_script, need
 
 
 def test_reports_bytes_and_decode_time_for_every_class(tmp_path):
     need(MODELS / "yunet_n_dynamic.onnx")
     need(VIDEO / "udacity_CarND-Vehicle-Detection_test_video.mp4")
-    spec = importlib.util.spec_from_file_location("bench_decode", ROOT / "scripts" / "bench_decode.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_decode"] = module
-    spec.loader.exec_module(module)
+    module = load_script("bench_decode")
     out = tmp_path / "d.json"
     assert module.main(["--size", "640x360", "--repeats", "2", "--json", str(out)]) == 0
     classes = json.loads(out.read_text())["classes"]

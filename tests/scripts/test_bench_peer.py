@@ -1,22 +1,15 @@
 """scripts/bench_peer.py: the parts that do not need the peer's virtualenv (frames, our side, stats)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import numpy as np
 import pytest
 
-from conftest import ROOT, VIDEO, need
+from conftest import VIDEO, load_script, need
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_peer", ROOT / "scripts" / "bench_peer.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_peer"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_peer")
 
 
 def test_read_frames_resizes_to_the_asked_size(bench):

@@ -1,28 +1,18 @@
 """scripts/profile_latency.py: composite frames, percentiles, and a short real run (pipeline + ZeroMQ on loopback)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, VIDEO, WIDER, need
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from conftest import VIDEO, WIDER, load_script, need
 
 
 @pytest.fixture(scope="module")
 def prof():
-    return _script("profile_latency")
+    return load_script("profile_latency")
 
 
 @pytest.mark.parametrize("h, w, cells", [(720, 1280, 6), (1080, 1920, 15), (400, 400, 1)])

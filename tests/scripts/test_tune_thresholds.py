@@ -2,27 +2,20 @@
 and the operating point chosen by the documented rule (lowest threshold within the over-masking budget)."""
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_script
 from edge.detect.multiscale import Candidates, PassSpec
 from edge.mask import MaskStyle
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def tune():
-    spec = importlib.util.spec_from_file_location("tune_thresholds", ROOT / "scripts" / "tune_thresholds.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up while being defined
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_script("tune_thresholds")
+    sys.modules.pop("tune_thresholds", None)
 
 
 def _collected(tune):

@@ -10,7 +10,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,7 +18,9 @@ import pytest
 from edge.sources import EndOfStream, SourceError
 from edge.sources.camera import CameraSource, open_cv_capture, parse_camera_uri
 
-PETS = Path("/work/shared/data/video/vtest_pets2009_480x360.avi")  # 795 frames
+from conftest import VIDEO
+
+PETS = VIDEO / "vtest_pets2009_480x360.avi"  # 795 frames
 PETS_FRAMES = 795
 
 

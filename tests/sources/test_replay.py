@@ -14,8 +14,9 @@ from edge.sources import EndOfStream, SourceError
 from edge.sources import replay
 from edge.sources.replay import ImageFolderSource, VideoFileSource, open_replay
 
-VIDEO_DIR = Path("/work/shared/data/video")
-CAR_VIDEO = VIDEO_DIR / "udacity_CarND-Vehicle-Detection_test_video.mp4"  # 1280x720, 25 fps, 38 frames
+from conftest import VIDEO
+
+CAR_VIDEO = VIDEO / "udacity_CarND-Vehicle-Detection_test_video.mp4"  # 1280x720, 25 fps, 38 frames
 SYNTH_FRAMES = 20
 SYNTH_FPS = 10.0
 
