@@ -100,6 +100,11 @@ class RuntimeConfig(SessionOptions):
     graph_filter: bool = True
     fp16: bool = False  # fp16 copy of each model (CUDA / TensorRT only), cached next to the model
 
+    @property
+    def threads(self) -> int:
+        """The [runtime] key's name for SessionOptions.intra_op_threads."""
+        return self.intra_op_threads
+
     def __post_init__(self) -> None:
         one_of(self, "provider", PROVIDER_NAMES)
         one_of(self, "cudnn_conv_algo_search", CUDNN_ALGO_SEARCH)
