@@ -93,10 +93,9 @@ def runtime_detector(cfg, class_name: str):
     """The runtime's OnnxDetector for `class_name` (its main model and passes), on the CPU numpy path."""
     import dataclasses
 
-    from edge.compose import load_model
+    from edge.compose import class_table, load_model
     from edge.detect.detector import OnnxDetector, runner_scales
     from edge.detect.multiscale import passes_from_config
-    from edge.frame import register_class
 
     # calibration always sees the float blob: the graph-preprocessed path computes the same numbers
     cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, provider="cpu", graph_preprocess=False,
@@ -104,7 +103,7 @@ def runtime_detector(cfg, class_name: str):
     cls_cfg = cfg.detect.get(class_name)
     passes = passes_from_config(cls_cfg)
     model, card = load_model(cfg, cls_cfg.model, runner_scales(passes))
-    return OnnxDetector(model, card.family, class_id=register_class(class_name),
+    return OnnxDetector(model, card.family, class_id=class_table(cfg).id(class_name),
                         score_threshold=cls_cfg.score_threshold, nms_iou=cls_cfg.nms_iou, passes=passes), card
 
 

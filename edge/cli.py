@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from edge import config as config_mod
+from edge import mask
 from edge.models import registry
 from edge.compose import load_config
 from edge.config import CameraConfig, Config, ConfigError
@@ -223,10 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--realtime", action="store_true", help="pace frames at the recording's fps")
     sp.add_argument("--loop", action="store_true", help="start again at the end")
     sp.add_argument("--fps", type=float, help="replay rate (needed for image folders with --realtime)")
-    sp.add_argument("--mask", choices=("solid", "pixelate", "blur"))
-    sp.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"))
+    sp.add_argument("--mask", choices=mask.STYLES)
+    sp.add_argument("--provider", choices=config_mod.PROVIDER_NAMES)
     sp.add_argument("--camera-id", default="replay")
-    sp.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    sp.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
     sp.set_defaults(func=cmd_replay)
 
     sp = sub.add_parser("subscribe", help="receive clean frames; optionally save them")

@@ -16,15 +16,14 @@ import numpy as np
 from edge import config as config_mod
 from edge import track
 from edge.config import CameraConfig, ClassConfig, Config, ConfigError
-from edge.detect.backends.session import OnnxModel, SessionOptions, set_input_dims
+from edge.detect.backends.session import OnnxModel, set_input_dims
 from edge.detect.detector import EnsembleDetector, MultiDetector, OnnxDetector, runner_scales
 from edge.detect.multiscale import extra_passes, passes_from_config
 from edge.detect.runner import load_for_runtime
-from edge.frame import register_class
-from edge.mask import MaskStyle
+from edge.frame import ClassTable
 from edge.metrics import Metrics
 from edge.models import registry
-from edge.pipeline import Pipeline, Policy
+from edge.pipeline import Pipeline
 from edge.sinks import Sink
 from edge.sinks.wrappers import NullSink
 
@@ -46,11 +45,10 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     return cfg
 
 
-def session_options(cfg: Config) -> SessionOptions:
-    r = cfg.runtime
-    return SessionOptions(provider=r.provider, require_provider=r.require_provider, intra_op_threads=r.threads,
-                          device_id=r.device_id, cudnn_conv_algo_search=r.cudnn_conv_algo_search,
-                          trt_cache_dir=r.trt_cache_dir, trt_fp16=r.trt_fp16, trt_int8=r.trt_int8)
+def class_table(cfg: Config) -> ClassTable:
+    """The run's class ids: face, plate, then every other class a [detect] or [cameras.detect] table names."""
+    sections = [cfg.detect, *(c.detect for c in cfg.cameras if c.detect is not None)]
+    return ClassTable.of(name for section in sections for name, _ in section.classes())
 
 
 def load_model(cfg: Config, name: str, scales: tuple[float, ...] = (1.0,)) -> tuple[OnnxModel, registry.ModelCard]:
@@ -62,13 +60,13 @@ def load_model(cfg: Config, name: str, scales: tuple[float, ...] = (1.0,)) -> tu
         # stored with fixed or placeholder dims: make N, H and W dynamic so any padded size runs
         rewrite = lambda data: set_input_dims(data, ["N", 3, "H", "W"])  # noqa: E731
     model = load_for_runtime(path, name=card.name, sha256=card.sha256, family=card.family,
-                             options=session_options(cfg), graph_preprocess=cfg.runtime.graph_preprocess,
+                             options=cfg.runtime, graph_preprocess=cfg.runtime.graph_preprocess,
                              fp16=cfg.runtime.fp16, scales=scales, cache_dir=cfg.models.cache_dir or None,
                              rewrite=rewrite, graph_filter=cfg.runtime.graph_filter)
     return model, card
 
 
-def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str):
+def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str, classes: ClassTable):
     """The class's main model over its passes (scales, tiles), plus any ensemble members, merged together."""
     members = []
     for name, passes in [(cls_cfg.model, passes_from_config(cls_cfg)),
@@ -76,16 +74,18 @@ def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str):
         model, card = load_model(cfg, name, runner_scales(passes))
         if class_name not in card.classes:
             raise StartupError(f"detect.{class_name}: model {card.name} detects {list(card.classes)}, not {class_name}")
-        members.append(OnnxDetector(model, card.family, class_id=register_class(class_name),
+        members.append(OnnxDetector(model, card.family, class_id=classes.id(class_name),
                                     score_threshold=cls_cfg.score_threshold, nms_iou=cls_cfg.nms_iou, passes=passes))
     return members[0] if len(members) == 1 else EnsembleDetector(members, nms_iou=cls_cfg.nms_iou)
 
 
-def build_detector(cfg: Config) -> MultiDetector:
+def build_detector(cfg: Config, classes: ClassTable | None = None) -> MultiDetector:
+    """The detector of cfg.detect; class ids from `classes` (default: the table of `cfg`)."""
+    classes = classes or class_table(cfg)
     detectors = []
     for class_name, cls_cfg in cfg.detect.classes():
         if cls_cfg.enabled:
-            detectors.append(build_class_detector(cfg, cls_cfg, class_name))
+            detectors.append(build_class_detector(cfg, cls_cfg, class_name, classes))
     # On the CPU every session already uses all cores: running classes at once only oversubscribes
     # them (2 cores, 1080p: 856 ms concurrent vs 380 ms one after another, scripts/bench_plates.py).
     return MultiDetector(detectors, concurrent=cfg.runtime.provider != "cpu")
@@ -99,7 +99,7 @@ def build_camera_detectors(cfg: Config, wrap_detector: Callable | None = None) -
     for cam in cfg.cameras:
         if cam.detect is not None and cam.detect != cfg.detect:
             if cam.detect not in by_section:
-                det = build_detector(dataclasses.replace(cfg, detect=cam.detect))
+                det = build_detector(dataclasses.replace(cfg, detect=cam.detect), class_table(cfg))
                 warm_up(det)
                 by_section[cam.detect] = wrap_detector(det) if wrap_detector is not None else det
             out[cam.id] = by_section[cam.detect]
@@ -128,13 +128,6 @@ def batch_cameras(cfg: Config, detector, camera_detectors: dict) -> tuple[object
         return wrapped[id(det)]
 
     return wrap(detector), {cam: wrap(det) for cam, det in camera_detectors.items()}
-
-
-def mask_style(cfg: Config) -> MaskStyle:
-    m = cfg.mask
-    return MaskStyle(style=m.style, margin=m.margin, small_box_px=m.small_box_px, small_margin=m.small_margin,
-                     min_margin_px=m.min_margin_px, pixel_cells=m.pixel_cells, min_cell_px=m.min_cell_px,
-                     blur_fraction=m.blur_fraction)
 
 
 def warm_up(detector, height: int = 720, width: int = 1280, runs: int = 2) -> None:
@@ -176,12 +169,12 @@ def build_sink(cfg: Config, curve=None) -> Sink:
         from edge.sinks.folder import FolderSink, check_apart
 
         check_apart(out.dir, [c.source for c in cfg.cameras if c.kind == "replay"])
-        return FolderSink(out.dir)
+        return FolderSink(out.dir, classes=class_table(cfg))
     if out.kind == "zmq":
         from edge.sinks.zmq_pub import ZmqPublisher
 
         return ZmqPublisher(out.bind, sndhwm=out.sndhwm, linger_ms=out.linger_ms, encoding=out.encoding,
-                            jpeg_quality=out.jpeg_quality, context=curve.context if curve else None,
+                            jpeg_quality=out.jpeg_quality, classes=class_table(cfg), context=curve.context if curve else None,
                             socket_options_hook=curve.hook if curve else None)
     return NullSink()
 
@@ -197,12 +190,11 @@ def build_pipeline(cfg: Config, camera: CameraConfig | str | None = None, *, det
     """
     cam_id = camera.id if isinstance(camera, CameraConfig) else camera
     if detector is None:
-        detector = build_detector(dataclasses.replace(cfg, detect=camera_detect(cfg, cam_id)))
+        detector = build_detector(dataclasses.replace(cfg, detect=camera_detect(cfg, cam_id)), class_table(cfg))
     metrics = metrics or Metrics()
     if tracker is None and cam_id is not None:
         tracker = track.for_camera(cfg, cam_id, metrics)
-    return Pipeline(detector, mask_style(cfg), Policy(cfg.service.on_failure, cfg.service.deadline_ms), metrics,
-                    tracker=tracker)
+    return Pipeline(detector, cfg.mask, cfg.service, metrics, tracker=tracker)
 
 
 def camera_detect(cfg: Config, camera_id: str | None):

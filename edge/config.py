@@ -13,55 +13,86 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge import wire
+from edge.checks import at_least, one_of, within
+from edge.detect.backends.session import PROVIDERS, SessionOptions
 from edge.frame import CLASS_NAME
+from edge.mask import MaskStyle
+from edge.pipeline import ON_FAILURE, Policy
+from edge.track import TrackParams
+
+LOG_LEVELS = ("info", "debug", "warning", "error")  # the first is the default
+PROVIDER_NAMES = tuple(PROVIDERS)
+CUDNN_ALGO_SEARCH = ("exhaustive", "heuristic", "default")
+OUTPUT_KINDS = ("zmq", "folder", "none")
+CAMERA_KINDS = ("camera", "replay")
 
 
 class ConfigError(ValueError):
     """A configuration that must not be run; the message names the key and the problem."""
 
 
-def _choices(*values: str):
+def _at_least(obj, name: str, low: float) -> None:
+    if getattr(obj, name) < low:
+        raise ConfigError(f"{name}: must be >= {low}, got {getattr(obj, name)!r}")
+
+
+def _within(obj, name: str, low: float, high: float) -> None:
+    if not low <= getattr(obj, name) <= high:
+        raise ConfigError(f"{name}: must be within {low}..{high}, got {getattr(obj, name)!r}")
+
+
+def _choices(values: tuple[str, ...]):
     return field(default=values[0], metadata={"choices": values})
 
 
+class _Checked:
+    """A config-only table: checked as it is made, so no unchecked one exists."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        pass
+
+
 @dataclass(frozen=True)
-class ServiceConfig:
-    log_level: str = _choices("info", "debug", "warning", "error")
-    on_failure: str = _choices("drop", "mask_whole")  # what happens to a frame whose detection failed
+class ServiceConfig(Policy):
+    """The pipeline's failure Policy (on_failure, deadline_ms) plus the service's own settings."""
+
+    on_failure: str = ON_FAILURE[0]  # what happens to a frame whose detection failed
     deadline_ms: float = 250.0  # capture to masked; 0 disables (bench replay keeps every frame)
+    log_level: str = LOG_LEVELS[0]
     stats_interval_s: float = 10.0  # periodic metrics line in the log / journal
     max_sink_errors: int = 20  # consecutive sink failures before the service gives up (and restarts)
     mlock: bool = False  # mlockall so frame buffers never reach swap (needs LimitMEMLOCK=infinity)
     audit_path: str = ""  # per-session audit record (JSON lines, no pixels); "" = none
 
-    def check(self) -> None:
-        _at_least(self, "deadline_ms", 0)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        one_of(self, "log_level", LOG_LEVELS)
         _at_least(self, "stats_interval_s", 0)
         _at_least(self, "max_sink_errors", 1)
 
 
 @dataclass(frozen=True)
-class ModelsConfig:
+class ModelsConfig(_Checked):
     cache_dir: str = ""  # default $XDG_CACHE_HOME/edge-anon/models
     mirrors: tuple[str, ...] = ()  # folders searched by file name (EDGE_MODEL_PATH adds more)
     cards_dir: str = ""  # default: the project's models/ folder
 
 
 @dataclass(frozen=True)
-class RuntimeConfig:
-    provider: str = _choices("cpu", "cuda", "tensorrt")
-    require_provider: bool = False  # refuse to start when the provider falls back to the CPU
-    threads: int = 0  # onnxruntime intra-op threads; 0 = its default
-    device_id: int = 0
-    cudnn_conv_algo_search: str = _choices("exhaustive", "heuristic", "default")  # CUDA provider, per input shape
+class RuntimeConfig(SessionOptions):
+    """The onnxruntime SessionOptions (handed to every session as they are) plus how detection runs.
+
+    The TOML key of SessionOptions.intra_op_threads is `threads` (see _TOML_KEYS)."""
+
     # Cameras sharing a detector send their frames through one inference call (edge.detect.batching):
     # the first frame waits up to batch_wait_ms for the others. Pays on a GPU, not on a busy CPU.
     batch_cameras: bool = False
     batch_max: int = 8
     batch_wait_ms: float = 2.0
-    trt_cache_dir: str = ""
-    trt_fp16: bool = True
-    trt_int8: bool = False  # for QDQ int8 models made by calibration/
     # Preprocessing inside the ONNX graph (edge.detect.graph): the frame goes in as uint8, IO-bound.
     graph_preprocess: bool = False
     # With graph_preprocess: the score threshold runs in the graph too, so only the rows that pass it
@@ -69,9 +100,21 @@ class RuntimeConfig:
     graph_filter: bool = True
     fp16: bool = False  # fp16 copy of each model (CUDA / TensorRT only), cached next to the model
 
-    def check(self) -> None:
-        _at_least(self, "threads", 0)
-        _at_least(self, "device_id", 0)
+    @property
+    def threads(self) -> int:
+        """The [runtime] key's name for SessionOptions.intra_op_threads."""
+        return self.intra_op_threads
+
+    def __post_init__(self) -> None:
+        one_of(self, "provider", PROVIDER_NAMES)
+        one_of(self, "cudnn_conv_algo_search", CUDNN_ALGO_SEARCH)
+        if not self.intra_op_threads >= 0:
+            raise ValueError(f"threads: must be >= 0, got {self.intra_op_threads!r}")
+        at_least(self, "device_id", 0)
+        at_least(self, "trt_workspace_mb", 0)
+        profiles = (self.trt_profile_min, self.trt_profile_opt, self.trt_profile_max)
+        if any(profiles) and not all(profiles):
+            raise ValueError("trt_profile_min: give trt_profile_min, trt_profile_opt and trt_profile_max together")
         _within(self, "batch_max", 1, 64)
         _within(self, "batch_wait_ms", 0.0, 100.0)
 
@@ -83,7 +126,7 @@ def _check_region(region: tuple[float, ...]) -> None:
 
 
 @dataclass(frozen=True)
-class TilesConfig:
+class TilesConfig(_Checked):
     """Upscaled tiles over a region of the frame (e.g. the horizon band where distant people appear)."""
 
     enabled: bool = False
@@ -107,7 +150,7 @@ class TilesConfig:
 
 
 @dataclass(frozen=True)
-class ClassConfig:
+class ClassConfig(_Checked):
     enabled: bool = True
     model: str = "yunet_n"
     score_threshold: float = 0.5
@@ -152,7 +195,7 @@ class ClassConfig:
 
 
 @dataclass(frozen=True)
-class DetectConfig:
+class DetectConfig(_Checked):
     """One [detect.<class>] table per class: the built-in face and plate, and any class a model card
     declares (e.g. [detect.person] with `model` naming a card whose classes include "person")."""
 
@@ -183,54 +226,26 @@ class DetectConfig:
 
 
 @dataclass(frozen=True)
-class MaskConfig:
-    style: str = _choices("pixelate", "solid", "blur")
-    margin: float = 0.15
-    small_box_px: float = 32.0
-    small_margin: float = 0.35
-    min_margin_px: int = 2  # every side grows by at least this many pixels
-    pixel_cells: int = 6
-    min_cell_px: int = 4
-    blur_fraction: float = 0.5
+class TrackConfig(TrackParams):
+    """The tracker's TrackParams (handed to edge.track.Tracker as they are) and whether to track at all."""
 
-    def check(self) -> None:
-        _within(self, "margin", 0.0, 2.0)
-        _within(self, "small_margin", 0.0, 2.0)
-        _within(self, "min_margin_px", 0, 64)
-        _at_least(self, "pixel_cells", 1)
-        _at_least(self, "min_cell_px", 1)
-        _within(self, "blur_fraction", 0.05, 2.0)
-
-
-@dataclass(frozen=True)
-class TrackConfig:
     # On by default: in a video one missed frame is a leak, and a hold costs only a few frames of
     # extra mask after an object leaves. Image-folder replays never track (edge.track.for_camera).
     enabled: bool = True
-    hold_frames: int = 6  # keep masking a lost object this many frames (by seq) at its predicted place
-    iou_threshold: float = 0.1  # association: IoU with the prediction at or above this...
-    max_center_dist: float = 1.0  # ...or centre distance within this many box sizes
-    margin_growth: float = 0.05  # held box grows by this fraction of its size per side per missed frame
-
-    def check(self) -> None:
-        _within(self, "hold_frames", 0, 1000)
-        _within(self, "iou_threshold", 0.0, 1.0)
-        _within(self, "max_center_dist", 0.0, 10.0)
-        _within(self, "margin_growth", 0.0, 2.0)
 
 
 @dataclass(frozen=True)
-class OutputConfig:
-    kind: str = _choices("zmq", "folder", "none")
+class OutputConfig(_Checked):
+    kind: str = _choices(OUTPUT_KINDS)
     bind: str = "tcp://127.0.0.1:5555"
-    encoding: str = _choices("raw", "jpeg")
+    encoding: str = wire.ENCODINGS[0]
     jpeg_quality: int = 90
     sndhwm: int = 4  # frames queued per subscriber before they are dropped (and counted)
     linger_ms: int = 500
     dir: str = ""  # for kind = "folder"
 
     def check(self) -> None:
-        _within(self, "jpeg_quality", 1, 100)
+        wire.check_encoding(self.encoding, self.jpeg_quality)
         _at_least(self, "sndhwm", 1)
         _at_least(self, "linger_ms", 0)
         if self.kind == "zmq" and not self.bind.startswith(("tcp://", "ipc://")):
@@ -240,7 +255,7 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
-class SecurityConfig:
+class SecurityConfig(_Checked):
     curve: bool = False  # ZeroMQ CURVE encryption + client authentication on the output
     server_secret_key: str = ""  # secret certificate made by `edge-anon keygen`
     client_keys_dir: str = ""  # public certificates (*.key) of the clients allowed to subscribe
@@ -251,7 +266,7 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
-class MetricsConfig:
+class MetricsConfig(_Checked):
     bind: str = ""  # HOST:PORT of the JSON metrics endpoint on loopback, e.g. "127.0.0.1:9108"; "" = off
 
     def check(self) -> None:
@@ -265,10 +280,10 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
-class CameraConfig:
+class CameraConfig(_Checked):
     id: str = ""
     source: str = ""  # device index, /dev/videoN, rtsp:// URL, GStreamer pipeline, or a file/folder
-    kind: str = _choices("camera", "replay")
+    kind: str = _choices(CAMERA_KINDS)
     realtime: bool = True  # replay: honour the recording's fps
     loop: bool = False  # replay: start again at the end
     fps: float = 0.0  # camera: requested fps; replay: overrides the file's (needed for image folders)
@@ -291,12 +306,12 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(_Checked):
     service: ServiceConfig = ServiceConfig()
     models: ModelsConfig = ModelsConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     detect: DetectConfig = DetectConfig()
-    mask: MaskConfig = MaskConfig()
+    mask: MaskStyle = MaskStyle()
     track: TrackConfig = TrackConfig()
     output: OutputConfig = OutputConfig()
     security: SecurityConfig = SecurityConfig()
@@ -308,16 +323,6 @@ class Config:
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ConfigError(f"cameras: duplicate id {sorted(dup)}")
-
-
-def _at_least(obj, name: str, low: float) -> None:
-    if getattr(obj, name) < low:
-        raise ConfigError(f"{name}: must be >= {low}, got {getattr(obj, name)!r}")
-
-
-def _within(obj, name: str, low: float, high: float) -> None:
-    if not low <= getattr(obj, name) <= high:
-        raise ConfigError(f"{name}: must be within {low}..{high}, got {getattr(obj, name)!r}")
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:
@@ -378,8 +383,8 @@ def _more_classes(data: dict, prefix: str) -> dict:
 
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types by name."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _toml_keys(cls, typing.get_type_hints(cls))
+    known = _toml_keys(cls, {f.name: f for f in dataclasses.fields(cls)})
     if cls is Config:
         data = _inherit_detect(data)
     if cls is DetectConfig:
@@ -401,14 +406,24 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         if choices and converted not in choices:
             raise ConfigError(f"{full}: {converted!r} is not one of {', '.join(choices)}")
         kwargs[key] = converted
-    obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if check is not None:
-        try:
-            check()
-        except ConfigError as e:
-            raise ConfigError(f"{prefix}.{e}" if prefix else str(e)) from None
-    return obj
+    try:
+        return cls(**_field_names(cls, kwargs))
+    except ValueError as e:  # the table's own check (a component's or a config table's): name the key
+        raise ConfigError(f"{prefix}.{e}" if prefix else str(e)) from None
+
+
+# Fields whose TOML key differs from the component's field name: {type: {TOML key: field}}
+_TOML_KEYS: dict[type, dict[str, str]] = {RuntimeConfig: {"threads": "intra_op_threads"}}
+
+
+def _field_names(cls: type, table: dict) -> dict:
+    names = _TOML_KEYS.get(cls, {})
+    return {names.get(k, k): v for k, v in table.items()}
+
+
+def _toml_keys(cls: type, fields: dict) -> dict:
+    keys = {f: k for k, f in _TOML_KEYS.get(cls, {}).items()}
+    return {keys.get(k, k): v for k, v in fields.items()}
 
 
 def _overlay(base: dict, over: dict) -> dict:
@@ -502,7 +517,7 @@ def _as_dict_value(v: Any) -> Any:
 def _as_dict(obj: Any) -> dict:
     if isinstance(obj, DetectConfig):  # the TOML shape: one table per class, side by side
         return {name: _as_dict(c) for name, c in obj.classes()}
-    return {f.name: _as_dict_value(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    return _toml_keys(type(obj), {f.name: _as_dict_value(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
 
 
 def to_dict(cfg: Any) -> dict:

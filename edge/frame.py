@@ -8,26 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-# Class ids are shared by every detector, the tracker, the masks and the wire header. The two
-# built-in classes have fixed ids; a model card may declare more (edge.models.registry registers them),
-# which get the next ids in the order they are first seen. Append-only: an id never changes meaning.
-CLASS_NAMES: list[str] = ["face", "plate"]
-FACE, PLATE = 0, 1
-_classes_lock = threading.Lock()
+FACE, PLATE = 0, 1  # the built-in classes' ids, the same in every run
 CLASS_NAME = re.compile(r"[a-z][a-z0-9_]*")  # what a class may be called: a [detect.<name>] table key
-
-
-def register_class(name: str) -> int:
-    """The id of class `name`, registering it if it is new."""
-    with _classes_lock:
-        if name not in CLASS_NAMES:
-            CLASS_NAMES.append(name)
-        return CLASS_NAMES.index(name)
 
 
 def concat_quads(parts: list) -> np.ndarray | None:
@@ -57,6 +43,48 @@ def check_image(image: object) -> np.ndarray:
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise BadFrame(f"frame shape {image.shape} is empty")
     return image
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """The class ids of one run, shared by its detectors, tracker, masks, wire header and audit record.
+
+    Built once at start-up from the config's class tables (edge.compose.class_table): face and plate
+    keep ids 0 and 1, every further class gets the next id in name order, so the same config always
+    gives the same ids.
+    """
+
+    names: tuple[str, ...] = ("face", "plate")
+
+    def __post_init__(self) -> None:
+        if self.names[:2] != ("face", "plate") or len(set(self.names)) != len(self.names):
+            raise ValueError(f"class table {list(self.names)}: expected face, plate, then distinct other classes")
+        bad = [n for n in self.names if not CLASS_NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(f"class names {bad}: lowercase letters, digits and '_'")
+
+    @staticmethod
+    def of(names) -> "ClassTable":
+        """The table of face, plate and the other `names` (in name order)."""
+        return ClassTable(("face", "plate", *sorted(set(names) - {"face", "plate"})))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def id(self, name: str) -> int:
+        if name not in self.names:
+            raise KeyError(f"class {name!r} is not in this run's class table {list(self.names)}")
+        return self.names.index(name)
+
+    def names_of(self, class_id: np.ndarray) -> list[str]:
+        """The name of every id; BadDetections for an id outside the table."""
+        ids = np.asarray(class_id).reshape(-1)
+        if len(ids) and ((ids < 0).any() or (ids >= len(self.names)).any()):
+            raise BadDetections(f"class_id outside 0..{len(self.names) - 1}")
+        return [self.names[c] for c in ids.tolist()]
+
+
+BUILTIN_CLASSES = ClassTable()
 
 
 @dataclass(slots=True)
@@ -107,8 +135,8 @@ class Detections:
             raise BadDetections("non-finite values in boxes or scores")
         if n and ((xyxy[:, 2] < xyxy[:, 0]).any() or (xyxy[:, 3] < xyxy[:, 1]).any()):
             raise BadDetections("box with x2 < x1 or y2 < y1")
-        if n and ((class_id < 0).any() or (class_id >= len(CLASS_NAMES)).any()):
-            raise BadDetections(f"class_id outside 0..{len(CLASS_NAMES) - 1}")
+        if n and (class_id < 0).any():  # the upper bound is the run's ClassTable's (ClassTable.names_of)
+            raise BadDetections("class_id outside 0.. (negative)")
         quad = self.quad
         if quad is not None:
             quad = np.asarray(quad, np.float32)
@@ -147,13 +175,12 @@ class Detections:
     def with_class(self, class_id: int) -> "Detections":
         return dataclasses.replace(self, class_id=np.full(len(self), class_id, np.int32))
 
-    def to_list(self) -> list[dict]:
-        """JSON-ready rows for headers and logs: boxes and scores only, never pixels."""
+    def to_list(self, classes: ClassTable = BUILTIN_CLASSES) -> list[dict]:
+        """JSON-ready rows for headers and logs: boxes and scores only, never pixels; names from `classes`."""
         # rounded as whole arrays: a busy frame has a thousand boxes, and per-value Python calls cost ms
         boxes = np.round(np.asarray(self.xyxy, np.float64), 1).tolist()
         scores = np.round(np.asarray(self.score, np.float64), 3).tolist()
-        return [{"xyxy": box, "class": CLASS_NAMES[c], "score": s}
-                for box, s, c in zip(boxes, scores, np.asarray(self.class_id).tolist())]
+        return [{"xyxy": box, "class": c, "score": s} for box, s, c in zip(boxes, scores, classes.names_of(self.class_id))]
 
 
 @dataclass(slots=True)

@@ -10,14 +10,17 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge.checks import at_least, one_of, within
 from edge.frame import Detections
 
-STYLES = ("solid", "pixelate", "blur")
+STYLES = ("pixelate", "solid", "blur")  # the first is the default
 
 
 @dataclass(frozen=True)
 class MaskStyle:
-    style: str = "pixelate"
+    """How detected regions are painted: the [mask] table of the config, validated here once."""
+
+    style: str = STYLES[0]
     margin: float = 0.15  # grown on every side, as a fraction of the box's width / height
     # Boxes smaller than this (sqrt of area, px) get an extra margin that grows as they shrink:
     # a small detection's position is less certain, and missing a few pixels of a 10 px face leaks it.
@@ -27,15 +30,18 @@ class MaskStyle:
     pixel_cells: int = 6  # pixelate: the box becomes at most this many cells across its larger side
     min_cell_px: int = 4  # ...and no cell is smaller than this, so a 12 px face is not just resampled
     blur_fraction: float = 0.5  # blur: kernel as a fraction of the box's larger side
-    color: tuple[int, int, int] = (0, 0, 0)
+    color: tuple[int, ...] = (0, 0, 0)  # solid, and the whole-frame fill: B, G, R
 
     def __post_init__(self) -> None:
-        if self.style not in STYLES:
-            raise ValueError(f"mask style {self.style!r}; choose one of {STYLES}")
-        if not (0 <= self.margin <= 2 and 0 <= self.small_margin <= 2):
-            raise ValueError("mask margins must be within 0..2")
-        if self.pixel_cells < 1 or self.min_cell_px < 1:
-            raise ValueError("pixel_cells and min_cell_px must be >= 1")
+        one_of(self, "style", STYLES)
+        within(self, "margin", 0.0, 2.0)
+        within(self, "small_margin", 0.0, 2.0)
+        within(self, "min_margin_px", 0, 64)
+        at_least(self, "pixel_cells", 1)
+        at_least(self, "min_cell_px", 1)
+        within(self, "blur_fraction", 0.05, 2.0)
+        if len(self.color) != 3 or any(not 0 <= c <= 255 for c in self.color):
+            raise ValueError(f"color: expected [b, g, r] with each within 0..255, got {list(self.color)}")
 
 
 def margins(wh: np.ndarray, style: MaskStyle) -> np.ndarray:

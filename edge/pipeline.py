@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from edge import mask
+from edge.checks import at_least, one_of
 from edge.detect import Detector
 from edge.frame import (BadDetections, BadFrame, Detections, DroppedFrame, Frame, MaskedFrame,
                         check_image)
@@ -32,10 +33,8 @@ class Policy:
     deadline_ms: float = 0.0  # from capture to masked; 0 = none (bench replay must keep every frame)
 
     def __post_init__(self) -> None:
-        if self.on_failure not in ON_FAILURE:
-            raise ValueError(f"on_failure {self.on_failure!r}; choose one of {ON_FAILURE}")
-        if self.deadline_ms < 0:
-            raise ValueError("deadline_ms must be >= 0")
+        one_of(self, "on_failure", ON_FAILURE)
+        at_least(self, "deadline_ms", 0)
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.checks import at_least, within
 from edge.detect.boxes import iou_matrix
 from edge.frame import Detections, Frame
 
@@ -93,25 +94,39 @@ def greedy_match(cost: np.ndarray, allowed: np.ndarray) -> list[tuple[int, int]]
     return pairs
 
 
+@dataclass(frozen=True)
+class TrackParams:
+    """The tracker's parameters, validated once; the config's [track] table extends them with `enabled`."""
+
+    hold_frames: int = 6  # keep masking a lost object this many frames (by seq) at its predicted place
+    iou_threshold: float = 0.1  # association: IoU with the prediction at or above this...
+    max_center_dist: float = 1.0  # ...or centre distance within this many box sizes
+    margin_growth: float = 0.05  # held box grows by this fraction of its size per side per missed frame
+    velocity_smoothing: float = 0.5  # weight of the newest centre shift in the velocity estimate
+    score_decay: float = 0.9  # a held box's score shrinks by this factor per missed frame
+    min_hits: int = 1  # detections before a track is held at all
+    max_tracks: int = 512
+
+    def __post_init__(self) -> None:
+        within(self, "hold_frames", 0, 1000)
+        within(self, "iou_threshold", 0.0, 1.0)
+        within(self, "max_center_dist", 0.0, 10.0)
+        within(self, "margin_growth", 0.0, 2.0)
+        for name in ("velocity_smoothing", "score_decay"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name}: must be within (0, 1], got {getattr(self, name)!r}")
+        at_least(self, "min_hits", 1)
+        at_least(self, "max_tracks", 1)
+
+
 class Tracker:
     """Per-camera hold of missed detections at their predicted position; see the module docstring."""
 
-    def __init__(self, hold_frames: int = 6, iou_threshold: float = 0.1, max_center_dist: float = 1.0,
-                 margin_growth: float = 0.05, velocity_smoothing: float = 0.5, score_decay: float = 0.9,
-                 min_hits: int = 1, max_tracks: int = 512, metrics=None) -> None:
-        if hold_frames < 0:
-            raise ValueError(f"hold_frames must be >= 0, got {hold_frames}")
-        if not 0 <= iou_threshold <= 1:
-            raise ValueError(f"iou_threshold must be within 0..1, got {iou_threshold}")
-        if max_center_dist < 0 or margin_growth < 0:
-            raise ValueError("max_center_dist and margin_growth must be >= 0")
-        if not 0 < velocity_smoothing <= 1 or not 0 < score_decay <= 1:
-            raise ValueError("velocity_smoothing and score_decay must be within (0, 1]")
-        if max_tracks < 1 or min_hits < 1:
-            raise ValueError("max_tracks and min_hits must be >= 1")
-        self.hold_frames, self.iou_threshold, self.max_center_dist = hold_frames, iou_threshold, max_center_dist
-        self.margin_growth, self.velocity_smoothing, self.score_decay = margin_growth, velocity_smoothing, score_decay
-        self.min_hits, self.max_tracks, self.metrics = min_hits, max_tracks, metrics
+    def __init__(self, params: TrackParams = TrackParams(), metrics=None) -> None:
+        self.hold_frames, self.iou_threshold = params.hold_frames, params.iou_threshold
+        self.max_center_dist, self.margin_growth = params.max_center_dist, params.margin_growth
+        self.velocity_smoothing, self.score_decay = params.velocity_smoothing, params.score_decay
+        self.min_hits, self.max_tracks, self.metrics = params.min_hits, params.max_tracks, metrics
         self.last_held = np.zeros(0, bool)  # rows of the last output that are held predictions
         self.reset()
 
@@ -119,10 +134,6 @@ class Tracker:
         self._tracks = _Tracks.empty()
         self._stream: tuple[str, int, tuple[int, int]] | None = None  # camera id, last seq, frame size
         self._next_id = 0
-
-    @property
-    def track_count(self) -> int:
-        return len(self._tracks)
 
     def update(self, frame: Frame, dets: Detections) -> Detections:
         """This frame's detections plus held predictions of recently seen, now unmatched tracks."""
@@ -224,5 +235,4 @@ def for_camera(cfg, camera_id: str, metrics=None) -> Tracker | None:
     if cam is not None and cam.kind == "replay" and Path(cam.source).is_dir():
         log.info("camera %s: image-folder replay, temporal hold off (stills are not a sequence)", camera_id)
         return None
-    return Tracker(hold_frames=t.hold_frames, iou_threshold=t.iou_threshold, max_center_dist=t.max_center_dist,
-                   margin_growth=t.margin_growth, metrics=metrics)
+    return Tracker(t, metrics=metrics)

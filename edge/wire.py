@@ -20,7 +20,7 @@ compact UTF-8 JSON. Keys present in every header::
 Only in dropped headers: ``reason``. Only in masked headers: ``shape`` [h, w, 3],
 ``dtype`` "uint8", ``encoding`` "raw" (BGR bytes, C order) or "jpeg", ``models``
 [{"name", "sha256"}], ``boxes`` (regions actually painted, [[x1, y1, x2, y2], ...]) and
-``detections`` (:meth:`edge.frame.Detections.to_list`).
+``detections`` (:meth:`edge.frame.Detections.to_list`, class names from the run's class table).
 
 :func:`decode` trusts nothing: a message with pixels whose header does not say
 ``"masked": true`` is rejected like any other malformed message.
@@ -34,7 +34,7 @@ import time
 import cv2
 import numpy as np
 
-from edge.frame import DroppedFrame, MaskedFrame, check_image
+from edge.frame import BUILTIN_CLASSES, ClassTable, DroppedFrame, MaskedFrame, check_image
 
 WIRE_VERSION = 1
 MASKED_STATUSES = ("masked", "masked_whole")
@@ -102,14 +102,16 @@ def _encode_pixels(image: np.ndarray, encoding: str, jpeg_quality: int) -> Part:
 
 
 def check_encoding(encoding: str, jpeg_quality: int) -> None:
-    """ValueError for an unknown encoding or a JPEG quality outside 0..100 (checked at sink setup)."""
+    """ValueError for an unknown encoding or a JPEG quality outside 1..100: the one check, used by the
+    config's [output] table and by every encoder."""
     if encoding not in ENCODINGS:
-        raise ValueError(f"encoding {encoding!r}, expected one of {ENCODINGS}")
-    if not 0 <= int(jpeg_quality) <= 100:
-        raise ValueError(f"jpeg_quality {jpeg_quality}, expected 0..100")
+        raise ValueError(f"encoding: {encoding!r} is not one of {', '.join(ENCODINGS)}")
+    if not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality: must be within 1..100, got {jpeg_quality!r}")
 
 
-def encode(item: MaskedFrame | DroppedFrame, encoding: str = "raw", jpeg_quality: int = 90) -> list[Part]:
+def encode(item: MaskedFrame | DroppedFrame, encoding: str = "raw", jpeg_quality: int = 90,
+           classes: ClassTable = BUILTIN_CLASSES) -> list[Part]:
     """The multipart message for one outcome: ``[topic, header, pixels]`` or ``[topic, header]``.
 
     Raw pixels are the frame's own (contiguous) array, not a copy: a sender that may outlive
@@ -137,7 +139,7 @@ def encode(item: MaskedFrame | DroppedFrame, encoding: str = "raw", jpeg_quality
         encoding=encoding,
         models=[{"name": str(name), "sha256": str(sha)} for name, sha in item.models],
         boxes=painted_boxes(item),
-        detections=item.detections.to_list(),
+        detections=item.detections.to_list(classes),
     )
     header["timings_ms"] = clean_timings({**item.timings_ms, "encode": _ms_since(t0)})
     return [topic, _dump(header), pixels]

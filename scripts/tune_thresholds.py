@@ -35,8 +35,7 @@ import numpy as np
 
 from benchlib import SHARED
 
-from edge.compose import build_class_detector, mask_style
-from edge.compose import load_config
+from edge.compose import build_class_detector, class_table, load_config
 from edge.detect.detector import to_detections
 from edge.detect.multiscale import Candidates, PassSpec, select
 from edge.eval.evaluate import (DATASET_CLASS, Tally, check_targets, for_dataset, format_table,
@@ -125,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     cls = DATASET_CLASS[args.dataset]
     cfg = for_dataset(load_config(args.config, args.set), args.dataset)
     cls_cfg = cfg.detect.get(cls)
-    detector = build_class_detector(cfg, cls_cfg, cls)
+    detector = build_class_detector(cfg, cls_cfg, cls, class_table(cfg))
     passes = detector.passes
     main_passes = len(detector.members[0].passes) if hasattr(detector, "members") else len(passes)
     swept = set(args.passes) if args.passes is not None else set(range(main_passes))
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     items = load_items(args.dataset, args.data)[: args.limit]
     collected, ms = collect(detector, items, args.floor)
-    base_style = dataclasses.replace(mask_style(cfg), style="solid")
+    base_style = dataclasses.replace(cfg.mask, style="solid")
     margins = args.small_margins or [base_style.small_margin]
     curve = sweep(collected, passes, swept, args.grid, margins, base_style, detector.class_id, cls_cfg.nms_iou)
     for row in curve:

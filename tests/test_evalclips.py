@@ -11,7 +11,7 @@ from edge.eval import clips as evalclips
 from edge.eval.clips import Clip, ClipSpec, TrackPlan, ground_truth, load_face_crops, make_clip, measure, render
 from edge.frame import Detections, FACE
 from edge.mask import MaskStyle
-from edge.track import Tracker
+from edge.track import Tracker, TrackParams
 
 PETS = "vtest_pets2009_480x360.avi"  # 480x360: the cheapest real clip to decode
 
@@ -141,7 +141,7 @@ class Oracle:
 
 def holds(*values: int) -> dict:
     out = {"none": lambda: None}
-    out.update({f"hold {h}": (lambda h=h: Tracker(hold_frames=h)) for h in values})
+    out.update({f"hold {h}": (lambda h=h: Tracker(TrackParams(hold_frames=h))) for h in values})
     return out
 
 

@@ -14,7 +14,7 @@ from edge.eval import evaluate
 from edge.config import Config, override
 from edge.eval.evaluate import (CrossCheckError, Item, box_pixels, bucket_of, check_targets, cross_check,
                            outside_share, protected_flags, read_face_list, read_openalpr, summarize)
-from edge.frame import CLASS_NAMES, Detections, DroppedFrame, Frame, MaskedFrame
+from edge.frame import FACE, PLATE, Detections, DroppedFrame, Frame, MaskedFrame
 
 
 # --- readers ----------------------------------------------------------------------------------------
@@ -30,7 +30,7 @@ def test_read_face_list_groups_boxes_under_their_header(tmp_path):
     np.testing.assert_allclose(items[0].boxes, [[1, 2, 11, 12], [20.5, 30, 40, 50.25]])
     assert items[1].boxes.shape == (0, 4)
     assert items[2].boxes.shape == (1, 4)
-    assert {i.class_id for i in items} == {CLASS_NAMES.index("face")}
+    assert {i.class_id for i in items} == {FACE}
 
 
 def test_read_face_list_images_dir_override(tmp_path):
@@ -58,7 +58,7 @@ def test_read_openalpr_converts_xywh_to_xyxy(tmp_path):
     assert [i.path for i in items] == [tmp_path / "car1.jpg", tmp_path / "car2.png"]
     np.testing.assert_allclose(items[0].boxes, [[100, 200, 150, 212]])
     np.testing.assert_allclose(items[1].boxes, [[0, 1, 2, 4]])
-    assert items[0].class_id == CLASS_NAMES.index("plate")
+    assert items[0].class_id == PLATE
 
 
 def test_read_openalpr_rejects_short_lines(tmp_path):
@@ -190,7 +190,7 @@ def one_image(tmp_path):
     image = np.full((40, 60, 3), 128, np.uint8)
     path = tmp_path / "img.png"
     cv2.imwrite(str(path), image)
-    return Item(path, np.array([[10, 10, 20, 20], [40, 20, 50, 30]], np.float32), CLASS_NAMES.index("face"))
+    return Item(path, np.array([[10, 10, 20, 20], [40, 20, 50, 30]], np.float32), FACE)
 
 
 def _painting(region, lie: bool = False):

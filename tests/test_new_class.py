@@ -16,7 +16,7 @@ import pytest
 from conftest import MODELS, ROOT, WIDER, need
 from edge import config as config_mod
 from edge import wire
-from edge.frame import CLASS_NAMES, Frame
+from edge.frame import Frame
 
 IMAGE = "7_Cheering_Cheering_7_118.jpg"
 DECODER = '''"""A decoder as a new family would ship it: here it reuses YuNet's arithmetic under its own name."""
@@ -69,26 +69,27 @@ def decoder_family(tmp_path, monkeypatch):
 
 
 def test_a_card_and_a_decoder_make_a_new_class_run_end_to_end(tmp_path, decoder_family):
-    from edge.compose import build_detector, mask_style
+    from edge.compose import build_detector, class_table
     from edge.runtime.audit import AuditLog
     from edge.pipeline import Pipeline, Policy
 
     need(MODELS / "yunet_n_dynamic.onnx")
     cfg = config_mod.load(write_config(tmp_path, cards_with_person(tmp_path, decoder_family)))
     assert [n for n, c in cfg.detect.classes() if c.enabled] == ["person"]
-    detector = build_detector(cfg)
+    classes = class_table(cfg)
+    detector = build_detector(cfg, classes)
     try:
         image = cv2.imread(str(need(WIDER / "images" / IMAGE)))
-        outcome = Pipeline(detector, mask_style(cfg), Policy("drop", 0)).process(
+        outcome = Pipeline(detector, cfg.mask, Policy("drop", 0)).process(
             Frame(image.copy(), "cam", 0, 0, 0, "x"))
     finally:
         detector.close()
-    person = CLASS_NAMES.index("person")
+    person = classes.id("person")
     assert person >= 2 and len(outcome.detections) >= 3
     assert (outcome.detections.class_id == person).all()
     for x1, y1, x2, y2 in outcome.regions:
         assert (outcome.frame.image[y1:y2, x1:x2] == 0).all()
-    header = json.loads(bytes(wire.encode(outcome)[1]))
+    header = json.loads(bytes(wire.encode(outcome, classes=classes)[1]))
     assert {d["class"] for d in header["detections"]} == {"person"}
 
     log = AuditLog(tmp_path / "audit.jsonl")
@@ -143,7 +144,8 @@ def test_a_class_the_model_does_not_detect_refuses_to_start(tmp_path):
 
 
 def test_detections_of_an_unregistered_class_are_refused():
-    from edge.frame import BadDetections, Detections
+    from edge.frame import BadDetections, ClassTable, Detections
 
+    classes = ClassTable.of(["person"])
     with pytest.raises(BadDetections, match="class_id outside"):
-        Detections(np.array([[0, 0, 4, 4]], np.float32), [0.9], [len(CLASS_NAMES)])
+        classes.names_of(Detections(np.array([[0, 0, 4, 4]], np.float32), [0.9], [len(classes)]).class_id)

@@ -11,7 +11,7 @@ from edge.config import CameraConfig, Config, ConfigError, TrackConfig, from_dic
 from edge.frame import FACE, PLATE, Detections, DroppedFrame, Frame, MaskedFrame
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
-from edge.track import Tracker, for_camera
+from edge.track import Tracker, TrackParams, for_camera
 
 H, W = 200, 400
 
@@ -26,6 +26,11 @@ def dets(*boxes, cls: int = FACE, score: float = 0.9) -> Detections:
 
 def box_at(cx: float, cy: float, w: float = 20, h: float = 20) -> tuple[float, float, float, float]:
     return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
+def live_tracks(tracker: Tracker) -> int:
+    """Tracks the tracker holds: only these tests need the count, so it is read here, not in production."""
+    return len(tracker._tracks)
 
 
 def centre(xyxy) -> np.ndarray:
@@ -45,10 +50,10 @@ def test_empty_input_gives_empty_output():
     ((45, 0), 2),  # too far: a new track, the old one is held
 ])
 def test_association_across_frames(shift, tracks_after):
-    t = Tracker(hold_frames=3)
+    t = Tracker(TrackParams(hold_frames=3))
     t.update(frame_of(0), dets(box_at(100, 100)))
     out = t.update(frame_of(1), dets(box_at(100 + shift[0], 100 + shift[1])))
-    assert t.track_count == tracks_after
+    assert live_tracks(t) == tracks_after
     assert len(out) == tracks_after  # an unmatched old track is held next to the new detection
     assert int(t.last_held.sum()) == tracks_after - 1
 
@@ -65,7 +70,7 @@ def test_detections_pass_through_first_and_unchanged():
 
 @pytest.mark.parametrize("hold", [1, 2, 5])
 def test_missed_detection_is_held_at_prediction_then_released(hold):
-    t = Tracker(hold_frames=hold, margin_growth=0.0)
+    t = Tracker(TrackParams(hold_frames=hold, margin_growth=0.0))
     t.update(frame_of(0), dets(box_at(100, 80)))
     t.update(frame_of(1), dets(box_at(104, 80)))  # 4 px per frame to the right
     for k in range(1, hold + 1):
@@ -75,7 +80,7 @@ def test_missed_detection_is_held_at_prediction_then_released(hold):
         assert out.class_id[0] == FACE
         assert out.score[0] == pytest.approx(0.9 * 0.9 ** k, rel=1e-5)
     out = t.update(frame_of(2 + hold), Detections())
-    assert len(out) == 0 and t.track_count == 0
+    assert len(out) == 0 and live_tracks(t) == 0
 
 
 @pytest.mark.parametrize("xs, smoothing, expected_v", [
@@ -86,7 +91,7 @@ def test_missed_detection_is_held_at_prediction_then_released(hold):
     ((100, 100, 100), 0.5, 0.0),
 ])
 def test_constant_velocity_prediction(xs, smoothing, expected_v):
-    t = Tracker(hold_frames=4, velocity_smoothing=smoothing, margin_growth=0.0)
+    t = Tracker(TrackParams(hold_frames=4, velocity_smoothing=smoothing, margin_growth=0.0))
     for seq, x in enumerate(xs):
         t.update(frame_of(seq), dets(box_at(x, 100)))
     for k in (1, 2, 3):
@@ -95,17 +100,17 @@ def test_constant_velocity_prediction(xs, smoothing, expected_v):
 
 
 def test_velocity_over_a_gap_is_per_frame():
-    t = Tracker(hold_frames=6, margin_growth=0.0)
+    t = Tracker(TrackParams(hold_frames=6, margin_growth=0.0))
     t.update(frame_of(0), dets(box_at(100, 100)))
     t.update(frame_of(3), dets(box_at(106, 94)))  # frames 1 and 2 were lost: 2 px and -2 px per frame
     out = t.update(frame_of(5), Detections())
-    assert t.track_count == 1
+    assert live_tracks(t) == 1
     np.testing.assert_allclose(centre(out.xyxy[0]), (110, 90), atol=1e-4)
 
 
 @pytest.mark.parametrize("growth, missed", [(0.1, 1), (0.1, 3), (0.25, 2), (0.0, 2)])
 def test_margin_grows_per_missed_frame(growth, missed):
-    t = Tracker(hold_frames=5, margin_growth=growth)
+    t = Tracker(TrackParams(hold_frames=5, margin_growth=growth))
     t.update(frame_of(0), dets(box_at(200, 100, w=20, h=30)))
     out = t.update(frame_of(missed), Detections())
     w, h = out.xyxy[0, 2:] - out.xyxy[0, :2]
@@ -123,24 +128,24 @@ def test_margin_grows_per_missed_frame(growth, missed):
     (dict(seq=1, shape=(H, W + 2)), False),  # another frame size: not the same video
 ])
 def test_reset_when_frames_are_not_a_continuation(second, held):
-    t = Tracker(hold_frames=3)
+    t = Tracker(TrackParams(hold_frames=3))
     t.update(frame_of(0), dets(box_at(100, 100)))
     out = t.update(frame_of(**second), Detections())
     assert len(out) == int(held)
-    assert t.track_count == int(held)
+    assert live_tracks(t) == int(held)
 
 
 def test_separate_classes_are_not_associated():
-    t = Tracker(hold_frames=2, margin_growth=0.0)
+    t = Tracker(TrackParams(hold_frames=2, margin_growth=0.0))
     t.update(frame_of(0), dets(box_at(100, 100), cls=FACE))
     out = t.update(frame_of(1), dets(box_at(100, 100), cls=PLATE))
-    assert t.track_count == 2
+    assert live_tracks(t) == 2
     assert sorted(out.class_id.tolist()) == [FACE, PLATE]
     assert out.class_id[t.last_held].tolist() == [FACE]
 
 
 def test_two_tracks_keep_their_own_identity():
-    t = Tracker(hold_frames=2, margin_growth=0.0)
+    t = Tracker(TrackParams(hold_frames=2, margin_growth=0.0))
     t.update(frame_of(0), dets(box_at(100, 100), box_at(300, 100)))
     t.update(frame_of(1), dets(box_at(305, 100), box_at(95, 100)))  # detector order swapped
     out = t.update(frame_of(2), Detections())
@@ -149,7 +154,7 @@ def test_two_tracks_keep_their_own_identity():
 
 
 def test_held_box_is_clipped_and_dropped_outside_the_frame():
-    t = Tracker(hold_frames=10, margin_growth=0.0)
+    t = Tracker(TrackParams(hold_frames=10, margin_growth=0.0))
     t.update(frame_of(0), dets(box_at(W - 45, 100, w=40)))
     t.update(frame_of(1), dets(box_at(W - 30, 100, w=40)))  # 15 px per frame towards the right edge
     out = t.update(frame_of(2), Detections())
@@ -160,13 +165,13 @@ def test_held_box_is_clipped_and_dropped_outside_the_frame():
 
 
 def test_hold_zero_passes_detections_through():
-    t = Tracker(hold_frames=0)
+    t = Tracker(TrackParams(hold_frames=0))
     t.update(frame_of(0), dets(box_at(100, 100)))
     assert len(t.update(frame_of(1), Detections())) == 0
 
 
 def test_state_unchanged_when_update_fails(monkeypatch):
-    t = Tracker(hold_frames=3, margin_growth=0.0)
+    t = Tracker(TrackParams(hold_frames=3, margin_growth=0.0))
     t.update(frame_of(0), dets(box_at(100, 100)))
     t.update(frame_of(1), dets(box_at(110, 100)))
 
@@ -185,13 +190,13 @@ def test_state_unchanged_when_update_fails(monkeypatch):
                                     dict(velocity_smoothing=0.0), dict(max_tracks=0)])
 def test_bad_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
-        Tracker(**kwargs)
+        TrackParams(**kwargs)
 
 
 def test_track_count_is_bounded():
-    t = Tracker(hold_frames=5, max_tracks=3)
+    t = Tracker(TrackParams(hold_frames=5, max_tracks=3))
     t.update(frame_of(0), dets(*[box_at(30 + 60 * i, 100) for i in range(5)]))
-    assert t.track_count == 3
+    assert live_tracks(t) == 3
 
 
 # --- in the pipeline -------------------------------------------------------------------------------
@@ -214,12 +219,12 @@ class ScriptedDetector:
 def test_pipeline_failure_leaves_tracker_intact_and_counts_the_gap():
     script = {0: dets(box_at(100, 100)), 1: dets(box_at(110, 100))}
     metrics = Metrics()
-    tracker = Tracker(hold_frames=4, margin_growth=0.0, metrics=metrics)
+    tracker = Tracker(TrackParams(hold_frames=4, margin_growth=0.0), metrics=metrics)
     style = mask.MaskStyle(style="solid", margin=0.0, small_margin=0.0, min_margin_px=0)
     p = Pipeline(ScriptedDetector(script, fail={2}), style, metrics=metrics, tracker=tracker)
     outs = [p.process(frame_of(seq)) for seq in range(4)]
     assert isinstance(outs[2], DroppedFrame)
-    assert tracker.track_count == 1
+    assert live_tracks(tracker) == 1
     last = outs[3]
     assert isinstance(last, MaskedFrame)
     # seq 2 was dropped but counts as a passed frame: predicted two frames on from seq 1
@@ -231,7 +236,7 @@ def test_pipeline_failure_leaves_tracker_intact_and_counts_the_gap():
 def test_pipeline_masks_held_box():
     script = {0: dets(box_at(100, 100))}
     p = Pipeline(ScriptedDetector(script, fail=set()), mask.MaskStyle(style="solid", color=(0, 0, 255)),
-                 tracker=Tracker(hold_frames=2))
+                 tracker=Tracker(TrackParams(hold_frames=2)))
     p.process(frame_of(0))
     out = p.process(frame_of(1))
     assert len(out.regions) == 1
@@ -280,7 +285,7 @@ def test_tracker_only_ever_adds_painted_pixels(seed):
     paints without a tracker is also painted with it."""
     rng = np.random.default_rng(seed)
     style = mask.MaskStyle(style="solid")
-    plain, tracked = Pipeline(Replay(), style), Pipeline(Replay(), style, tracker=Tracker(hold_frames=3))
+    plain, tracked = Pipeline(Replay(), style), Pipeline(Replay(), style, tracker=Tracker(TrackParams(hold_frames=3)))
     seq, shape, extra = 0, (H, W), 0
     for _ in range(40):
         seq += int(rng.choice([1, 1, 1, 2, 5]))

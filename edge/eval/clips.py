@@ -639,7 +639,7 @@ def main_eval(argv: list[str] | None = None) -> int:
     _common(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from edge.compose import build_detector, mask_style
+    from edge.compose import build_detector
     from edge.compose import load_config
     from edge.config import override
     from edge.track import Tracker
@@ -654,8 +654,8 @@ def main_eval(argv: list[str] | None = None) -> int:
     tc = cfg.track
 
     def factory(hold: int, min_hits: int) -> Callable[[], Tracker]:
-        return lambda: Tracker(hold_frames=hold, iou_threshold=tc.iou_threshold, max_center_dist=tc.max_center_dist,
-                               margin_growth=tc.margin_growth, min_hits=min_hits)
+        params = dataclasses.replace(tc, hold_frames=hold, min_hits=min_hits)
+        return lambda: Tracker(params)
 
     trackers: dict[str, Callable[[], object]] = {"no hold": lambda: None}
     for hold in args.hold or [tc.hold_frames]:
@@ -664,7 +664,7 @@ def main_eval(argv: list[str] | None = None) -> int:
     crops = load_face_crops(min_size=args.min_crop)
     clips = [make_clip(spec, crops) for spec in _specs(args)]
     t0 = time.perf_counter()
-    result = measure(clips, build_detector(cfg), mask_style(cfg), trackers, progress=log.info)
+    result = measure(clips, build_detector(cfg), cfg.mask, trackers, progress=log.info)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     result["config"] = {"detect": dataclasses.asdict(cfg.detect), "mask": dataclasses.asdict(cfg.mask),
                         "track": dataclasses.asdict(cfg.track), "holds": list(args.hold or [tc.hold_frames]), "min_hits": args.min_hits,

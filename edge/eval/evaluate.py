@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 import cv2
 import numpy as np
 
-from edge.frame import CLASS_NAMES, DroppedFrame, Frame, MaskedFrame
+from edge.frame import FACE, PLATE, DroppedFrame, Frame, MaskedFrame
 from edge.mask import painted_map
 
 BUCKETS = ((0, 8, "<8"), (8, 16, "8-16"), (16, 32, "16-32"), (32, 64, "32-64"), (64, float("inf"), ">=64"))
@@ -40,7 +40,7 @@ def read_face_list(gt_file: str | Path, images_dir: str | Path | None = None) ->
 
     def flush() -> None:
         if name is not None:
-            items.append(Item(images_dir / name, np.array(rows, np.float32).reshape(-1, 4), CLASS_NAMES.index("face")))
+            items.append(Item(images_dir / name, np.array(rows, np.float32).reshape(-1, 4), FACE))
 
     for n, line in enumerate(gt_file.read_text().splitlines(), 1):
         if line.startswith("#"):
@@ -64,7 +64,7 @@ def read_openalpr(folder: str | Path) -> list[Item]:
             raise ValueError(f"{txt}: expected 'file x y w h TEXT'")
         x, y, w, h = (float(v) for v in fields[1:5])
         items.append(Item(txt.parent / fields[0], np.array([[x, y, x + w, y + h]], np.float32),
-                          CLASS_NAMES.index("plate")))
+                          PLATE))
     return items
 
 

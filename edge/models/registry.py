@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from edge.frame import CLASS_NAME, register_class
+from edge.frame import CLASS_NAME
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,6 @@ def _parse_card(data: dict[str, Any], src: Path) -> ModelCard:
     classes = t.get("classes", list)
     if not classes or any(not isinstance(c, str) or not CLASS_NAME.fullmatch(c) for c in classes):
         t.fail("classes", f"must be a non-empty list of lowercase class names (e.g. \"face\"), got {classes!r}")
-    for c in classes:
-        register_class(c)
     file = t.text("file")
     # the file name becomes a path component in the cache and mirrors: no directories
     if file in (".", "..") or "/" in file or "\\" in file:

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 
 from edge import wire
-from edge.frame import DroppedFrame, MaskedFrame
+from edge.frame import BUILTIN_CLASSES, ClassTable, DroppedFrame, MaskedFrame
 from edge.sinks import require_outcome
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,12 @@ class FolderSink:
     written as ``<camera_id>__<name>`` instead of overwriting it.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, *, png_compression: int = 1) -> None:
+    def __init__(self, output_dir: str | os.PathLike, *, png_compression: int = 1,
+                 classes: ClassTable = BUILTIN_CLASSES) -> None:
         if not 0 <= png_compression <= 9:
             raise ValueError(f"png_compression {png_compression}, expected 0..9")
         self.output_dir = Path(output_dir)
+        self.classes = classes
         self._compression = int(png_compression)
         self._lock = threading.Lock()
         self._stats = {"sent": 0, "sent_dropped_records": 0, "write_errors": 0, "dropped_closed": 0, "bytes": 0}
@@ -147,7 +149,7 @@ class FolderSink:
         write_ms = (time.perf_counter_ns() - t0) / 1e6
         self._append(stem, {
             "camera_id": frame.camera_id, "seq": frame.seq, "status": item.status,
-            "boxes": wire.painted_boxes(item), "detections": item.detections.to_list(),
+            "boxes": wire.painted_boxes(item), "detections": item.detections.to_list(self.classes),
             "timings_ms": wire.clean_timings({**item.timings_ms, "write": write_ms}),
         })
         self._stats["sent"] += 1

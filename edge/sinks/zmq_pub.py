@@ -11,7 +11,7 @@ from typing import Callable
 import zmq
 
 from edge import wire
-from edge.frame import DroppedFrame, MaskedFrame
+from edge.frame import BUILTIN_CLASSES, ClassTable, DroppedFrame, MaskedFrame
 from edge.sinks import require_outcome
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class ZmqPublisher:
         linger_ms: int = 500,
         encoding: str = "raw",
         jpeg_quality: int = 90,
+        classes: ClassTable = BUILTIN_CLASSES,
         context: zmq.Context | None = None,
         socket_options_hook: Callable[[zmq.Socket], None] | None = None,
     ) -> None:
@@ -88,6 +89,7 @@ class ZmqPublisher:
             raise PublisherBindError(f"cannot bind ZeroMQ publisher: {exc}") from None
         self._encoding = encoding
         self._jpeg_quality = int(jpeg_quality)
+        self._classes = classes
         self._linger_ms = int(linger_ms)
         self._lock = threading.Lock()
         self._closed = False
@@ -140,7 +142,7 @@ class ZmqPublisher:
         """Publish one outcome without blocking; False (counted) if the subscribers' queues are full."""
         item = require_outcome(item)
         t0 = time.perf_counter()
-        parts = wire.encode(item, self._encoding, self._jpeg_quality)
+        parts = wire.encode(item, self._encoding, self._jpeg_quality, self._classes)
         # the loop's "send" covers the whole call; this splits the (JPEG) encoding out of it
         item.timings_ms["encode"] = (time.perf_counter() - t0) * 1e3
         size = sum(memoryview(p).nbytes for p in parts)

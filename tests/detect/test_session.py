@@ -35,11 +35,10 @@ def test_cuda_options_carry_device_and_conv_search(search, expected):
 
 
 def test_config_conv_search_is_checked_and_passed():
-    from edge.compose import session_options
     from edge.config import Config, ConfigError, override
 
-    assert session_options(override(Config(), {"runtime.cudnn_conv_algo_search": "heuristic"})
-                           ).cudnn_conv_algo_search == "heuristic"
+    runtime = override(Config(), {"runtime.cudnn_conv_algo_search": "heuristic"}).runtime
+    assert isinstance(runtime, SessionOptions) and runtime.cudnn_conv_algo_search == "heuristic"
     with pytest.raises(ConfigError, match="cudnn_conv_algo_search"):
         override(Config(), {"runtime.cudnn_conv_algo_search": "fastest"})
 

@@ -1,0 +1,24 @@
+"""Range and choice checks shared by the components' parameter types.
+
+Each raises ValueError whose message starts with the field's name, so the config loader only has
+to put the table in front (`mask.margin: must be within 0.0..2.0, got 3.0`).
+"""
+from __future__ import annotations
+
+
+def at_least(obj: object, name: str, low: float) -> None:
+    value = getattr(obj, name)
+    if not value >= low:  # written so that NaN fails too
+        raise ValueError(f"{name}: must be >= {low}, got {value!r}")
+
+
+def within(obj: object, name: str, low: float, high: float) -> None:
+    value = getattr(obj, name)
+    if not low <= value <= high:
+        raise ValueError(f"{name}: must be within {low}..{high}, got {value!r}")
+
+
+def one_of(obj: object, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    if value not in choices:
+        raise ValueError(f"{name}: {value!r} is not one of {', '.join(choices)}")
