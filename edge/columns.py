@@ -12,7 +12,8 @@ class Columns:
     `take` and `concat` build the result without running the subclass's __post_init__: rows of
     objects that were checked when they were made need no second check when they are selected
     or joined. Where some parts of a concat lack an optional column and others have it, the
-    rows of the parts without it are NaN.
+    rows of the parts without it are NaN. A concat of one non-empty part (or of empty parts
+    only) is that part itself: the containers are never modified in place.
     """
 
     __slots__ = ()
@@ -20,36 +21,35 @@ class Columns:
     def __len__(self) -> int:
         return len(getattr(self, dataclasses.fields(self)[0].name))
 
-    @classmethod
-    def _assemble(cls, values: dict):
-        out = object.__new__(cls)
-        for name, value in values.items():
-            object.__setattr__(out, name, value)
-        return out
-
     def take(self, index):
         """The rows at `index` (integer indices or a boolean mask), every column alike."""
-        values = {}
+        out = object.__new__(type(self))
         for f in dataclasses.fields(self):
             col = getattr(self, f.name)
-            values[f.name] = None if col is None else col[index]
-        return self._assemble(values)
+            object.__setattr__(out, f.name, None if col is None else col[index])
+        return out
 
     @classmethod
     def concat(cls, parts: list):
-        """The rows of every part, in order; an empty list (or all parts empty) gives the empty instance."""
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls()
-        if len(parts) == 1:
-            return parts[0]
-        values = {}
+        """The rows of every part, in order; no parts (or only empty ones) give an empty instance."""
+        rows = []
+        for p in parts:
+            if len(p):
+                rows.append(p)
+        if len(rows) <= 1:
+            return rows[0] if rows else parts[0] if parts else cls()
+        out = object.__new__(cls)
         for f in dataclasses.fields(cls):
-            cols = [getattr(p, f.name) for p in parts]
-            if all(c is None for c in cols):
-                values[f.name] = None
-                continue
-            tail = next(c for c in cols if c is not None).shape[1:]
-            values[f.name] = np.concatenate([c if c is not None else np.full((len(p), *tail), np.nan, np.float32)
-                                             for p, c in zip(parts, cols)])
-        return cls._assemble(values)
+            cols = []
+            tail = None
+            for p in rows:
+                col = getattr(p, f.name)
+                cols.append(col)
+                if col is not None:
+                    tail = col.shape[1:]
+            if tail is not None:
+                for k, p in enumerate(rows):
+                    if cols[k] is None:
+                        cols[k] = np.full((len(p), *tail), np.nan, np.float32)
+            object.__setattr__(out, f.name, None if tail is None else np.concatenate(cols))
+        return out

@@ -23,7 +23,8 @@ class Stopwatch:
     def lap(self, stage: str, t0: float) -> float:
         """Add the time since `t0` (a time.perf_counter() reading) to `stage`; returns now, the next lap's start."""
         t1 = time.perf_counter()
-        self.add(stage, (t1 - t0) * 1e3)
+        with self._lock:  # not through add(): this runs several times per frame and stage
+            self._ms[stage] = self._ms.get(stage, 0.0) + (t1 - t0) * 1e3
         return t1
 
     def add_all(self, timings_ms: dict[str, float]) -> None:

@@ -39,7 +39,9 @@ class _ClassDetector:
         watch = watch or Stopwatch()
         found = self.candidates_batch(images, watch)
         t = time.perf_counter()
-        out = [to_detections(c, self.class_id, self.nms_iou) for c in found]
+        out = []
+        for c in found:  # plain loops on the per-frame path: a comprehension is one more call per frame
+            out.append(to_detections(c, self.class_id, self.nms_iou))
         watch.lap("decode", t)
         return out
 
@@ -79,7 +81,7 @@ class OnnxDetector(_ClassDetector):
         which pass found it), so a threshold sweep runs the network once (scripts/tune_thresholds.py).
         """
         watch = watch or Stopwatch()
-        if len({image.shape for image in images}) != 1:
+        if len(images) != 1 and len({image.shape for image in images}) != 1:
             raise ValueError(f"detect_batch needs frames of one size, got {sorted({i.shape for i in images})}")
         h, w = images[0].shape[:2]
         per_image: list[list[Candidates]] = [[] for _ in images]
@@ -87,8 +89,12 @@ class OnnxDetector(_ClassDetector):
         for group in self._window_groups(h, w):
             for start in range(0, len(group), per_call):
                 chunk = group[start:start + per_call]
-                thresholds = [self.passes[win.pass_index].score_threshold if floor is None else floor for win in chunk]
-                crops = [image[win.y0:win.y1, win.x0:win.x1] for image in images for win in chunk]
+                thresholds, crops = [], []
+                for win in chunk:
+                    thresholds.append(self.passes[win.pass_index].score_threshold if floor is None else floor)
+                for image in images:
+                    for win in chunk:
+                        crops.append(image[win.y0:win.y1, win.x0:win.x1])
                 raw, input_hw = self.backend.run(crops, chunk[0].sx, chunk[0].sy, min(thresholds), watch)
                 t = time.perf_counter()
                 for i, found in enumerate(per_image):
@@ -96,8 +102,11 @@ class OnnxDetector(_ClassDetector):
                         xyxy, score, quad = self.backend.decode(raw, input_hw, thr, i * len(chunk) + j, len(crops))
                         found.append(to_frame(win, input_hw, xyxy, score, quad, (h, w)))
                 watch.lap("decode", t)
-        merged = [Candidates.concat(found) for found in per_image]
-        return merged if floor is not None else [select(c, self.passes) for c in merged]
+        out = []
+        for found in per_image:
+            merged = Candidates.concat(found)
+            out.append(merged if floor is not None else select(merged, self.passes))
+        return out
 
     def _window_groups(self, h: int, w: int) -> tuple[list[Window], ...]:
         """The windows of a frame of this size, grouped by input shape (one inference call each); cached per size."""
@@ -173,7 +182,10 @@ class MultiDetector:
 
     def detect_batch(self, images: list[np.ndarray], watch: Stopwatch | None = None) -> list[Detections]:
         per_detector = self._each(images, watch or Stopwatch())
-        return [Detections.concat(list(row)) for row in zip(*per_detector)]
+        out = []
+        for row in zip(*per_detector):
+            out.append(Detections.concat(list(row)))
+        return out
 
     def close(self) -> None:
         if self._pool is not None:
@@ -182,7 +194,10 @@ class MultiDetector:
     def _each(self, images: list[np.ndarray], watch: Stopwatch) -> list[list[Detections]]:
         """Every member's detect_batch, in member order, all reporting to the one stopwatch; the first error raises."""
         if self._pool is None:
-            return [d.detect_batch(images, watch) for d in self.detectors]
+            out = []
+            for d in self.detectors:
+                out.append(d.detect_batch(images, watch))
+            return out
         deadline = time.monotonic() + self.timeout_s
         futures = [self._pool.submit(d.detect_batch, images, watch) for d in self.detectors[1:]]
         try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -79,11 +80,12 @@ class Window:
     sy: float
     cut: tuple[bool, bool, bool, bool]  # left, top, right, bottom edge lies inside the frame (a tile border)
 
-    @property
+    # cached: a frame size's windows are planned once and read for every frame
+    @cached_property
     def crop_wh(self) -> tuple[int, int]:
         return self.x1 - self.x0, self.y1 - self.y0
 
-    @property
+    @cached_property
     def resized_wh(self) -> tuple[int, int]:
         h, w = self.fit(1).resized_hw
         return w, h
