@@ -290,7 +290,7 @@ def profile(args) -> dict:
     masked = [r for r in rows if r["status"] != "dropped"]
     return {
         "feed": str(args.feed), "preload": args.preload, "batch": args.batch,
-        "batches": getattr(detector, "batches", None), "frames": n, "streams": args.streams, "realtime": args.realtime,
+        "batches": detector.batches if isinstance(detector, BatchingDetector) else None, "frames": n, "streams": args.streams, "realtime": args.realtime,
         "size": args.resize or "native", "composite": args.composite,
         "provider": cfg.runtime.provider, "providers_used": sorted(set(detector.providers)),
         "models": [list(m) for m in detector.models],
