@@ -112,8 +112,8 @@ def runtime_detector(cfg, class_name: str):
 class RuntimeCalibrationReader(CalibrationDataReader):
     """onnxruntime CalibrationDataReader over the blobs a runtime detector builds from the given frames.
 
-    `detector` is an OnnxDetector on a HostBackend (see `runtime_detector`); the backend's model is swapped for a recording tap
-    while the frames are run. Supports `len` and `set_range` so quantize_static can take the blobs
+    `detector` is an OnnxDetector on a HostBackend (see `runtime_detector`); the backend's model is
+    swapped for a recording tap while the frames are run. Supports `len` and `set_range` so quantize_static can take the blobs
     one at a time (its CalibStridedMinMax option, which every calibration method honours).
     """
 

@@ -55,7 +55,7 @@ source = "{WIDER / 'images'}"
 
 @pytest.fixture()
 def decoder_family(tmp_path, monkeypatch):
-    """A decoder module `persondec` on edge.detect.families' search path, as a new file in edge/detect/families would be."""
+    """A decoder module `persondec` on edge.detect.families' search path, as a new file there would be."""
     from edge.detect import families
 
     folder = tmp_path / "plugins"

@@ -1,4 +1,4 @@
-"""GraphBackend / FilterBackend (graph preprocessing + IO binding), batching, and the config switch, on the CPU provider.
+"""GraphBackend / FilterBackend (graph preprocessing + IO binding), batching and the config switch, on the CPU.
 
 The same classes run on CUDA; those checks are marked gpu and skipped where there is none.
 """
