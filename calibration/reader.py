@@ -4,7 +4,7 @@ The reader does not rebuild the preprocessing: it runs the runtime's own `OnnxDe
 configured passes: scales, tiles, batching of windows) over each frame with a tap in place of the
 model, and records every blob the detector hands to `model.run`. The tap forwards the blob to the
 real fp32 session, so the detector's later steps see real outputs. What the quantizer is calibrated
-on is therefore what `edge.detect.detector.preprocess` / `OnnxDetector._run_windows` produce at run
+on is therefore what `edge.detect.backends.host.host_blob` (through `HostBackend.run`) produces at run
 time, whatever the config says. (With runtime.graph_preprocess the same numbers are computed inside
 the graph, see edge/detect/graph.py, so one calibration serves both paths.)
 
@@ -94,7 +94,8 @@ def runtime_detector(cfg, class_name: str):
     import dataclasses
 
     from edge.compose import class_table, load_model
-    from edge.detect.detector import OnnxDetector, runner_scales
+    from edge.detect.backends.frames import graph_scales
+    from edge.detect.detector import OnnxDetector
     from edge.detect.multiscale import passes_from_config
 
     # calibration always sees the float blob: the graph-preprocessed path computes the same numbers
@@ -102,34 +103,35 @@ def runtime_detector(cfg, class_name: str):
                                                                fp16=False))
     cls_cfg = cfg.detect.get(class_name)
     passes = passes_from_config(cls_cfg)
-    model, card = load_model(cfg, cls_cfg.model, runner_scales(passes))
-    return OnnxDetector(model, card.family, class_id=class_table(cfg).id(class_name),
+    backend, card = load_model(cfg, cls_cfg.model, graph_scales(passes))
+    return OnnxDetector(backend, class_id=class_table(cfg).id(class_name),
                         score_threshold=cls_cfg.score_threshold, nms_iou=cls_cfg.nms_iou, passes=passes), card
 
 
 class RuntimeCalibrationReader(CalibrationDataReader):
     """onnxruntime CalibrationDataReader over the blobs a runtime detector builds from the given frames.
 
-    `detector` is an OnnxDetector (see `runtime_detector`); its model is swapped for a recording tap
-    while the frames are run. Supports `len` and `set_range` so quantize_static can take the blobs
+    `detector` is an OnnxDetector on a HostBackend (see `runtime_detector`); the backend's model is
+    swapped for a recording tap while the frames are run. Supports `len` and `set_range` so quantize_static can take the blobs
     one at a time (its CalibStridedMinMax option, which every calibration method honours).
     """
 
     def __init__(self, detector, frames, work_dir: str | Path, input_name: str | None = None) -> None:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.input_name = input_name or detector.model.input_names[0]
+        backend = detector.backend
+        self.input_name = input_name or backend.model.input_names[0]
         self.paths: list[Path] = []
         self.frames: list[FrameRef] = []
         self.shapes: set[tuple[int, ...]] = set()
-        real = detector.model
-        detector.model = _Tap(real, self._keep)
+        real = backend.model
+        backend.model = _Tap(real, self._keep)
         try:
             for ref, image in frames:
                 self.frames.append(ref)
                 detector.detect(image)
         finally:
-            detector.model = real
+            backend.model = real
         if not self.paths:
             raise ValueError("no calibration frames: the sources gave nothing to calibrate on")
         self._start, self._end, self._next = 0, len(self.paths), 0

@@ -16,10 +16,14 @@ import numpy as np
 from edge import config as config_mod
 from edge import track
 from edge.config import CameraConfig, ClassConfig, Config, ConfigError
-from edge.detect.backends.session import OnnxModel, set_input_dims
-from edge.detect.detector import EnsembleDetector, MultiDetector, OnnxDetector, runner_scales
+from edge.detect import Detector
+from edge.detect.backends import Backend
+from edge.detect.backends.frames import graph_scales
+from edge.detect.backends.loader import load_backend
+from edge.detect.backends.session import set_input_dims
+from edge.detect.batching import BatchingDetector
+from edge.detect.detector import EnsembleDetector, MultiDetector, OnnxDetector
 from edge.detect.multiscale import extra_passes, passes_from_config
-from edge.detect.runner import load_for_runtime
 from edge.frame import ClassTable
 from edge.metrics import Metrics
 from edge.models import registry
@@ -51,7 +55,8 @@ def class_table(cfg: Config) -> ClassTable:
     return ClassTable.of(name for section in sections for name, _ in section.classes())
 
 
-def load_model(cfg: Config, name: str, scales: tuple[float, ...] = (1.0,)) -> tuple[OnnxModel, registry.ModelCard]:
+def load_model(cfg: Config, name: str, scales: tuple[float, ...] = (1.0,)) -> tuple[Backend, registry.ModelCard]:
+    """The backend that runs model `name` as the runtime section asks, with sessions for the graph `scales`."""
     cards_dir = cfg.models.cards_dir or None
     card = registry.card(name, cards_dir)
     path = registry.resolve(card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
@@ -59,11 +64,12 @@ def load_model(cfg: Config, name: str, scales: tuple[float, ...] = (1.0,)) -> tu
     if not card.input.dynamic:
         # stored with fixed or placeholder dims: make N, H and W dynamic so any padded size runs
         rewrite = lambda data: set_input_dims(data, ["N", 3, "H", "W"])  # noqa: E731
-    model = load_for_runtime(path, name=card.name, sha256=card.sha256, family=card.family,
-                             options=cfg.runtime, graph_preprocess=cfg.runtime.graph_preprocess,
-                             fp16=cfg.runtime.fp16, scales=scales, cache_dir=cfg.models.cache_dir or None,
-                             rewrite=rewrite, graph_filter=cfg.runtime.graph_filter)
-    return model, card
+    backend = load_backend(path, name=card.name, sha256=card.sha256, family=card.family,
+                           options=cfg.runtime, graph_preprocess=cfg.runtime.graph_preprocess,
+                           fp16=cfg.runtime.fp16, scales=scales,
+                           cache_dir=cfg.models.cache_dir or registry.default_cache_dir(),
+                           rewrite=rewrite, graph_filter=cfg.runtime.graph_filter)
+    return backend, card
 
 
 def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str, classes: ClassTable):
@@ -71,10 +77,10 @@ def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str, cla
     members = []
     for name, passes in [(cls_cfg.model, passes_from_config(cls_cfg)),
                          *((m, extra_passes(cls_cfg)) for m in cls_cfg.extra_models)]:
-        model, card = load_model(cfg, name, runner_scales(passes))
+        backend, card = load_model(cfg, name, graph_scales(passes))
         if class_name not in card.classes:
             raise StartupError(f"detect.{class_name}: model {card.name} detects {list(card.classes)}, not {class_name}")
-        members.append(OnnxDetector(model, card.family, class_id=classes.id(class_name),
+        members.append(OnnxDetector(backend, class_id=classes.id(class_name),
                                     score_threshold=cls_cfg.score_threshold, nms_iou=cls_cfg.nms_iou, passes=passes))
     return members[0] if len(members) == 1 else EnsembleDetector(members, nms_iou=cls_cfg.nms_iou)
 
@@ -106,31 +112,30 @@ def build_camera_detectors(cfg: Config, wrap_detector: Callable | None = None) -
     return out
 
 
-def batch_cameras(cfg: Config, detector, camera_detectors: dict) -> tuple[object, dict]:
+def batch_cameras(cfg: Config, detector: Detector, camera_detectors: dict) -> tuple[Detector, dict]:
     """With runtime.batch_cameras: each detector shared by several cameras wrapped in a BatchingDetector."""
     if not cfg.runtime.batch_cameras:
         return detector, camera_detectors
-    from edge.detect.batching import BatchingDetector
-
     users: dict[int, int] = {}
     for cam in cfg.cameras:
         key = id(camera_detectors.get(cam.id, detector))
         users[key] = users.get(key, 0) + 1
-    wrapped: dict[int, object] = {}
+    wrapped: dict[int, Detector] = {}
 
-    def wrap(det):
+    def wrap(det: Detector) -> Detector:
         if users.get(id(det), 0) < 2:
             return det
         if id(det) not in wrapped:
-            wrapped[id(det)] = BatchingDetector(det, cameras=users[id(det)], max_batch=cfg.runtime.batch_max,
-                                                max_wait_ms=cfg.runtime.batch_wait_ms)
-            wrapped[id(det)].warm_up(np.zeros((720, 1280, 3), np.uint8))
+            batching = BatchingDetector(det, cameras=users[id(det)], max_batch=cfg.runtime.batch_max,
+                                        max_wait_ms=cfg.runtime.batch_wait_ms)
+            batching.warm_up(np.zeros((720, 1280, 3), np.uint8))
+            wrapped[id(det)] = batching
         return wrapped[id(det)]
 
     return wrap(detector), {cam: wrap(det) for cam, det in camera_detectors.items()}
 
 
-def warm_up(detector, height: int = 720, width: int = 1280, runs: int = 2) -> None:
+def warm_up(detector: Detector, height: int = 720, width: int = 1280, runs: int = 2) -> None:
     """Run the detector on a blank frame so the first real frame does not pay for graph setup."""
     image = np.zeros((height, width, 3), np.uint8)
     for _ in range(runs):

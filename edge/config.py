@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import wire
-from edge.checks import at_least, one_of, within
+from edge.checks import at_least, one_of
 from edge.detect.backends.session import PROVIDERS, SessionOptions
 from edge.frame import CLASS_NAME
 from edge.mask import MaskStyle

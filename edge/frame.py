@@ -12,16 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.columns import Columns
+
 FACE, PLATE = 0, 1  # the built-in classes' ids, the same in every run
 CLASS_NAME = re.compile(r"[a-z][a-z0-9_]*")  # what a class may be called: a [detect.<name>] table key
-
-
-def concat_quads(parts: list) -> np.ndarray | None:
-    """The (N, 4, 2) corner quads of parts that may lack them (NaN rows there); None when none has any."""
-    if all(p.quad is None for p in parts):
-        return None
-    return np.concatenate([p.quad if p.quad is not None else np.full((len(p), 4, 2), np.nan, np.float32)
-                           for p in parts])
 
 
 class BadFrame(ValueError):
@@ -109,11 +103,12 @@ def _as_array(value, dtype, shape_tail: tuple[int, ...], what: str) -> np.ndarra
 
 
 @dataclass(frozen=True, slots=True)
-class Detections:
+class Detections(Columns):
     """Boxes in pixel coordinates of the frame they were found in.
 
     Empty is a (0, 4) array, never None. Construction validates, so a detector's malformed
-    output (NaN, inverted boxes, mismatched lengths) raises BadDetections at the seam.
+    output (NaN, inverted boxes, mismatched lengths) raises BadDetections at the seam; `take`
+    and `concat` (edge.columns) select and join rows that were validated when they were made.
     """
 
     xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
@@ -147,30 +142,12 @@ class Detections:
         object.__setattr__(self, "class_id", class_id.astype(np.int32, copy=False))
         object.__setattr__(self, "quad", quad)
 
-    def __len__(self) -> int:
-        return len(self.xyxy)
-
     def __getitem__(self, index) -> "Detections":
-        return Detections(
-            self.xyxy[index], self.score[index], self.class_id[index],
-            None if self.quad is None else self.quad[index],
-        )
+        return self.take(index)
 
     @staticmethod
     def empty() -> "Detections":
         return Detections()
-
-    @staticmethod
-    def concat(parts: "list[Detections]") -> "Detections":
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return Detections()
-        return Detections(
-            np.concatenate([p.xyxy for p in parts]),
-            np.concatenate([p.score for p in parts]),
-            np.concatenate([p.class_id for p in parts]),
-            concat_quads(parts),
-        )
 
     def with_class(self, class_id: int) -> "Detections":
         return dataclasses.replace(self, class_id=np.full(len(self), class_id, np.int32))

@@ -22,16 +22,17 @@ class Metrics:
             self._counters[key] += n
 
     def observe(self, stage: str, ms: float) -> None:
-        with self._lock:
-            buf = self._samples.get(stage)
-            if buf is None:
-                buf = self._samples[stage] = np.zeros(self._window, np.float64)
-            buf[self._filled[stage] % self._window] = ms
-            self._filled[stage] += 1
+        self.observe_all({stage: ms})
 
     def observe_all(self, timings_ms: dict[str, float]) -> None:
-        for stage, ms in timings_ms.items():
-            self.observe(stage, ms)
+        """Every stage of one frame under one lock: a frame's timings are recorded together."""
+        with self._lock:
+            for stage, ms in timings_ms.items():
+                buf = self._samples.get(stage)
+                if buf is None:
+                    buf = self._samples[stage] = np.zeros(self._window, np.float64)
+                buf[self._filled[stage] % self._window] = ms
+                self._filled[stage] += 1
 
     def counters(self) -> dict[str, int]:
         with self._lock:

@@ -15,6 +15,7 @@ from edge.detect import Detector
 from edge.frame import (BadDetections, BadFrame, Detections, DroppedFrame, Frame, MaskedFrame,
                         check_image)
 from edge.metrics import Metrics
+from edge.timing import Stopwatch
 from edge.sinks import Sink
 from edge.sources import EndOfStream, FrameSource
 
@@ -56,18 +57,18 @@ class Pipeline:
         self.tracker, self.clock_ns = tracker, clock_ns
 
     def process(self, frame: Frame) -> MaskedFrame | DroppedFrame:
-        timings: dict[str, float] = {}
+        watch = Stopwatch()
         try:
-            check_image(frame.image)
+            check_image(frame.image)  # the one check of the pixels: the detectors downstream rely on it
         except BadFrame as e:
-            return self._dropped(frame, "bad_frame", str(e), timings)
+            return self._dropped(frame, "bad_frame", str(e), watch)
         try:
-            return self._mask(frame, timings)
+            return self._mask(frame, watch)
         except Exception as e:  # any failure between capture and mask must end in drop or full mask
-            return self._fail(frame, e, timings)
+            return self._fail(frame, e, watch)
 
-    def _mask(self, frame: Frame, timings: dict[str, float]) -> MaskedFrame:
-        dets = self.detector.detect(frame.image, timings)
+    def _mask(self, frame: Frame, watch: Stopwatch) -> MaskedFrame:
+        dets = self.detector.detect(frame.image, watch)
         if not isinstance(dets, Detections):
             raise BadDetections(f"detector returned {type(dets).__name__}, expected Detections")
         if self.tracker is not None:
@@ -75,11 +76,11 @@ class Pipeline:
         t0 = time.perf_counter()
         boxes = mask.regions(dets, frame.image.shape, self.style)
         mask.apply(frame.image, boxes, self.style)
-        timings["mask"] = (time.perf_counter() - t0) * 1e3
+        watch.lap("mask", t0)
         self._check_deadline(frame)
         self.metrics.count("frames_masked")
         self.metrics.count("objects_masked", len(boxes))
-        return MaskedFrame(frame, boxes, dets, "masked", timings, self.detector.models)
+        return MaskedFrame(frame, boxes, dets, "masked", watch.as_dict(), self.detector.models)
 
     def _check_deadline(self, frame: Frame) -> None:
         if self.policy.deadline_ms:
@@ -87,7 +88,7 @@ class Pipeline:
             if age_ms > self.policy.deadline_ms:
                 raise DeadlineMissed(f"{age_ms:.1f} ms after capture, deadline {self.policy.deadline_ms:g} ms")
 
-    def _fail(self, frame: Frame, exc: Exception, timings: dict[str, float]) -> MaskedFrame | DroppedFrame:
+    def _fail(self, frame: Frame, exc: Exception, watch: Stopwatch) -> MaskedFrame | DroppedFrame:
         reason = failure_reason(exc)
         if self.policy.on_failure == "mask_whole":
             mask.fill_whole(frame.image, self.style)
@@ -96,14 +97,14 @@ class Pipeline:
             self.metrics.count("frames_masked_whole")
             log.warning("camera %s seq %d: %s (%s); frame masked whole", frame.camera_id, frame.seq, reason, exc)
             return MaskedFrame(frame, np.array([[0, 0, w, h]], np.int32), Detections(), "masked_whole",
-                               timings, self.detector.models)
-        return self._dropped(frame, reason, str(exc), timings)
+                               watch.as_dict(), self.detector.models)
+        return self._dropped(frame, reason, str(exc), watch)
 
-    def _dropped(self, frame: Frame, reason: str, detail: str, timings: dict[str, float]) -> DroppedFrame:
+    def _dropped(self, frame: Frame, reason: str, detail: str, watch: Stopwatch) -> DroppedFrame:
         self.metrics.count(f"dropped_{reason}")
         self.metrics.count("frames_dropped")
         log.warning("camera %s seq %d: dropped (%s: %s)", frame.camera_id, frame.seq, reason, detail)
-        return DroppedFrame.of(frame, reason, timings)
+        return DroppedFrame.of(frame, reason, watch.as_dict())
 
 
 def run_loop(source: FrameSource, pipeline: Pipeline, sink: Sink, stop: threading.Event,

@@ -17,46 +17,34 @@ pipeline turns into a dropped frame) leaves the previous state intact.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edge.checks import at_least, within
+from edge.columns import Columns
 from edge.detect.boxes import iou_matrix
 from edge.frame import Detections, Frame
 
 log = logging.getLogger(__name__)
 
 
+def _rows(*tail: int, dtype=np.float64):
+    return field(default_factory=lambda: np.zeros((0, *tail), dtype))
+
+
 @dataclass(frozen=True)
-class _Tracks:
+class _Tracks(Columns):
     """All live tracks as parallel arrays (T rows)."""
 
-    box: np.ndarray  # (T, 4) float64 xyxy where the track was last detected
-    vel: np.ndarray  # (T, 2) float64 smoothed centre velocity, px per frame
-    seq: np.ndarray  # (T,) int64 seq of the last detection
-    score: np.ndarray  # (T,) float32 score of the last detection
-    cls: np.ndarray  # (T,) int32
-    hits: np.ndarray  # (T,) int64 detections so far
-    ids: np.ndarray  # (T,) int64 stable track ids, for tests and debugging
-
-    @staticmethod
-    def empty() -> "_Tracks":
-        return _Tracks(np.zeros((0, 4)), np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0, np.float32),
-                       np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64))
-
-    def __len__(self) -> int:
-        return len(self.box)
-
-    def take(self, index) -> "_Tracks":
-        return _Tracks(self.box[index], self.vel[index], self.seq[index], self.score[index], self.cls[index],
-                       self.hits[index], self.ids[index])
-
-    @staticmethod
-    def concat(a: "_Tracks", b: "_Tracks") -> "_Tracks":
-        return _Tracks(*(np.concatenate([getattr(a, f), getattr(b, f)]) for f in
-                         ("box", "vel", "seq", "score", "cls", "hits", "ids")))
+    box: np.ndarray = _rows(4)  # (T, 4) float64 xyxy where the track was last detected
+    vel: np.ndarray = _rows(2)  # (T, 2) float64 smoothed centre velocity, px per frame
+    seq: np.ndarray = _rows(dtype=np.int64)  # (T,) int64 seq of the last detection
+    score: np.ndarray = _rows(dtype=np.float32)  # (T,) float32 score of the last detection
+    cls: np.ndarray = _rows(dtype=np.int32)  # (T,) int32
+    hits: np.ndarray = _rows(dtype=np.int64)  # (T,) int64 detections so far
+    ids: np.ndarray = _rows(dtype=np.int64)  # (T,) int64 stable track ids, for tests and debugging
 
 
 def centres(xyxy: np.ndarray) -> np.ndarray:
@@ -131,14 +119,14 @@ class Tracker:
         self.reset()
 
     def reset(self) -> None:
-        self._tracks = _Tracks.empty()
+        self._tracks = _Tracks()
         self._stream: tuple[str, int, tuple[int, int]] | None = None  # camera id, last seq, frame size
         self._next_id = 0
 
     def update(self, frame: Frame, dets: Detections) -> Detections:
         """This frame's detections plus held predictions of recently seen, now unmatched tracks."""
         shape = tuple(frame.image.shape[:2])
-        tracks = self._tracks if self._continues(frame, shape) else _Tracks.empty()
+        tracks = self._tracks if self._continues(frame, shape) else _Tracks()
         age = frame.seq - tracks.seq
         tracks = tracks.take(age <= self.hold_frames)
         age = frame.seq - tracks.seq
@@ -157,8 +145,7 @@ class Tracker:
 
         new_idx = np.setdiff1d(np.arange(len(dets)), matched_d)
         born = self._born(dets, new_idx, frame.seq)
-        kept = _Tracks.concat(updated, tracks.take(unmatched))
-        state = _Tracks.concat(kept, born)
+        state = _Tracks.concat([updated, tracks.take(unmatched), born])
         if len(state) > self.max_tracks:
             log.warning("camera %s: %d tracks, keeping the %d most recently seen", frame.camera_id, len(state),
                         self.max_tracks)

@@ -191,6 +191,7 @@ def percentiles(values: list[float]) -> dict | None:
 def build(args):
     from edge import config as config_mod
     from edge.compose import build_detector, build_pipeline, build_sink, load_config, warm_up
+    from edge.detect.batching import BatchingDetector
 
     overrides = list(args.set)
     if args.provider:
@@ -204,14 +205,13 @@ def build(args):
     cfg = config_mod.override(cfg, changes)
     detector = build_detector(cfg)
     if args.batch and args.streams > 1:
-        from edge.detect.batching import BatchingDetector
-
         detector = BatchingDetector(detector, cameras=args.streams, max_batch=cfg.runtime.batch_max,
                                     max_wait_ms=cfg.runtime.batch_wait_ms)
     return cfg, detector, build_pipeline(cfg, detector=detector), build_sink(cfg), warm_up
 
 
 def profile(args) -> dict:
+    from edge.detect.batching import BatchingDetector
     from edge.frame import DroppedFrame
     from edge.pipeline import run_loop
     from edge.sources.replay import open_replay
@@ -227,7 +227,7 @@ def profile(args) -> dict:
     warm_h, warm_w = (size[1], size[0]) if size else (720, 1280)
     t_warm = time.perf_counter()
     warm_up(detector, warm_h, warm_w)
-    if hasattr(detector, "warm_up"):  # BatchingDetector: every batch size once
+    if isinstance(detector, BatchingDetector):  # every batch size once
         detector.warm_up(np.zeros((warm_h, warm_w, 3), np.uint8))
     # a first run per input shape can be slow (cuDNN algorithm search, TensorRT engines): say how slow
     print(f"warm-up at {warm_w}x{warm_h}: {time.perf_counter() - t_warm:.1f} s", file=sys.stderr, flush=True)
@@ -288,9 +288,9 @@ def profile(args) -> dict:
     masked = [r for r in rows if r["status"] != "dropped"]
     return {
         "feed": str(args.feed), "preload": args.preload, "batch": args.batch,
-        "batches": getattr(detector, "batches", None), "frames": n, "streams": args.streams, "realtime": args.realtime,
+        "batches": detector.batches if isinstance(detector, BatchingDetector) else None, "frames": n, "streams": args.streams, "realtime": args.realtime,
         "size": args.resize or "native", "composite": args.composite,
-        "provider": cfg.runtime.provider, "providers_used": sorted(set(providers_used(detector))),
+        "provider": cfg.runtime.provider, "providers_used": sorted(set(detector.providers)),
         "models": [list(m) for m in detector.models],
         "config": {"file": args.config, "overrides": args.set, "graph_preprocess": cfg.runtime.graph_preprocess,
                    "fp16": cfg.runtime.fp16, "encoding": cfg.output.encoding, "threads": cfg.runtime.threads},
@@ -303,15 +303,6 @@ def profile(args) -> dict:
         "per_frame": rows,
         "command": " ".join(sys.argv),
     }
-
-
-def providers_used(detector) -> list[str]:
-    """The execution provider each model session actually landed on (a GPU config may have fallen back)."""
-    if hasattr(detector, "detectors"):
-        return [p for d in detector.detectors for p in providers_used(d)]
-    if hasattr(detector, "members"):
-        return [p for d in detector.members for p in providers_used(d)]
-    return [detector.model.provider]
 
 
 def print_table(result: dict) -> None:

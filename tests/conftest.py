@@ -22,6 +22,46 @@ if MODELS.is_dir():
     os.environ["EDGE_MODEL_PATH"] = os.pathsep.join(p for p in (os.environ.get("EDGE_MODEL_PATH", ""), str(MODELS)) if p)
 
 
+def host(model, family: str):
+    """An OnnxModel behind the host-preprocessing backend, decoded by `family` (what OnnxDetector runs)."""
+    from edge.detect.backends.host import HostBackend
+    from edge.detect.families import family_module
+
+    return HostBackend(model, family_module(family))
+
+
+def preprocess(image: np.ndarray, scale: float, multiple: int, channels: str) -> tuple[np.ndarray, float, float]:
+    """The production host blob of one image at `scale`, and the (x, y) factors back: x_frame = x_input / fx."""
+    from edge.detect.backends.host import host_blob
+
+    blob, geometry = host_blob([image], scale, scale, multiple, channels)
+    fx, fy = geometry.factors(*image.shape[:2])
+    return blob, fx, fy
+
+
+class FakeDetector:
+    """What a test double needs besides its own `detect` to be a whole Detector (edge.detect.Detector)."""
+
+    models: tuple = ()
+    providers: tuple = ("CPUExecutionProvider",)
+
+    def detect_batch(self, images, watch=None):
+        return [self.detect(image, watch) for image in images]
+
+    def close(self) -> None:
+        pass
+
+
+class WrappedDetector(FakeDetector):
+    """A test double around a real detector: its models and providers are the inner one's, closing closes it."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.models, self.providers = inner, inner.models, inner.providers
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not available")
@@ -86,7 +126,7 @@ def face_detector(yunet_model):
     from edge.detect.detector import OnnxDetector
     from edge.frame import FACE
 
-    return OnnxDetector(yunet_model, "yunet", class_id=FACE, score_threshold=0.5, nms_iou=0.45)
+    return OnnxDetector(host(yunet_model, "yunet"), class_id=FACE, score_threshold=0.5, nms_iou=0.45)
 
 
 @pytest.fixture

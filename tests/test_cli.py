@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from conftest import MODELS, VIDEO, WIDER, need

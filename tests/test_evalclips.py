@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import FakeDetector
 from edge.eval import clips as evalclips
 from edge.eval.clips import Clip, ClipSpec, TrackPlan, ground_truth, load_face_crops, make_clip, measure, render
 from edge.frame import Detections, FACE
@@ -124,7 +125,7 @@ def test_written_clip_reads_back(tmp_path, crops):
             assert x["xyxy"] == clip.boxes[f, x["track"]].tolist() and x["present"] == bool(clip.present[f, x["track"]])
 
 
-class Oracle:
+class Oracle(FakeDetector):
     """Returns the clip's true face boxes, except for (frame, track) pairs it is told to miss."""
 
     models = (("oracle", "0"),)
@@ -132,7 +133,7 @@ class Oracle:
     def __init__(self, clip: Clip, misses: set[tuple[int, int]]) -> None:
         self.clip, self.misses, self.calls = clip, misses, 0
 
-    def detect(self, image, timings=None) -> Detections:
+    def detect(self, image, watch=None) -> Detections:
         f, self.calls = self.calls, self.calls + 1  # measure() runs the detector once per frame, in order
         ks = [k for k in np.flatnonzero(self.clip.visible[f]) if (f, k) not in self.misses]
         boxes = self.clip.boxes[f, ks].astype(np.float32).reshape(-1, 4)
@@ -185,11 +186,11 @@ def test_detector_failure_is_scored_as_a_leak(crops):
     c = still_clip(crops, [plan(0, (120.0, 120.0), (120.0, 120.0))], 4)
 
     class Failing(Oracle):
-        def detect(self, image, timings=None):
+        def detect(self, image, watch=None):
             if self.calls == 2:
                 self.calls += 1
                 raise RuntimeError("model fell over")
-            return super().detect(image, timings)
+            return super().detect(image, watch)
 
     r = measure([c], Failing(c, set()), MaskStyle(), holds(3))["runs"]
     assert r["none"]["dropped_frames"] == 1 and r["none"]["leaked_frames"] == 1

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import MODELS, VIDEO, WIDER, need
+from conftest import MODELS, VIDEO, WIDER, WrappedDetector, need
 from edge import compose
 from edge import config as config_mod
 from edge.compose import StartupError
@@ -222,14 +222,15 @@ def from_video_frames(images: list[np.ndarray]):
 
 # --- detector faults -----------------------------------------------------------------------------
 
-class Faulty:
+class Faulty(WrappedDetector):
     """Wraps the real detector (it still runs on every frame); every other frame gets the fault."""
 
     def __init__(self, inner, fault) -> None:
-        self.inner, self.fault, self.models, self.calls = inner, fault, inner.models, 0
+        super().__init__(inner)
+        self.fault, self.calls = fault, 0
 
-    def detect(self, image, timings=None):
-        dets = self.inner.detect(image, timings)
+    def detect(self, image, watch=None):
+        dets = self.inner.detect(image, watch)
         self.calls += 1
         return self.fault(dets) if self.calls % 2 == 0 else dets
 
@@ -288,16 +289,17 @@ def test_hung_detector_stops_the_watchdog(tmp_path, run, systemd):
     """A detector that never returns: the loop stops feeding WATCHDOG=1, so systemd would restart us."""
     release, blocked = threading.Event(), threading.Event()
 
-    class Hangs:
+    class Hangs(WrappedDetector):
         def __init__(self, inner):
-            self.inner, self.models, self.calls = inner, inner.models, 0
+            super().__init__(inner)
+            self.calls = 0
 
-        def detect(self, image, timings=None):
+        def detect(self, image, watch=None):
             self.calls += 1
             if self.calls >= 3:
                 blocked.set()
                 release.wait(RUN_TIMEOUT_S)
-            return self.inner.detect(image, timings)
+            return self.inner.detect(image, watch)
 
     path = tmp_path / "wd.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -368,13 +370,14 @@ class ScriptedCamera:
         pass
 
 
-class HandsBackTokens:
+class HandsBackTokens(WrappedDetector):
     def __init__(self, inner, tokens: threading.Semaphore) -> None:
-        self.inner, self.tokens, self.models = inner, tokens, inner.models
+        super().__init__(inner)
+        self.tokens = tokens
 
-    def detect(self, image, timings=None):
+    def detect(self, image, watch=None):
         try:
-            return self.inner.detect(image, timings)
+            return self.inner.detect(image, watch)
         finally:
             self.tokens.release()
 

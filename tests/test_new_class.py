@@ -1,5 +1,5 @@
 """A third class is a model card and a decoder, nothing else: a card declaring class "person" (here YuNet-n's
-weights stand in for a person model) and a decoder module dropped into edge/detect run end to end through
+weights stand in for a person model) and a decoder module dropped into edge/detect/families run end to end through
 config, detector, masks, wire header and audit record, with no edit to the package."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from edge.frame import Frame
 
 IMAGE = "7_Cheering_Cheering_7_118.jpg"
 DECODER = '''"""A decoder as a new family would ship it: here it reuses YuNet's arithmetic under its own name."""
-from edge.detect.yunet import CHANNELS, MULTIPLE, STRIDES, candidates  # noqa: F401
+from edge.detect.families.yunet import CHANNELS, MULTIPLE, STRIDES, candidates  # noqa: F401
 '''
 
 
@@ -55,16 +55,15 @@ source = "{WIDER / 'images'}"
 
 @pytest.fixture()
 def decoder_family(tmp_path, monkeypatch):
-    """A decoder module `persondec` placed on edge.detect's search path, as a new file in edge/detect would be."""
-    import edge.detect
-    from edge.detect import detector
+    """A decoder module `persondec` on edge.detect.families' search path, as a new file there would be."""
+    from edge.detect import families
 
     folder = tmp_path / "plugins"
     folder.mkdir()
     (folder / "persondec.py").write_text(DECODER)
-    monkeypatch.setattr(edge.detect, "__path__", [*edge.detect.__path__, str(folder)])
-    monkeypatch.setattr(detector, "FAMILIES", dict(detector.FAMILIES))
-    monkeypatch.delitem(sys.modules, "edge.detect.persondec", raising=False)
+    monkeypatch.setattr(families, "__path__", [*families.__path__, str(folder)])
+    monkeypatch.setattr(families, "FAMILIES", dict(families.FAMILIES))
+    monkeypatch.delitem(sys.modules, "edge.detect.families.persondec", raising=False)
     return "persondec"
 
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import VIDEO, WIDER, need
+from conftest import VIDEO, WIDER, WrappedDetector, host, need
 from edge import mask
 from edge.detect.detector import OnnxDetector
 from edge.frame import DroppedFrame, Frame, MaskedFrame
@@ -43,21 +43,23 @@ class FaultyModel:
         return self.fault(self.model.run(blob))
 
 
-class RaisingDetector:
+class RaisingDetector(WrappedDetector):
     def __init__(self, inner, exc):
-        self.inner, self.exc, self.models = inner, exc, inner.models
+        super().__init__(inner)
+        self.exc = exc
 
-    def detect(self, image, timings=None):
-        self.inner.detect(image, timings)
+    def detect(self, image, watch=None):
+        self.inner.detect(image, watch)
         raise self.exc
 
 
-class ReturnsDetector:
+class ReturnsDetector(WrappedDetector):
     def __init__(self, inner, value):
-        self.inner, self.value, self.models = inner, value, inner.models
+        super().__init__(inner)
+        self.value = value
 
-    def detect(self, image, timings=None):
-        self.inner.detect(image, timings)
+    def detect(self, image, watch=None):
+        self.inner.detect(image, watch)
         return self.value
 
 
@@ -89,10 +91,10 @@ FAULTS = {
     "raises": lambda m, d: (RaisingDetector(d, RuntimeError("CUDA error: out of memory")), None),
     "returns None": lambda m, d: (ReturnsDetector(d, None), None),
     "returns list": lambda m, d: (ReturnsDetector(d, [[0, 0, 10, 10]]), None),
-    "NaN outputs": lambda m, d: (OnnxDetector(FaultyModel(m, nan_outputs), "yunet", class_id=0), None),
-    "inf boxes": lambda m, d: (OnnxDetector(FaultyModel(m, inf_boxes), "yunet", class_id=0), None),
-    "missing outputs": lambda m, d: (OnnxDetector(FaultyModel(m, lambda o: o[:6]), "yunet", class_id=0), None),
-    "wrong shapes": lambda m, d: (OnnxDetector(FaultyModel(m, lambda o: [x[:, :5] for x in o]), "yunet", class_id=0), None),
+    "NaN outputs": lambda m, d: (OnnxDetector(host(FaultyModel(m, nan_outputs), "yunet"), class_id=0), None),
+    "inf boxes": lambda m, d: (OnnxDetector(host(FaultyModel(m, inf_boxes), "yunet"), class_id=0), None),
+    "missing outputs": lambda m, d: (OnnxDetector(host(FaultyModel(m, lambda o: o[:6]), "yunet"), class_id=0), None),
+    "wrong shapes": lambda m, d: (OnnxDetector(host(FaultyModel(m, lambda o: [x[:, :5] for x in o]), "yunet"), class_id=0), None),
     "late": lambda m, d: (d, SlowClock(late_ms=500)),
 }
 REASONS = {"raises": "detector_error", "returns None": "bad_output", "returns list": "bad_output",
@@ -147,7 +149,7 @@ def test_faces_masked_on_a_real_image(face_detector, faces_image, wider_gt):
     # with a solid fill the painted map is the changed pixels (up to pixels already black)
     assert not changed[~painted].any()
     assert changed[painted].mean() > 0.95
-    assert out.models == (("yunet_n", face_detector.model.sha256),)
+    assert out.models == (("yunet_n", face_detector.backend.sha256),)
     assert {"preprocess", "inference", "decode", "mask"} <= set(out.timings_ms)
 
 

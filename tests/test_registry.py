@@ -112,7 +112,6 @@ def test_valid_card_parses(tmp_path: Path) -> None:
         ("sha256", 7, "'sha256': must be a string"),
         ("family", "retinaface", "'family': unknown detector family 'retinaface': no decoder module"),
         ("family", "../yunet", "'family': family '../yunet' is not a valid module name"),
-        ("family", "graph", "'family': edge/detect/graph.py is not a decoder: it lacks candidates, MULTIPLE"),
         ("classes", [], "'classes': must be a non-empty list"),
         ("classes", ["Car"], "'classes': must be a non-empty list of lowercase class names"),
         ("classes", [3], "'classes': must be a non-empty list of lowercase class names"),
@@ -137,6 +136,24 @@ def test_bad_card_names_file_and_key(tmp_path: Path, key: str, value: Any, needl
         registry.load_card(path)
     assert str(path) in str(e.value)
     assert needle in str(e.value)
+
+
+def test_a_module_that_is_no_decoder_is_refused_as_family(tmp_path: Path, monkeypatch) -> None:
+    """A module in edge/detect/families without the decoder API (a helper, say) is not a family."""
+    import sys
+
+    from edge.detect import families
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "helpers.py").write_text("CHANNELS = 'BGR'\n")
+    monkeypatch.setattr(families, "__path__", [*families.__path__, str(folder)])
+    monkeypatch.delitem(sys.modules, "edge.detect.families.helpers", raising=False)
+    path = write_card(tmp_path, mutated("family", "helpers"))
+    with pytest.raises(ModelError) as e:
+        registry.load_card(path)
+    assert "'family': edge/detect/families/helpers.py is not a decoder: it lacks candidates, MULTIPLE" in str(e.value)
+    assert "helpers" not in families.FAMILIES
 
 
 def test_fixed_size_without_multiple_is_valid(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from conftest import FakeDetector
 from edge import mask
 from edge.config import CameraConfig, Config, ConfigError, TrackConfig, from_dict, override
 from edge.frame import FACE, PLATE, Detections, DroppedFrame, Frame, MaskedFrame
@@ -201,7 +202,7 @@ def test_track_count_is_bounded():
 
 # --- in the pipeline -------------------------------------------------------------------------------
 
-class ScriptedDetector:
+class ScriptedDetector(FakeDetector):
     """Detections per seq; raises on the seqs listed in `fail` (a detector failure)."""
 
     models = (("scripted", "0" * 64),)
@@ -209,7 +210,7 @@ class ScriptedDetector:
     def __init__(self, script: dict[int, Detections], fail: set[int]) -> None:
         self.script, self.fail, self.seq = script, fail, 0
 
-    def detect(self, image, timings=None):
+    def detect(self, image, watch=None):
         seq, self.seq = self.seq, self.seq + 1
         if seq in self.fail:
             raise RuntimeError("detector failed")
@@ -305,11 +306,11 @@ def test_tracker_only_ever_adds_painted_pixels(seed):
     assert extra > 0  # the hold did add mask somewhere
 
 
-class Replay:
+class Replay(FakeDetector):
     """A detector that returns whatever the test set last."""
 
     models = (("replay", "0"),)
     next = Detections()
 
-    def detect(self, image, timings=None) -> Detections:
+    def detect(self, image, watch=None) -> Detections:
         return Replay.next

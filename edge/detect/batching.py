@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.detect import Detector
 from edge.frame import Detections
+from edge.timing import Stopwatch
 
 
 @dataclass(eq=False)
@@ -27,21 +29,21 @@ class _Request:
     t_enqueued: float = field(default_factory=time.perf_counter)
     result: Detections | None = None
     error: BaseException | None = None
-    timings: dict[str, float] | None = None
+    timings: dict[str, float] | None = None  # the batch's stage timings, plus this frame's batch_wait
     done: bool = False
     abandoned: bool = False
 
 
 class BatchingDetector:
-    """Wraps a detector with `detect_batch` (MultiDetector, OnnxDetector) for `cameras` concurrent loops."""
+    """Wraps a detector (MultiDetector, OnnxDetector) for `cameras` concurrent loops."""
 
-    def __init__(self, inner, *, cameras: int, max_batch: int = 8, max_wait_ms: float = 2.0,
+    def __init__(self, inner: Detector, *, cameras: int, max_batch: int = 8, max_wait_ms: float = 2.0,
                  timeout_s: float = 30.0) -> None:
         if cameras < 1 or max_batch < 1 or max_wait_ms < 0 or timeout_s <= 0:
             raise ValueError(f"cameras {cameras}, max_batch {max_batch}, max_wait_ms {max_wait_ms}, "
                              f"timeout_s {timeout_s}: need cameras, max_batch >= 1, max_wait_ms >= 0, timeout_s > 0")
         self.inner = inner
-        self.models = inner.models
+        self.models, self.providers = inner.models, inner.providers
         self.cameras, self.max_batch = cameras, max_batch
         self.max_wait_s, self.timeout_s = max_wait_ms / 1e3, timeout_s
         self._cond = threading.Condition()
@@ -50,15 +52,19 @@ class BatchingDetector:
         self.batches = 0  # calls to detect_batch
         self.frames = 0  # frames they carried
 
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)  # detectors, close, concurrent... of the wrapped detector
-
     def warm_up(self, image: np.ndarray) -> None:
         """Every batch size this wrapper can form, once: a GPU pays its per-shape setup before READY, not on a frame."""
         for n in range(2, min(self.max_batch, self.cameras) + 1):
             self.inner.detect_batch([image] * n)
 
-    def detect(self, image: np.ndarray, timings: dict[str, float] | None = None) -> Detections:
+    def detect_batch(self, images: list[np.ndarray], watch: Stopwatch | None = None) -> list[Detections]:
+        """Frames a caller already has together go to the inner detector as they are."""
+        return self.inner.detect_batch(images, watch)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def detect(self, image: np.ndarray, watch: Stopwatch | None = None) -> Detections:
         req = _Request(image)
         deadline = time.monotonic() + self.timeout_s
         with self._cond:
@@ -87,9 +93,8 @@ class BatchingDetector:
                 self._cond.wait(left)
         if req.error is not None:
             raise req.error
-        if timings is not None and req.timings:
-            for k, v in req.timings.items():
-                timings[k] = timings.get(k, 0.0) + v
+        if watch is not None and req.timings:
+            watch.add_all(req.timings)
         assert req.result is not None
         return req.result
 
@@ -111,9 +116,9 @@ class BatchingDetector:
 
     def _run(self, batch: list[_Request]) -> None:
         t0 = time.perf_counter()
-        timings: dict[str, float] = {}
+        watch = Stopwatch()
         try:
-            results = self.inner.detect_batch([r.image for r in batch], timings)
+            results = self.inner.detect_batch([r.image for r in batch], watch)
             if len(results) != len(batch):
                 raise RuntimeError(f"detect_batch returned {len(results)} results for {len(batch)} frames")
         except BaseException as e:  # every frame of the batch fails with it: none is masked by a guess
@@ -122,6 +127,7 @@ class BatchingDetector:
             error = None
         self.batches += 1
         self.frames += len(batch)
+        timings = watch.as_dict()
         for r, res in zip(batch, results):
             r.timings = {**timings, "batch_wait": (t0 - r.t_enqueued) * 1e3}
             r.result, r.error, r.done = res, error, True

@@ -4,7 +4,7 @@
 [H,W,3]), and do cast, channel order, optional resize and zero-padding to the network's multiple
 inside the graph. On a GPU that means one uint8 upload per frame (a quarter of the bytes of a
 float32 blob) and no CPU-side blob work at all. The numbers it computes match
-`edge.detect.detector.preprocess` exactly at scale 1; at other scales the resize is ONNX linear
+`edge.detect.backends.host.host_blob` exactly at scale 1; at other scales the resize is ONNX linear
 (half-pixel) in float instead of OpenCV's fixed-point uint8 resize (INTER_AREA when shrinking),
 so pixels differ by interpolation rounding and the decoded boxes by a fraction of a pixel.
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
-from edge.detect.boxes import iou_matrix, nms, padded_size
-from edge.frame import concat_quads
+from edge.columns import Columns
+from edge.detect.boxes import Fit, fit, iou_matrix, nms
 
 EDGE_PX = 2.0  # a box within this many input pixels of a cut tile edge is partial
 COVERED = 0.8  # a partial box this much inside a complete kept box adds nothing to the mask
@@ -79,18 +80,22 @@ class Window:
     sy: float
     cut: tuple[bool, bool, bool, bool]  # left, top, right, bottom edge lies inside the frame (a tile border)
 
-    @property
+    # cached: a frame size's windows are planned once and read for every frame
+    @cached_property
     def crop_wh(self) -> tuple[int, int]:
         return self.x1 - self.x0, self.y1 - self.y0
 
-    @property
+    @cached_property
     def resized_wh(self) -> tuple[int, int]:
+        h, w = self.fit(1).resized_hw
+        return w, h
+
+    def fit(self, multiple: int) -> Fit:
         w, h = self.crop_wh
-        return max(1, round(w * self.sx)), max(1, round(h * self.sy))
+        return fit(h, w, self.sx, self.sy, multiple)
 
     def input_hw(self, multiple: int) -> tuple[int, int]:
-        w, h = self.resized_wh
-        return padded_size(h, w, multiple)
+        return self.fit(multiple).input_hw
 
     @property
     def group(self) -> tuple:
@@ -126,7 +131,7 @@ def plan(height: int, width: int, passes: tuple[PassSpec, ...]) -> tuple[Window,
 
 
 @dataclass
-class Candidates:
+class Candidates(Columns):
     """Boxes of one frame before merging, in frame pixels, with the pass that found each and whether it is cut."""
 
     xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
@@ -134,22 +139,6 @@ class Candidates:
     pass_index: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
     partial: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     quad: np.ndarray | None = None  # (N, 4, 2) or None; NaN rows where a box has none
-
-    def __len__(self) -> int:
-        return len(self.xyxy)
-
-    def take(self, index: np.ndarray) -> "Candidates":
-        return Candidates(self.xyxy[index], self.score[index], self.pass_index[index], self.partial[index],
-                          None if self.quad is None else self.quad[index])
-
-    @staticmethod
-    def concat(parts: "list[Candidates]") -> "Candidates":
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return Candidates()
-        return Candidates(np.concatenate([p.xyxy for p in parts]), np.concatenate([p.score for p in parts]),
-                          np.concatenate([p.pass_index for p in parts]), np.concatenate([p.partial for p in parts]),
-                          concat_quads(parts))
 
 
 def to_frame(window: Window, input_hw: tuple[int, int], xyxy: np.ndarray, score: np.ndarray,

@@ -30,9 +30,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.detect import Detector
 from edge.eval.evaluate import BUCKETS, bucket_of, cross_check, outside_share, protected_flags
 from edge.frame import DroppedFrame, Frame
 from edge.mask import MaskStyle, painted_map
+from edge.timing import Stopwatch
 from edge.track import grow
 
 log = logging.getLogger(__name__)
@@ -412,17 +414,23 @@ DETECT_STAGES = ("preprocess", "inference", "decode")
 class _OncePerFrame:
     """The real detector, run once per frame; later calls for the same frame get its result (or its error)."""
 
-    def __init__(self, detector) -> None:
-        self.detector, self.models = detector, detector.models
+    def __init__(self, detector: Detector) -> None:
+        self.detector, self.models, self.providers = detector, detector.models, detector.providers
         self._outcome: tuple[bool, object] | None = None
 
     def next_frame(self) -> None:
         self._outcome = None
 
-    def detect(self, image: np.ndarray, timings: dict[str, float] | None = None):
+    def detect_batch(self, images: list[np.ndarray], watch: Stopwatch | None = None) -> list:
+        return self.detector.detect_batch(images, watch)
+
+    def close(self) -> None:
+        self.detector.close()
+
+    def detect(self, image: np.ndarray, watch: Stopwatch | None = None):
         if self._outcome is None:
             try:
-                self._outcome = (True, self.detector.detect(image, timings))
+                self._outcome = (True, self.detector.detect(image, watch))
             except Exception as e:  # replayed to every variant, as each would have met it
                 self._outcome = (False, e)
         ok, value = self._outcome

@@ -22,7 +22,7 @@ from edge.frame import CLASS_NAME
 
 log = logging.getLogger(__name__)
 
-# A family is a decoder module edge/detect/<family>.py (see edge.detect.detector.family_module); a
+# A family is a decoder module edge/detect/families/<family>.py (see edge.detect.families.family_module); a
 # class is any name a card declares (the built-ins are edge.frame's face and plate). A new class is a
 # card and, if no existing family decodes its model, a decoder module: nothing else needs editing.
 LAYOUTS = ("NCHW",)
@@ -190,7 +190,7 @@ def _parse_card(data: dict[str, Any], src: Path) -> ModelCard:
     if not _NAME_RE.fullmatch(name):
         t.fail("name", f"{name!r} must be lowercase letters, digits, '_', '-' or '.'")
     family = t.text("family")
-    from edge.detect.detector import UnknownFamily, family_module
+    from edge.detect.families import UnknownFamily, family_module
 
     try:
         family_module(family)

@@ -12,7 +12,7 @@ from typing import Callable
 from edge import compose
 from edge.compose import StartupError
 from edge.config import CameraConfig, Config
-from edge.detect.detector import MultiDetector
+from edge.detect import Detector
 from edge.metrics import Metrics
 from edge.pipeline import run_loop
 from edge.runtime.systemd import Notifier
@@ -63,13 +63,8 @@ def source_faults(stats: dict[str, dict]) -> dict[str, int]:
     return out
 
 
-def providers_of(detector) -> list[str]:
-    found = set()
-    for d in getattr(detector, "detectors", [detector]):
-        provider = getattr(getattr(d, "model", None), "provider", None)
-        if provider:
-            found.add(provider)
-    return sorted(found) or ["?"]
+def providers_of(detector: Detector) -> list[str]:
+    return sorted(set(detector.providers)) or ["?"]
 
 
 def rss_mb() -> float:
@@ -91,7 +86,7 @@ class Service:
     """Everything a run needs, built and checked before READY is sent."""
 
     cfg: Config
-    detector: MultiDetector
+    detector: Detector
     sink: LockedSink
     sources: dict
     metrics: Metrics
@@ -249,9 +244,7 @@ class Service:
         if self.metrics_server is not None:
             self.metrics_server.close()
         for det in {id(d): d for d in (self.detector, *self.camera_detectors.values())}.values():
-            close = getattr(det, "close", None)  # a test's wrapper may not have one
-            if close is not None:
-                close()
+            det.close()
 
 
 def model_records(detector, camera_detectors: dict, cameras: list[str]) -> list[dict]:

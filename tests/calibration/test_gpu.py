@@ -12,15 +12,17 @@ pytestmark = pytest.mark.gpu
 def test_gpu_1080p_config_runs_on_cuda_with_graph_preprocessing_and_fp16():
     from edge import config as config_mod
     from edge.compose import build_detector
-    from edge.detect.runner import FrameModel
+    from edge.detect.backends.frames import GraphBackend
+    from edge.timing import Stopwatch
 
     cfg = config_mod.override(config_mod.load(ROOT / "configs" / "gpu-1080p.toml"),
                               {"runtime.require_provider": True})
     detector = build_detector(cfg)
-    models = [d.model for d in detector.detectors]
-    assert all(isinstance(m, FrameModel) and m.fp16 and m.provider == "CUDAExecutionProvider" for m in models)
-    timings: dict[str, float] = {}
-    dets = detector.detect(np.zeros((1080, 1920, 3), np.uint8), timings)
+    models = [d.backend for d in detector.detectors]
+    assert all(isinstance(m, GraphBackend) and m.fp16 and m.provider == "CUDAExecutionProvider" for m in models)
+    watch = Stopwatch()
+    dets = detector.detect(np.zeros((1080, 1920, 3), np.uint8), watch)
+    timings = watch.as_dict()
     assert len(dets) == 0 and timings["upload"] > 0 and timings["inference"] > 0
 
 
@@ -42,12 +44,15 @@ def test_qdq_int8_model_runs_on_cuda(tmp_path):
     assert len(out) == 12 and all(np.isfinite(o).all() for o in out)
 
     # the GPU path as a config with fp16 = true builds it: graph preprocessing, IO binding, no fp16 copy
-    from edge.detect.runner import FrameModel
+    from edge.detect.backends.frames import GraphBackend
     from edge.detect.backends.session import SessionOptions
+    from edge.detect.families import yunet
+    from edge.timing import Stopwatch
 
     sha = registry.sha256_file(path)
-    fm = FrameModel(path, name="q", sha256=sha, channels="BGR", multiple=32, scales=(1.0,), fp16=True,
-                    options=SessionOptions(provider="cuda", require_provider=True), cache_dir=tmp_path / "cache")
-    timings: dict[str, float] = {}
-    outputs, input_hw, _, _ = fm.run_frames([np.zeros((90, 150, 3), np.uint8)], 1.0, timings)
+    fm = GraphBackend(path, name="q", sha256=sha, family=yunet, scales=(1.0,), fp16=True,
+                      options=SessionOptions(provider="cuda", require_provider=True), cache_dir=tmp_path / "cache")
+    watch = Stopwatch()
+    outputs, input_hw = fm.run([np.zeros((90, 150, 3), np.uint8)], 1.0, 1.0, 0.0, watch)
+    timings = watch.as_dict()
     assert input_hw == (96, 160) and len(outputs) == 12 and timings["upload"] > 0

@@ -12,13 +12,16 @@ import pytest
 
 from calibration.quantize import card_text, head_nodes, quantize_model, write_card
 from calibration.reader import RuntimeCalibrationReader, iter_frames, runtime_detector
-from conftest import VIDEO, need
+from conftest import VIDEO, host, need
 from edge.models import registry
 from edge.config import Config
-from edge.detect.detector import OnnxDetector
-from edge.detect.runner import FrameModel
+from edge.detect.backends.frames import GraphBackend
 from edge.detect.backends.session import OnnxModel
+from edge.detect.boxes import fit
+from edge.detect.detector import OnnxDetector
+from edge.detect.families import yunet
 from edge.frame import FACE
+from edge.timing import Stopwatch
 
 
 @pytest.fixture(scope="module")
@@ -72,16 +75,17 @@ def test_runs_in_the_runtime_like_the_fp32_model(quantized):
     assert [x.shape for x in a] == [x.shape for x in b] and all(np.isfinite(x).all() for x in b)
     # the box regressions of an int8 model track the fp32 ones; they are not noise
     assert np.corrcoef(a[6].ravel(), b[6].ravel())[0, 1] > 0.9
-    dets = OnnxDetector(int8, "yunet", class_id=FACE).detect(image)
+    dets = OnnxDetector(host(int8, "yunet"), class_id=FACE).detect(image)
     assert dets.xyxy.shape[1] == 4
 
 
-def test_graph_preprocessed_int8_runs_on_uint8_frames(quantized):
+def test_graph_preprocessed_int8_runs_on_uint8_frames(quantized, tmp_path):
     path, card_path, _ = quantized
     card = registry.load_card(card_path)
-    fm = FrameModel(path, name=card.name, sha256=card.sha256, channels="BGR", multiple=32, scales=(1.0,))
+    fm = GraphBackend(path, name=card.name, sha256=card.sha256, family=yunet, scales=(1.0,), cache_dir=tmp_path)
     frame = np.random.default_rng(0).integers(0, 255, (90, 150, 3), np.uint8)
-    outputs, input_hw, fx, fy = fm.run_frames([frame], 1.0)
+    outputs, input_hw = fm.run([frame], 1.0, 1.0, 0.0, Stopwatch())
+    fx, fy = fit(90, 150, 1.0, 1.0, yunet.MULTIPLE).factors(90, 150)
     assert input_hw == (96, 160) and (fx, fy) == (1.0, 1.0) and len(outputs) == 12
     assert outputs[0].shape == (1, (96 // 8) * (160 // 8), 1)
 
@@ -135,7 +139,7 @@ def test_card_carries_the_gate_verdict(quantized, tmp_path):
 
 def test_qdq_models_get_no_fp16_copy(quantized, tmp_path):
     """fp16 = true in a GPU config must not convert an int8 model's scales (opset 13 wants them float32)."""
-    from edge.detect.runner import graph_rewrite, is_qdq
+    from edge.detect.backends.frames import graph_rewrite, is_qdq
 
     path, card_path, src_card = quantized
     data = path.read_bytes()

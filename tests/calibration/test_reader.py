@@ -10,8 +10,7 @@ import pytest
 from calibration.reader import RuntimeCalibrationReader, iter_frames, runtime_detector
 from edge import config as config_mod
 from edge.config import Config
-from edge.detect.detector import preprocess
-from conftest import VIDEO, need
+from conftest import VIDEO, need, preprocess
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,7 @@ def test_reader_yields_the_runtime_preprocessing(street_images, tmp_path, scales
         assert g.dtype == np.float32 and g.shape == e.shape
         np.testing.assert_array_equal(g, e)
     assert reader.input_name == "input"
-    assert detector.model.__class__.__name__ == "OnnxModel"  # the tap was removed again
+    assert detector.backend.model.__class__.__name__ == "OnnxModel"  # the tap was removed again
 
 
 def test_set_range_serves_one_input_at_a_time(street_images, tmp_path):

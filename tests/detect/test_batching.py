@@ -10,6 +10,7 @@ import pytest
 
 from conftest import WIDER, need
 from edge.detect.batching import BatchingDetector
+from edge.timing import Stopwatch
 
 IMAGES = ["7_Cheering_Cheering_7_118.jpg", "2_Demonstration_Political_Rally_2_224.jpg", "3_Riot_Riot_3_604.jpg",
           "0_Parade_marchingband_1_465.jpg"]
@@ -28,7 +29,7 @@ def frames():
     return out
 
 
-def call_together(det, images, timings=None):
+def call_together(det, images, watches=None):
     """Each image detected on its own thread, all released at once; results (or errors) in image order."""
     results: list = [None] * len(images)
     start = threading.Barrier(len(images))
@@ -36,7 +37,7 @@ def call_together(det, images, timings=None):
     def run(i):
         start.wait()
         try:
-            results[i] = det.detect(images[i], None if timings is None else timings[i])
+            results[i] = det.detect(images[i], None if watches is None else watches[i])
         except BaseException as e:  # collected: the test checks what each caller got
             results[i] = e
 
@@ -52,8 +53,8 @@ def call_together(det, images, timings=None):
 @pytest.mark.parametrize("max_batch", [8, 2])
 def test_each_camera_gets_its_own_frames_result(face_detector, frames, max_batch):
     det = BatchingDetector(face_detector, cameras=len(frames), max_batch=max_batch, max_wait_ms=500)
-    timings = [{} for _ in frames]
-    got = call_together(det, frames, timings)
+    watches = [Stopwatch() for _ in frames]
+    got = call_together(det, frames, watches)
     for frame, result in zip(frames, got, strict=True):
         expected = face_detector.detect(frame)
         assert len(expected) >= 1
@@ -61,7 +62,7 @@ def test_each_camera_gets_its_own_frames_result(face_detector, frames, max_batch
         np.testing.assert_array_equal(result.class_id, expected.class_id)
     assert det.frames == len(frames) and det.batches < len(frames)
     assert det.batches >= -(-len(frames) // max_batch)
-    assert all("inference" in t and "batch_wait" in t for t in timings)
+    assert all("inference" in t and "batch_wait" in t for t in (w.as_dict() for w in watches))
 
 
 def test_frames_of_different_sizes_are_batched_apart(face_detector, frames):
@@ -75,19 +76,32 @@ def test_frames_of_different_sizes_are_batched_apart(face_detector, frames):
 
 def test_one_camera_never_waits_for_others(face_detector, frames):
     det = BatchingDetector(face_detector, cameras=1, max_wait_ms=5000)
-    timings: dict[str, float] = {}
-    det.detect(frames[0], timings)
-    assert timings["batch_wait"] < 1000  # it did not sit out the 5 s gathering window
+    watch = Stopwatch()
+    det.detect(frames[0], watch)
+    assert watch.as_dict()["batch_wait"] < 1000  # it did not sit out the 5 s gathering window
 
 
-class Failing:
+class Inner:
+    """The parts of the Detector protocol the fakes below share; each fake has its own detect_batch."""
+
+    models: tuple = ()
+    providers = ("CPUExecutionProvider",)
+
+    def detect(self, image, watch=None):
+        return self.detect_batch([image], watch)[0]
+
+    def close(self):
+        pass
+
+
+class Failing(Inner):
     models = (("broken", "0" * 64),)
 
     def __init__(self, error):
         self.error = error
         self.calls = 0
 
-    def detect_batch(self, images, timings=None):
+    def detect_batch(self, images, watch=None):
         self.calls += 1
         raise self.error
 
@@ -100,10 +114,8 @@ def test_an_error_reaches_every_frame_of_the_batch(frames, error):
     assert all(r is error for r in got)
 
 
-class Short:
-    models = ()
-
-    def detect_batch(self, images, timings=None):
+class Short(Inner):
+    def detect_batch(self, images, watch=None):
         return []  # a broken inner detector: fewer results than frames
 
 
@@ -112,13 +124,11 @@ def test_a_short_result_list_is_an_error_not_a_guess(frames):
     assert all(isinstance(r, RuntimeError) and "0 results for" in str(r) for r in got)
 
 
-class Stuck:
-    models = ()
-
+class Stuck(Inner):
     def __init__(self):
         self.release = threading.Event()
 
-    def detect_batch(self, images, timings=None):
+    def detect_batch(self, images, watch=None):
         self.release.wait(10)
         raise RuntimeError("released")
 
@@ -153,3 +163,19 @@ def test_a_waiting_camera_times_out_while_the_batch_hangs(frames):
 def test_bad_arguments(face_detector, kwargs):
     with pytest.raises(ValueError):
         BatchingDetector(face_detector, **kwargs)
+
+
+def test_close_and_providers_are_the_inner_detectors(face_detector):
+    class Closing(Inner):
+        closed = False
+
+        def detect_batch(self, images, watch=None):
+            return []
+
+        def close(self):
+            self.closed = True
+
+    inner = Closing()
+    det = BatchingDetector(inner, cameras=2)
+    det.close()
+    assert inner.closed and det.providers == inner.providers and det.models == inner.models

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.detect import centerface
+from conftest import host
+from edge.detect.families import centerface
 from edge.frame import BadDetections
 
 
@@ -51,7 +52,7 @@ def centerface_detector():
         pytest.skip("centerface not in the cache or a mirror (edge-anon models fetch centerface)")
     model = OnnxModel(path, name=card.name, sha256=card.sha256,
                       rewrite=lambda b: set_input_dims(b, ["N", 3, "H", "W"]))
-    return OnnxDetector(model, "centerface", class_id=0, score_threshold=0.5)
+    return OnnxDetector(host(model, "centerface"), class_id=0, score_threshold=0.5)
 
 
 @pytest.mark.parametrize("image, at_least", [

@@ -11,6 +11,7 @@ import pytest
 from conftest import PLATES, need
 from edge.detect.detector import MultiDetector
 from edge.frame import FACE, PLATE, BadDetections, Detections, Frame
+from edge.timing import Stopwatch
 
 WAIT_S = 5.0  # generous: a correct run never waits this long, a broken one fails instead of hanging
 
@@ -22,28 +23,32 @@ class Fake:
                  error: Exception | None = None) -> None:
         self.class_id, self.wait, self.sets, self.error = class_id, wait, sets, error
         self.models = ((f"fake{class_id}", "0" * 64),)
+        self.providers = ("CPUExecutionProvider",)
         self.threads: list[str] = []
         self.waited: list[bool] = []
         self.seen: list[np.ndarray] = []
 
-    def _one(self, image: np.ndarray, timings: dict | None) -> Detections:
+    def _one(self, image: np.ndarray, watch: Stopwatch | None) -> Detections:
         self.threads.append(threading.current_thread().name)
         self.seen.append(image)
         if self.sets is not None:
             self.sets.set()
         if self.wait is not None:
             self.waited.append(self.wait.wait(WAIT_S))
-        if timings is not None:
-            timings["inference"] = timings.get("inference", 0.0) + 1.0 + self.class_id
+        if watch is not None:
+            watch.add("inference", 1.0 + self.class_id)
         if self.error is not None:
             raise self.error
         return Detections([[1, 2, 3 + self.class_id, 4]], [0.9], [self.class_id])
 
-    def detect(self, image, timings=None):
-        return self._one(image, timings)
+    def detect(self, image, watch=None):
+        return self._one(image, watch)
 
-    def detect_batch(self, images, timings=None):
-        return [self._one(i, timings) for i in images]
+    def detect_batch(self, images, watch=None):
+        return [self._one(i, watch) for i in images]
+
+    def close(self):
+        pass
 
 
 def test_members_overlap_in_time_and_share_the_frame():
@@ -75,9 +80,10 @@ def test_a_single_member_needs_no_pool():
 @pytest.mark.parametrize("concurrent", [True, False])
 def test_timings_of_all_members_are_summed(concurrent):
     multi = MultiDetector([Fake(FACE), Fake(PLATE)], concurrent=concurrent)
-    timings = {"inference": 10.0}
-    multi.detect(np.zeros((8, 8, 3), np.uint8), timings)
-    assert timings == {"inference": 10.0 + 1.0 + 2.0}
+    watch = Stopwatch()
+    watch.add("inference", 10.0)
+    multi.detect(np.zeros((8, 8, 3), np.uint8), watch)
+    assert watch.as_dict() == {"inference": 10.0 + 1.0 + 2.0}
     multi.close()
 
 
@@ -137,8 +143,7 @@ def test_real_faces_and_plates_concurrently_equal_each_alone(face_detector):
     from edge.config import Config
     from edge.detect.detector import OnnxDetector
 
-    plates = OnnxDetector(load_model(Config(), "lpd_yunet")[0], "lpd_yunet", class_id=PLATE, score_threshold=0.3,
-                          nms_iou=0.3)
+    plates = OnnxDetector(load_model(Config(), "lpd_yunet")[0], class_id=PLATE, score_threshold=0.3, nms_iou=0.3)
     image = cv2.imread(str(need(PLATES / "test_001.jpg")))
     multi = MultiDetector([face_detector, plates])
     both = multi.detect(image)

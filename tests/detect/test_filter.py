@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from conftest import PLATES, WIDER, need
 from edge.config import Config, override
-from edge.detect import lpd_yunet, yunet
+from edge.detect.families import lpd_yunet, yunet
 from edge.detect.graph import (CHECK_OUTPUT, FILTER_INPUT, FRAME_INPUT, FilterGroup, GraphError, append_filter,
                                filter_output_names, prepend_preprocess)
 from edge.frame import BadDetections
@@ -173,11 +173,13 @@ def test_append_filter_refuses_a_model_without_the_heads():
 @pytest.mark.parametrize("graph_filter", [True, False])
 def test_config_switch(graph_filter):
     from edge.compose import build_detector
+    from edge.detect.backends.frames import FilterBackend
 
     cfg = override(Config(), {"runtime.graph_preprocess": True, "runtime.graph_filter": graph_filter,
                               "detect.plate.enabled": True})
     det = build_detector(cfg)
     try:
-        assert [d.model.filtered for d in det.detectors] == [graph_filter, graph_filter]
+        assert [isinstance(d.backend, FilterBackend) for d in det.detectors] == [graph_filter, graph_filter]
+        assert [d.backend.runners[1.0].filtered for d in det.detectors] == [graph_filter, graph_filter]
     finally:
         det.close()

@@ -10,12 +10,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import MODELS, WIDER, need
-from edge.detect import graph, yunet
-from edge.detect.boxes import iou_matrix, nms
-from edge.detect.detector import OnnxDetector, preprocess
+from conftest import MODELS, WIDER, host, need, preprocess
+from edge.detect import graph
+from edge.detect.boxes import fit, iou_matrix, nms
+from edge.detect.detector import OnnxDetector
+from edge.detect.families import yunet
 from edge.detect.graph import FRAME_INPUT, GraphError, prepend_preprocess, to_fp16
-from edge.detect.runner import scaled_geometry
 
 IMAGES = ["7_Cheering_Cheering_7_118.jpg", "2_Demonstration_Political_Rally_2_224.jpg", "3_Riot_Riot_3_604.jpg"]
 
@@ -71,6 +71,7 @@ class FixedModel:
 
     def __init__(self, sess):
         self.name, self.sha256, self.session = "yunet_n", "0" * 64, sess
+        self.provider = sess.get_providers()[0]
 
     def run(self, blob):
         return self.session.run(None, {"input": blob})
@@ -84,14 +85,15 @@ def test_other_scales_agree_on_decoded_boxes(yunet_bytes, yunet_plain, scale):
     IoU >= 0.9 and the counts differ by at most max(2, 5%). (Measured on 40 wider_dev images:
     98.5% at IoU 0.9 for 2x, 99.2% for 0.5x, counts within one box.)
     """
-    numpy_det = OnnxDetector(FixedModel(yunet_plain), "yunet", class_id=0, scales=(scale,))
+    numpy_det = OnnxDetector(host(FixedModel(yunet_plain), "yunet"), class_id=0, scales=(scale,))
     graph_sess = session(prepend_preprocess(yunet_bytes, scale=scale))
     ious, n_numpy, n_graph = [], 0, 0
     for name in IMAGES:
         img = image(name)
         ref = numpy_det.detect(img)
         outputs = graph_sess.run(None, {FRAME_INPUT: img[None]})
-        input_hw, fx, fy = scaled_geometry(*img.shape[:2], scale, 32)
+        geometry = fit(*img.shape[:2], scale, scale, 32)
+        input_hw, (fx, fy) = geometry.input_hw, geometry.factors(*img.shape[:2])
         assert outputs[0].shape[1] == (input_hw[0] // 8) * (input_hw[1] // 8)
         xyxy, score, _ = yunet.candidates(outputs, input_hw, 0.5)
         xyxy = xyxy / np.array([fx, fy, fx, fy], np.float32)

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import PLATES, need
-from edge.detect import lpd_yunet
+from conftest import PLATES, host, need
+from edge.detect.families import lpd_yunet
 from edge.detect.boxes import iou_matrix
 from edge.frame import PLATE, BadDetections
 from edge.mask import MaskStyle, regions
@@ -42,13 +42,14 @@ def plate_model():
     from edge.compose import load_model
     from edge.config import Config
 
-    return load_model(Config(), "lpd_yunet")[0]
+    return load_model(Config(), "lpd_yunet")[0].model  # the session behind the host backend
 
 
 def plate_detector(model, scale: float = 1.0, threshold: float = 0.3):
     from edge.detect.detector import OnnxDetector
 
-    return OnnxDetector(model, "lpd_yunet", class_id=PLATE, score_threshold=threshold, nms_iou=0.3, scales=(scale,))
+    return OnnxDetector(host(model, "lpd_yunet"), class_id=PLATE, score_threshold=threshold, nms_iou=0.3,
+                        scales=(scale,))
 
 
 def annotated(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -58,9 +59,13 @@ def annotated(name: str) -> tuple[np.ndarray, np.ndarray]:
     return cv2.imread(str(PLATES / fields[0])), np.array([[x, y, x + w, y + h]], np.float32)
 
 
+def prior_count(height: int, width: int) -> int:
+    return sum(r * c * len(m) for (r, c), m in zip(lpd_yunet.feature_sizes(height, width), lpd_yunet.MIN_SIZES))
+
+
 def blank_outputs(h: int, w: int, batch: int = 1) -> list[np.ndarray]:
     """Outputs that score nothing: conf all background, iou zero."""
-    k = lpd_yunet.prior_count(h, w) * batch
+    k = prior_count(h, w) * batch
     conf = np.zeros((k, 2), np.float32)
     conf[:, 0] = 1.0
     return [np.zeros((k, 14), np.float32), conf, np.zeros((k, 1), np.float32)]
@@ -85,7 +90,7 @@ def light(outs: list[np.ndarray], row: int, loc=(), score: float = 0.9) -> None:
 
 def test_stored_graph_output_count_is_the_prior_count_at_320x240(stored_model):
     outs = stored_model.run(np.zeros((1, 3, *STORED_HW), np.float32))
-    assert lpd_yunet.prior_count(*STORED_HW) == 4385  # ../shared/models/README.md: not ceil(H/step)'s 4420
+    assert prior_count(*STORED_HW) == 4385  # ../shared/models/README.md: not ceil(H/step)'s 4420
     assert [o.shape for o in outs] == [(4385, 14), (4385, 2), (4385, 1)]
 
 
@@ -93,7 +98,7 @@ def test_stored_graph_output_count_is_the_prior_count_at_320x240(stored_model):
 def test_priors_match_the_rewritten_graph_at_other_sizes(plate_model, hw):
     outs = plate_model.run(np.zeros((1, 3, *hw), np.float32))
     p = lpd_yunet.priors(*hw)
-    assert len(outs[0]) == len(p) == lpd_yunet.prior_count(*hw)
+    assert len(outs[0]) == len(p) == prior_count(*hw)
     # every prior centre lies inside the input it was built for
     assert (p[:, 0] > 0).all() and (p[:, 0] < hw[1]).all() and (p[:, 1] > 0).all() and (p[:, 1] < hw[0]).all()
 
@@ -203,7 +208,7 @@ def test_batch_index_outside_the_batch_raises():
 
 def test_detector_raises_on_a_model_returning_garbage(plate_model):
     class Garbage:
-        name, sha256 = plate_model.name, plate_model.sha256
+        name, sha256, provider = plate_model.name, plate_model.sha256, plate_model.provider
 
         def run(self, blob):
             return [np.zeros((7, 14), np.float32), np.zeros((7, 2), np.float32), np.zeros((7, 1), np.float32)]

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import WIDER, need
+from conftest import WIDER, host, need
 from edge.config import ClassConfig, TilesConfig
 from edge.detect.boxes import iou_matrix
 from edge.detect.detector import OnnxDetector, to_detections
@@ -252,9 +252,9 @@ def crowd(wider_gt):
 def test_tiles_find_the_faces_the_full_upscaled_pass_finds(yunet_model, crowd):
     """Tiles at 2x (with overlap) see what one 2x pass sees: same faces, same places, mapped back exactly."""
     image, gt = crowd
-    full = OnnxDetector(yunet_model, "yunet", class_id=FACE, score_threshold=0.5,
+    full = OnnxDetector(host(yunet_model, "yunet"), class_id=FACE, score_threshold=0.5,
                         passes=(PassSpec(scale=2.0, score_threshold=0.5),)).detect(image)
-    tiled_det = OnnxDetector(yunet_model, "yunet", class_id=FACE, score_threshold=0.5,
+    tiled_det = OnnxDetector(host(yunet_model, "yunet"), class_id=FACE, score_threshold=0.5,
                              passes=(PassSpec(scale=2.0, tile=320, overlap=96, score_threshold=0.5),))
     assert len(plan(*image.shape[:2], tiled_det.passes)) > 4
     tiled = tiled_det.detect(image)
@@ -271,7 +271,7 @@ def test_upscaled_passes_add_small_faces(yunet_model, crowd):
     image, gt = crowd
 
     def hits(passes) -> int:
-        d = OnnxDetector(yunet_model, "yunet", class_id=FACE, passes=passes).detect(image)
+        d = OnnxDetector(host(yunet_model, "yunet"), class_id=FACE, passes=passes).detect(image)
         return int((iou_matrix(gt, d.xyxy).max(axis=1, initial=0) > 0.3).sum()) if len(d) else 0
 
     native = hits((PassSpec(scale=1.0, score_threshold=0.4),))
@@ -281,7 +281,7 @@ def test_upscaled_passes_add_small_faces(yunet_model, crowd):
 
 def test_candidates_floor_returns_every_pass_unfiltered(yunet_model, crowd):
     image, _ = crowd
-    det = OnnxDetector(yunet_model, "yunet", class_id=FACE,
+    det = OnnxDetector(host(yunet_model, "yunet"), class_id=FACE,
                        passes=(PassSpec(scale=1.0, score_threshold=0.6), PassSpec(scale=2.0, score_threshold=0.6,
                                                                                    max_box=16)))
     (raw,) = det.candidates_batch([image], floor=0.2)

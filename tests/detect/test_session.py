@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from conftest import MODELS, need
-from edge.detect.backends.session import (ModelLoadError, OnnxModel, ProviderUnavailable, SessionOptions, _trt_options,
+from edge.detect.backends.session import (ModelLoadError, OnnxModel, ProviderUnavailable, SessionOptions, trt_options,
                                  create_session, provider_chains)
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -90,7 +90,7 @@ def test_create_session_all_failing_is_a_load_error():
      {"trt_profile_opt_shapes": "frame:1x1080x1920x3", "trt_profile_max_shapes": "frame:8x1080x1920x3"}),
 ])
 def test_trt_options(opts, expected):
-    got = _trt_options(opts)
+    got = trt_options(opts)
     assert {k: got[k] for k in expected} == expected
     if not opts.trt_cache_dir:
         assert "trt_engine_cache_enable" not in got
@@ -98,7 +98,7 @@ def test_trt_options(opts, expected):
 
 def test_trt_profile_needs_all_three():
     with pytest.raises(ModelLoadError, match="min, opt and max"):
-        _trt_options(SessionOptions(provider="tensorrt", trt_profile_min="frame:1x720x1280x3"))
+        trt_options(SessionOptions(provider="tensorrt", trt_profile_min="frame:1x720x1280x3"))
 
 
 def test_tensorrt_without_gpu_lands_on_cpu_and_says_so(caplog):

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import WIDER, need
-from edge.detect import yunet
+from conftest import WIDER, host, need
+from edge.detect.families import yunet
 from edge.detect.boxes import iou_matrix
 from edge.frame import BadDetections
 
@@ -81,7 +81,7 @@ def test_upscaled_pass_finds_more_small_faces(yunet_model, wider_gt):
     gt = wider_gt[name]
 
     def found(scales):
-        dets = OnnxDetector(yunet_model, "yunet", class_id=0, score_threshold=0.5, scales=scales).detect(img)
+        dets = OnnxDetector(host(yunet_model, "yunet"), class_id=0, score_threshold=0.5, scales=scales).detect(img)
         return int((iou_matrix(gt, dets.xyxy).max(axis=1) >= 0.4).sum())
 
     assert found((1.0, 2.0)) > found((1.0,))

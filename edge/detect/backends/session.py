@@ -48,7 +48,7 @@ class SessionOptions:
     trt_profile_max: str = ""
 
 
-def _trt_options(opts: SessionOptions) -> dict:
+def trt_options(opts: SessionOptions) -> dict:
     trt: dict = {"device_id": opts.device_id, "trt_fp16_enable": opts.trt_fp16, "trt_int8_enable": opts.trt_int8}
     if opts.trt_int8:
         # QDQ models carry their own scales; a native calibration table would be a second source of truth
@@ -71,7 +71,7 @@ def _provider_entry(name: str, opts: SessionOptions):
     if name == "CUDAExecutionProvider":
         return (name, {"device_id": opts.device_id, "cudnn_conv_algo_search": opts.cudnn_conv_algo_search.upper()})
     if name == "TensorrtExecutionProvider":
-        return (name, _trt_options(opts))
+        return (name, trt_options(opts))
     return name
 
 

@@ -61,10 +61,6 @@ def feature_sizes(height: int, width: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def prior_count(height: int, width: int) -> int:
-    return sum(r * c * len(m) for (r, c), m in zip(feature_sizes(height, width), MIN_SIZES))
-
-
 @lru_cache(maxsize=32)
 def priors(height: int, width: int) -> np.ndarray:
     """(K, 4) priors (cx, cy, w, h) in input pixels, in the network's output order; cached per size.
