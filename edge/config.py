@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import wire
-from edge.checks import at_least, one_of
+from edge.checks import at_least, one_of, within
 from edge.detect.backends.session import PROVIDERS, SessionOptions
 from edge.frame import CLASS_NAME
 from edge.mask import MaskStyle
@@ -23,23 +23,12 @@ from edge.track import TrackParams
 
 LOG_LEVELS = ("info", "debug", "warning", "error")  # the first is the default
 PROVIDER_NAMES = tuple(PROVIDERS)
-CUDNN_ALGO_SEARCH = ("exhaustive", "heuristic", "default")
 OUTPUT_KINDS = ("zmq", "folder", "none")
 CAMERA_KINDS = ("camera", "replay")
 
 
 class ConfigError(ValueError):
     """A configuration that must not be run; the message names the key and the problem."""
-
-
-def _at_least(obj, name: str, low: float) -> None:
-    if getattr(obj, name) < low:
-        raise ConfigError(f"{name}: must be >= {low}, got {getattr(obj, name)!r}")
-
-
-def _within(obj, name: str, low: float, high: float) -> None:
-    if not low <= getattr(obj, name) <= high:
-        raise ConfigError(f"{name}: must be within {low}..{high}, got {getattr(obj, name)!r}")
 
 
 def _choices(values: tuple[str, ...]):
@@ -71,8 +60,8 @@ class ServiceConfig(Policy):
     def __post_init__(self) -> None:
         super().__post_init__()
         one_of(self, "log_level", LOG_LEVELS)
-        _at_least(self, "stats_interval_s", 0)
-        _at_least(self, "max_sink_errors", 1)
+        at_least(self, "stats_interval_s", 0)
+        at_least(self, "max_sink_errors", 1)
 
 
 @dataclass(frozen=True)
@@ -84,9 +73,7 @@ class ModelsConfig(_Checked):
 
 @dataclass(frozen=True)
 class RuntimeConfig(SessionOptions):
-    """The onnxruntime SessionOptions (handed to every session as they are) plus how detection runs.
-
-    The TOML key of SessionOptions.intra_op_threads is `threads` (see _TOML_KEYS)."""
+    """The onnxruntime SessionOptions (handed to every session as they are) plus how detection runs."""
 
     # Cameras sharing a detector send their frames through one inference call (edge.detect.batching):
     # the first frame waits up to batch_wait_ms for the others. Pays on a GPU, not on a busy CPU.
@@ -100,23 +87,10 @@ class RuntimeConfig(SessionOptions):
     graph_filter: bool = True
     fp16: bool = False  # fp16 copy of each model (CUDA / TensorRT only), cached next to the model
 
-    @property
-    def threads(self) -> int:
-        """The [runtime] key's name for SessionOptions.intra_op_threads."""
-        return self.intra_op_threads
-
     def __post_init__(self) -> None:
-        one_of(self, "provider", PROVIDER_NAMES)
-        one_of(self, "cudnn_conv_algo_search", CUDNN_ALGO_SEARCH)
-        if not self.intra_op_threads >= 0:
-            raise ValueError(f"threads: must be >= 0, got {self.intra_op_threads!r}")
-        at_least(self, "device_id", 0)
-        at_least(self, "trt_workspace_mb", 0)
-        profiles = (self.trt_profile_min, self.trt_profile_opt, self.trt_profile_max)
-        if any(profiles) and not all(profiles):
-            raise ValueError("trt_profile_min: give trt_profile_min, trt_profile_opt and trt_profile_max together")
-        _within(self, "batch_max", 1, 64)
-        _within(self, "batch_wait_ms", 0.0, 100.0)
+        super().__post_init__()
+        within(self, "batch_max", 1, 64)
+        within(self, "batch_wait_ms", 0.0, 100.0)
 
 
 def _check_region(region: tuple[float, ...]) -> None:
@@ -140,13 +114,13 @@ class TilesConfig(_Checked):
 
     def check(self) -> None:
         _check_region(self.region)
-        _within(self, "scale", 0.25, 8.0)
+        within(self, "scale", 0.25, 8.0)
         if self.size != 0:  # 0: no tiles, the fully convolutional models take the region whole
-            _within(self, "size", 32, 4096)
-            _within(self, "overlap", 0, self.size // 2)
-        _within(self, "score_threshold", 0.0, 1.0)
-        _at_least(self, "min_box_px", 0)
-        _at_least(self, "max_box_px", 0)
+            within(self, "size", 32, 4096)
+            within(self, "overlap", 0, self.size // 2)
+        within(self, "score_threshold", 0.0, 1.0)
+        at_least(self, "min_box_px", 0)
+        at_least(self, "max_box_px", 0)
 
 
 @dataclass(frozen=True)
@@ -176,10 +150,10 @@ class ClassConfig(_Checked):
 
     def check(self) -> None:
         _check_region(self.region)
-        _within(self, "score_threshold", 0.0, 1.0)
-        _within(self, "nms_iou", 0.0, 1.0)
-        _within(self, "extra_score_threshold", 0.0, 1.0)
-        _within(self, "aspect", 0.25, 4.0)
+        within(self, "score_threshold", 0.0, 1.0)
+        within(self, "nms_iou", 0.0, 1.0)
+        within(self, "extra_score_threshold", 0.0, 1.0)
+        within(self, "aspect", 0.25, 4.0)
         for name in ("scales", "extra_scales"):
             values = getattr(self, name)
             if not values or any(s <= 0 or s > 8 for s in values):
@@ -246,8 +220,8 @@ class OutputConfig(_Checked):
 
     def check(self) -> None:
         wire.check_encoding(self.encoding, self.jpeg_quality)
-        _at_least(self, "sndhwm", 1)
-        _at_least(self, "linger_ms", 0)
+        at_least(self, "sndhwm", 1)
+        at_least(self, "linger_ms", 0)
         if self.kind == "zmq" and not self.bind.startswith(("tcp://", "ipc://")):
             raise ConfigError(f"bind: expected tcp://HOST:PORT or ipc://PATH, got {self.bind!r}")
         if self.kind == "folder" and not self.dir:
@@ -299,10 +273,10 @@ class CameraConfig(_Checked):
             raise ConfigError(f"id: must be a non-empty name of letters, digits, '-' and '_', got {self.id!r}")
         if not self.source:
             raise ConfigError("source: required")
-        _at_least(self, "fps", 0)
-        _at_least(self, "width", 0)
-        _at_least(self, "height", 0)
-        _at_least(self, "stall_timeout_s", 0.1)
+        at_least(self, "fps", 0)
+        at_least(self, "width", 0)
+        at_least(self, "height", 0)
+        at_least(self, "stall_timeout_s", 0.1)
 
 
 @dataclass(frozen=True)
@@ -383,8 +357,8 @@ def _more_classes(data: dict, prefix: str) -> dict:
 
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types by name."""
-    hints = _toml_keys(cls, typing.get_type_hints(cls))
-    known = _toml_keys(cls, {f.name: f for f in dataclasses.fields(cls)})
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
     if cls is Config:
         data = _inherit_detect(data)
     if cls is DetectConfig:
@@ -407,23 +381,9 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
             raise ConfigError(f"{full}: {converted!r} is not one of {', '.join(choices)}")
         kwargs[key] = converted
     try:
-        return cls(**_field_names(cls, kwargs))
+        return cls(**kwargs)
     except ValueError as e:  # the table's own check (a component's or a config table's): name the key
         raise ConfigError(f"{prefix}.{e}" if prefix else str(e)) from None
-
-
-# Fields whose TOML key differs from the component's field name: {type: {TOML key: field}}
-_TOML_KEYS: dict[type, dict[str, str]] = {RuntimeConfig: {"threads": "intra_op_threads"}}
-
-
-def _field_names(cls: type, table: dict) -> dict:
-    names = _TOML_KEYS.get(cls, {})
-    return {names.get(k, k): v for k, v in table.items()}
-
-
-def _toml_keys(cls: type, fields: dict) -> dict:
-    keys = {f: k for k, f in _TOML_KEYS.get(cls, {}).items()}
-    return {keys.get(k, k): v for k, v in fields.items()}
 
 
 def _overlay(base: dict, over: dict) -> dict:
@@ -517,7 +477,7 @@ def _as_dict_value(v: Any) -> Any:
 def _as_dict(obj: Any) -> dict:
     if isinstance(obj, DetectConfig):  # the TOML shape: one table per class, side by side
         return {name: _as_dict(c) for name, c in obj.classes()}
-    return _toml_keys(type(obj), {f.name: _as_dict_value(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
+    return {f.name: _as_dict_value(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
 
 
 def to_dict(cfg: Any) -> dict:

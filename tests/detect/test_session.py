@@ -97,8 +97,8 @@ def test_trt_options(opts, expected):
 
 
 def test_trt_profile_needs_all_three():
-    with pytest.raises(ModelLoadError, match="min, opt and max"):
-        trt_options(SessionOptions(provider="tensorrt", trt_profile_min="frame:1x720x1280x3"))
+    with pytest.raises(ValueError, match="trt_profile_min, trt_profile_opt and trt_profile_max together"):
+        SessionOptions(provider="tensorrt", trt_profile_min="frame:1x720x1280x3")
 
 
 def test_tensorrt_without_gpu_lands_on_cpu_and_says_so(caplog):

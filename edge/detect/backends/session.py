@@ -10,8 +10,12 @@ from typing import Callable
 import numpy as np
 import onnxruntime as ort
 
+from edge.checks import at_least, one_of
+
 log = logging.getLogger(__name__)
 
+# cuDNN's convolution algorithm search per input shape (the CUDA provider's cudnn_conv_algo_search)
+CUDNN_ALGO_SEARCH = ("exhaustive", "heuristic", "default")
 PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -31,7 +35,7 @@ class ProviderUnavailable(ModelLoadError):
 class SessionOptions:
     provider: str = "cpu"  # cpu | cuda | tensorrt
     require_provider: bool = False  # refuse to run when the asked-for provider is not the one used
-    intra_op_threads: int = 0  # 0 = onnxruntime's choice
+    threads: int = 0  # onnxruntime intra-op threads; 0 = its choice
     device_id: int = 0
     # cuDNN convolution algorithm choice per input shape: "exhaustive" times every algorithm once
     # per shape (onnxruntime's default; the warm-up pays it), "heuristic" and "default" skip that.
@@ -47,6 +51,17 @@ class SessionOptions:
     trt_profile_opt: str = ""
     trt_profile_max: str = ""
 
+    def __post_init__(self) -> None:
+        one_of(self, "provider", tuple(PROVIDERS))
+        one_of(self, "cudnn_conv_algo_search", CUDNN_ALGO_SEARCH)
+        at_least(self, "threads", 0)
+        at_least(self, "device_id", 0)
+        at_least(self, "trt_workspace_mb", 0)
+        profiles = (self.trt_profile_min, self.trt_profile_opt, self.trt_profile_max)
+        if any(profiles) and not all(profiles):
+            raise ValueError("trt_profile_min: give trt_profile_min, trt_profile_opt and trt_profile_max together "
+                             "(or none)")
+
 
 def trt_options(opts: SessionOptions) -> dict:
     trt: dict = {"device_id": opts.device_id, "trt_fp16_enable": opts.trt_fp16, "trt_int8_enable": opts.trt_int8}
@@ -59,9 +74,7 @@ def trt_options(opts: SessionOptions) -> dict:
     if opts.trt_workspace_mb:
         trt["trt_max_workspace_size"] = opts.trt_workspace_mb << 20
     profiles = (opts.trt_profile_min, opts.trt_profile_opt, opts.trt_profile_max)
-    if any(profiles):
-        if not all(profiles):
-            raise ModelLoadError("TensorRT profile: give min, opt and max shapes together (or none)")
+    if any(profiles):  # all three: SessionOptions refuses a partial profile
         trt.update(trt_profile_min_shapes=profiles[0], trt_profile_opt_shapes=profiles[1],
                    trt_profile_max_shapes=profiles[2])
     return trt
@@ -144,8 +157,8 @@ class OnnxModel:
             data = rewrite(data)
         so = ort.SessionOptions()
         so.log_severity_level = 3  # onnxruntime's per-initializer warnings would drown real problems
-        if options.intra_op_threads:
-            so.intra_op_num_threads = options.intra_op_threads
+        if options.threads:
+            so.intra_op_num_threads = options.threads
         self.session = create_session(data, so, options, f"{name} ({self.path})")
         self.provider = self.session.get_providers()[0]
         wanted = PROVIDERS[options.provider][0]
