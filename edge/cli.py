@@ -12,7 +12,6 @@ from pathlib import Path
 from edge import config as config_mod
 from edge import mask
 from edge.models import registry
-from edge.compose import load_config
 from edge.config import CameraConfig, Config, ConfigError
 
 log = logging.getLogger("edge")
@@ -50,10 +49,14 @@ def _serve(cfg: Config) -> int:
 
 
 def cmd_run(args) -> int:
+    from edge.compose import load_config  # here, not at the top: it imports onnxruntime (see main)
+
     return _serve(load_config(args.config, args.set))
 
 
 def cmd_replay(args) -> int:
+    from edge.compose import load_config
+
     cfg = load_config(args.config, args.set)
     source = Path(args.source)
     cam = CameraConfig(id=args.camera_id, source=str(source.resolve()), kind="replay", realtime=args.realtime,
@@ -101,6 +104,8 @@ def cmd_subscribe(args) -> int:
 
 
 def cmd_check_config(args) -> int:
+    from edge.compose import load_config
+
     try:
         cfg = load_config(args.config, args.set)
         problems = []
@@ -187,6 +192,7 @@ EVAL_DATASETS = ("faces", "plates")
 
 
 def cmd_eval(args) -> int:
+    from edge.compose import load_config
     from edge.eval import evaluate
 
     cfg = evaluate.for_dataset(load_config(args.config, args.set), args.dataset, args.all_classes)

@@ -15,7 +15,7 @@ from typing import Any
 
 from edge import wire
 from edge.checks import at_least, one_of, within
-from edge.detect.backends.session import PROVIDERS, SessionOptions
+from edge.detect.backends.options import PROVIDERS, SessionOptions
 from edge.frame import CLASS_NAME
 from edge.mask import MaskStyle
 from edge.pipeline import ON_FAILURE, Policy

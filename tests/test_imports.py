@@ -143,3 +143,16 @@ def test_no_private_name_is_imported_across_modules(folder) -> None:
                 if private:
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}: {', '.join(private)}")
     assert offenders == []
+
+
+def test_the_command_line_switches_telemetry_off_before_onnxruntime_loads() -> None:
+    """onnxruntime reads ORT_DISABLE_TELEMETRY once, at import: the CLI module must not import it."""
+    import subprocess
+    import sys
+
+    code = "import sys, edge.cli; edge.cli.build_parser(); print('onnxruntime' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.stdout.strip() == "False", r.stderr
+    r = subprocess.run([sys.executable, "-m", "edge", "check-config", "--no-models", "configs/gpu-1080p.toml"],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0 and "telemetry" not in r.stderr, r.stderr

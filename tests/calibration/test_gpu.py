@@ -45,7 +45,7 @@ def test_qdq_int8_model_runs_on_cuda(tmp_path):
 
     # the GPU path as a config with fp16 = true builds it: graph preprocessing, IO binding, no fp16 copy
     from edge.detect.backends.frames import GraphBackend
-    from edge.detect.backends.session import SessionOptions
+    from edge.detect.backends.options import SessionOptions
     from edge.detect.families import yunet
     from edge.timing import Stopwatch
 

@@ -17,7 +17,7 @@ from edge.config import Config, override
 from edge.detect.backends.frames import FilterBackend, GraphBackend
 from edge.detect.backends.host import HostBackend
 from edge.detect.backends.loader import load_backend
-from edge.detect.backends.session import SessionOptions
+from edge.detect.backends.options import SessionOptions
 from edge.detect.boxes import fit, iou_matrix
 from edge.detect.detector import MultiDetector, OnnxDetector
 from edge.detect.families import yunet

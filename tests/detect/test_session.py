@@ -6,8 +6,9 @@ import logging
 import pytest
 
 from conftest import MODELS, need
-from edge.detect.backends.session import (ModelLoadError, OnnxModel, ProviderUnavailable, SessionOptions, trt_options,
-                                 create_session, provider_chains)
+from edge.detect.backends.options import SessionOptions
+from edge.detect.backends.session import (ModelLoadError, OnnxModel, ProviderUnavailable, create_session,
+                                          provider_chains, trt_options)
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 YUNET_SHA = "104ee26c71d5c270ce79a6b3dced91c91013260d29a6bf18f9296c5b8c4c2b12"

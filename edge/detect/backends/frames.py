@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from edge.detect.backends.session import OnnxModel, SessionOptions
+from edge.detect.backends.options import SessionOptions
+from edge.detect.backends.session import OnnxModel
 from edge.detect.boxes import fit
 from edge.detect.graph import FILTER_INPUT, FRAME_INPUT, FilterGroup, append_filter, fp16_cached, prepend_preprocess
 from edge.timing import Stopwatch

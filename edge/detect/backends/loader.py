@@ -7,7 +7,8 @@ from typing import Callable
 
 from edge.detect.backends.frames import GPU_PROVIDERS, FilterBackend, GraphBackend, fp16_cached, is_qdq
 from edge.detect.backends.host import HostBackend
-from edge.detect.backends.session import OnnxModel, SessionOptions
+from edge.detect.backends.options import SessionOptions
+from edge.detect.backends.session import OnnxModel
 from edge.detect.families import family_module
 
 log = logging.getLogger(__name__)

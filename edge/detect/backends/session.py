@@ -3,25 +3,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
 
-from edge.checks import at_least, one_of
+from edge.detect.backends.options import PROVIDERS, SessionOptions
 
 log = logging.getLogger(__name__)
-
-# cuDNN's convolution algorithm search per input shape (the CUDA provider's cudnn_conv_algo_search)
-CUDNN_ALGO_SEARCH = ("exhaustive", "heuristic", "default")
-PROVIDERS = {
-    "cpu": ["CPUExecutionProvider"],
-    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-}
-
 
 class ModelLoadError(RuntimeError):
     """The model could not be verified or loaded; the process must not run without it."""
@@ -29,38 +19,6 @@ class ModelLoadError(RuntimeError):
 
 class ProviderUnavailable(ModelLoadError):
     """A GPU provider was required but the session fell back to the CPU."""
-
-
-@dataclass(frozen=True)
-class SessionOptions:
-    provider: str = "cpu"  # cpu | cuda | tensorrt
-    require_provider: bool = False  # refuse to run when the asked-for provider is not the one used
-    threads: int = 0  # onnxruntime intra-op threads; 0 = its choice
-    device_id: int = 0
-    # cuDNN convolution algorithm choice per input shape: "exhaustive" times every algorithm once
-    # per shape (onnxruntime's default; the warm-up pays it), "heuristic" and "default" skip that.
-    cudnn_conv_algo_search: str = "exhaustive"
-    # TensorRT: without an engine cache every start rebuilds the engines (tens of seconds per shape)
-    trt_cache_dir: str = ""
-    trt_fp16: bool = True
-    trt_int8: bool = False  # for QDQ models (calibration/): TensorRT takes the scales from the graph
-    trt_workspace_mb: int = 0  # 0 = TensorRT's default
-    # Optimisation profile for the dynamic image input, "name:dims" as TensorRT wants it, e.g.
-    # "frame:1x1080x1920x3"; without one TensorRT rebuilds the engine for every new input shape.
-    trt_profile_min: str = ""
-    trt_profile_opt: str = ""
-    trt_profile_max: str = ""
-
-    def __post_init__(self) -> None:
-        one_of(self, "provider", tuple(PROVIDERS))
-        one_of(self, "cudnn_conv_algo_search", CUDNN_ALGO_SEARCH)
-        at_least(self, "threads", 0)
-        at_least(self, "device_id", 0)
-        at_least(self, "trt_workspace_mb", 0)
-        profiles = (self.trt_profile_min, self.trt_profile_opt, self.trt_profile_max)
-        if any(profiles) and not all(profiles):
-            raise ValueError("trt_profile_min: give trt_profile_min, trt_profile_opt and trt_profile_max together "
-                             "(or none)")
 
 
 def trt_options(opts: SessionOptions) -> dict:
