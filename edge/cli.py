@@ -6,7 +6,6 @@ import dataclasses
 import json
 import logging
 import sys
-import threading
 from pathlib import Path
 
 from edge import config as config_mod
@@ -32,10 +31,10 @@ def _serve(cfg: Config) -> int:
     from edge.compose import StartupError
     from edge.runtime.service import build_service
     from edge.runtime.hardening import HardeningError, harden_process
-    from edge.runtime.systemd import Notifier, install_stop_handlers
+    from edge.runtime.systemd import Notifier, StopFlag, install_stop_handlers
 
     _setup_logging(cfg.service.log_level)
-    stop = threading.Event()
+    stop = StopFlag()
     install_stop_handlers(stop)
     notifier = Notifier()
     try:
@@ -85,13 +84,18 @@ def _client_hook(args):
 
 def cmd_subscribe(args) -> int:
     from edge.security import SecurityError
+    from edge.runtime.systemd import StopFlag, install_stop_handlers
     from edge.sinks.folder import FolderSinkError
     from edge.subscribe import SubscribeError, run_subscribe
 
+    stop = StopFlag()
+    install_stop_handlers(stop)
     try:
         hook = _client_hook(args)
         counts = run_subscribe(args.connect, save_dir=args.save, count=args.count, timeout_s=args.timeout or None,
-                               topics=tuple(args.topic) or ("",), socket_options_hook=hook)
+                               topics=tuple(args.topic) or ("",), socket_options_hook=hook, stop=stop,
+                               on_ready=lambda: print(f"subscribe: waiting for frames from {args.connect}",
+                                                      file=sys.stderr, flush=True))
     except (SecurityError, SubscribeError, FolderSinkError) as e:
         print(f"subscribe: {e}", file=sys.stderr)
         return 2
@@ -99,7 +103,7 @@ def cmd_subscribe(args) -> int:
         print(f"subscribe: {counts['silence']}", file=sys.stderr)
     print(json.dumps(counts), file=sys.stderr)
     if counts["ended"] == "interrupted":
-        return 130
+        return stop.exit_code()
     return 1 if "silence" in counts else 0
 
 

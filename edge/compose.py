@@ -179,8 +179,8 @@ def build_sink(cfg: Config, curve=None) -> Sink:
         from edge.sinks.zmq_pub import ZmqPublisher
 
         return ZmqPublisher(out.bind, sndhwm=out.sndhwm, linger_ms=out.linger_ms, encoding=out.encoding,
-                            jpeg_quality=out.jpeg_quality, classes=class_table(cfg), context=curve.context if curve else None,
-                            socket_options_hook=curve.hook if curve else None)
+                            jpeg_quality=out.jpeg_quality, classes=class_table(cfg),
+                            context=curve.context if curve else None, socket_options_hook=curve.hook if curve else None)
     return NullSink()
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -168,47 +169,53 @@ def run_subscribe(
     wall_clock_ns: Callable[[], int] = time.time_ns,
     context: zmq.Context | None = None,
     socket_options_hook: Callable[[zmq.Socket], None] | None = None,
+    stop: threading.Event | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> dict:
     """Receive outcomes, print one line each, optionally save masked frames as PNG.
 
     Stops after `count` outcomes (masked frames and drop records alike), when nothing arrived for
-    `timeout_s` (None: never), or on Ctrl-C. Malformed messages are counted and skipped, never
-    saved. Returns the counts, how the run ended (`ended`: count, timeout or interrupted) and,
-    when nothing arrived, `silence`: one line saying why.
+    `timeout_s` (None: never), or when `stop` is set (the command's Ctrl-C). Malformed messages are
+    counted and skipped, never saved. `on_ready` runs once the socket is connecting. Returns the
+    counts, how the run ended (`ended`: count, timeout or interrupted) and, when nothing arrived,
+    `silence`: one line saying why.
     """
     out_dir = _prepare_dir(save_dir) if save_dir is not None else None
     counts: dict = {"received": 0, "masked": 0, "dropped": 0, "saved": 0, "malformed": 0}
     ended = "count"
+    stop = stop or threading.Event()
     with Subscriber(connect, topics=topics, context=context, socket_options_hook=socket_options_hook) as sub:
+        if on_ready is not None:
+            on_ready()
         last_arrival = clock()
-        try:
-            while count is None or counts["received"] < count:
-                slice_s = _POLL_SLICE_S
-                if timeout_s is not None:
-                    remaining = timeout_s - (clock() - last_arrival)
-                    if remaining <= 0:
-                        ended = "timeout"
-                        break
-                    slice_s = min(slice_s, remaining)
-                try:
-                    got = sub.recv(slice_s)
-                except wire.WireError as exc:
-                    counts["malformed"] += 1
-                    last_arrival = clock()
-                    logger.warning("skipping malformed message: %s", exc)
-                    continue
-                if got is None:
-                    continue
+        while count is None or counts["received"] < count:
+            if stop.is_set():
+                ended = "interrupted"
+                break
+            slice_s = _POLL_SLICE_S
+            if timeout_s is not None:
+                remaining = timeout_s - (clock() - last_arrival)
+                if remaining <= 0:
+                    ended = "timeout"
+                    break
+                slice_s = min(slice_s, remaining)
+            try:
+                got = sub.recv(slice_s)
+            except wire.WireError as exc:
+                counts["malformed"] += 1
                 last_arrival = clock()
-                header, image = got
-                counts["received"] += 1
-                counts["dropped" if image is None else "masked"] += 1
-                log(_summary(header, wall_clock_ns()))
-                if out_dir is not None and image is not None and header["masked"] is True:
-                    write_png(out_dir / f"{frame_stem(header['camera_id'], header['seq'])}.png", image, 1)
-                    counts["saved"] += 1
-        except KeyboardInterrupt:
-            ended = "interrupted"
+                logger.warning("skipping malformed message: %s", exc)
+                continue
+            if got is None:
+                continue
+            last_arrival = clock()
+            header, image = got
+            counts["received"] += 1
+            counts["dropped" if image is None else "masked"] += 1
+            log(_summary(header, wall_clock_ns()))
+            if out_dir is not None and image is not None and header["masked"] is True:
+                write_png(out_dir / f"{frame_stem(header['camera_id'], header['seq'])}.png", image, 1)
+                counts["saved"] += 1
         counts["ended"] = ended
         if not counts["received"] and not counts["malformed"]:
             counts["silence"] = silence_reason(connect, sub.connection())

@@ -8,6 +8,8 @@ __init__ first).
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,9 +149,6 @@ def test_no_private_name_is_imported_across_modules(folder) -> None:
 
 def test_the_command_line_switches_telemetry_off_before_onnxruntime_loads() -> None:
     """onnxruntime reads ORT_DISABLE_TELEMETRY once, at import: the CLI module must not import it."""
-    import subprocess
-    import sys
-
     code = "import sys, edge.cli; edge.cli.build_parser(); print('onnxruntime' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.stdout.strip() == "False", r.stderr

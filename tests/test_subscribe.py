@@ -5,7 +5,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import cv2
 import numpy as np
@@ -232,11 +231,15 @@ def test_subscribe_command_refuses_an_unwritable_save_folder(tmp_path):
     assert r.returncode == 2 and "cannot create save folder" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_ctrl_c_on_subscribe_prints_the_summary_and_exits_130():
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_subscribe_prints_the_summary_and_exits_128_plus_the_signal(signum):
     proc = subprocess.Popen([sys.executable, "-m", "edge", "subscribe", "--connect", "tcp://127.0.0.1:1",
                              "--timeout", "0"], stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)  # started and waiting
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=20)
-    assert proc.returncode == 130
+    try:
+        assert "waiting for frames from tcp://127.0.0.1:1" in proc.stderr.readline()
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum
     assert '"ended": "interrupted"' in err and "Traceback" not in err

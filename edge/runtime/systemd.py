@@ -68,9 +68,19 @@ class Notifier:
             self._sock = None
 
 
-def install_stop_handlers(stop: threading.Event) -> None:
+class StopFlag(threading.Event):
+    """Set by SIGINT / SIGTERM; remembers which one, so the exit code can say (128 + signal number)."""
+
+    signum: int = 0
+
+    def exit_code(self) -> int:
+        return 128 + self.signum if self.signum else 0
+
+
+def install_stop_handlers(stop: StopFlag) -> None:
     """SIGINT / SIGTERM only set the flag; the loops notice it within their poll timeout."""
     def handler(signum, _frame):
+        stop.signum = stop.signum or signum
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
