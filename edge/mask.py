@@ -103,3 +103,38 @@ def painted_map(shape: tuple[int, ...], boxes: np.ndarray) -> np.ndarray:
     for x1, y1, x2, y2 in boxes:
         out[y1:y2, x1:x2] = True
     return out
+
+
+class MaskIncomplete(RuntimeError):
+    """Some detection of the frame is not inside the painted regions: the frame must not leave as masked."""
+
+
+def uncovered(xyxy: np.ndarray, boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Indices of the detection boxes (float xyxy) whose pixels, clipped to the frame, are not all painted.
+
+    The regions come from the same boxes, so a box normally lies inside its own region; a box that no
+    single region contains is checked pixel by pixel against the painted map (a union of regions can
+    still cover it). Whatever made a region too small or dropped it (a non-finite margin, a bug), the
+    result says so, and the caller refuses the frame.
+    """
+    h, w = shape[:2]
+    if len(xyxy) == 0:
+        return np.zeros((0,), np.int64)
+    if not np.isfinite(xyxy).all():
+        return np.arange(len(xyxy))
+    px = np.empty((len(xyxy), 4), np.int64)  # the pixels each box touches, clipped to the frame
+    px[:, 0] = np.floor(np.clip(xyxy[:, 0], 0, w))
+    px[:, 1] = np.floor(np.clip(xyxy[:, 1], 0, h))
+    px[:, 2] = np.ceil(np.clip(xyxy[:, 2], 0, w))
+    px[:, 3] = np.ceil(np.clip(xyxy[:, 3], 0, h))
+    visible = (px[:, 2] > px[:, 0]) & (px[:, 3] > px[:, 1])
+    if len(boxes):
+        inside = ((boxes[None, :, 0] <= px[:, None, 0]) & (boxes[None, :, 1] <= px[:, None, 1])
+                  & (boxes[None, :, 2] >= px[:, None, 2]) & (boxes[None, :, 3] >= px[:, None, 3])).any(axis=1)
+    else:
+        inside = np.zeros(len(px), bool)
+    doubt = np.flatnonzero(visible & ~inside)
+    if not doubt.size:
+        return doubt
+    painted = painted_map(shape, boxes)
+    return np.array([i for i in doubt if not painted[px[i, 1]:px[i, 3], px[i, 0]:px[i, 2]].all()], np.int64)

@@ -41,6 +41,8 @@ class Policy:
 def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, DeadlineMissed):
         return "deadline"
+    if isinstance(exc, mask.MaskIncomplete):
+        return "mask_incomplete"
     if isinstance(exc, BadDetections):
         return "bad_output"
     return "detector_error"
@@ -76,6 +78,10 @@ class Pipeline:
         t0 = time.perf_counter()
         boxes = mask.regions(dets, frame.image.shape, self.style)
         mask.apply(frame.image, boxes, self.style)
+        missed = mask.uncovered(dets.xyxy, boxes, frame.image.shape)
+        if missed.size:  # the invariant, whatever the settings: every detection lies in painted pixels
+            raise mask.MaskIncomplete(f"{missed.size} of {len(dets)} detections not inside the painted regions "
+                                      f"(first {dets.xyxy[missed[0]].round(1).tolist()})")
         watch.lap("mask", t0)
         self._check_deadline(frame)
         self.metrics.count("frames_masked")

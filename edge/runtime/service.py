@@ -40,7 +40,7 @@ class Heartbeat:
 
 # Source stats that mean something went wrong, summed over cameras (bools count as 1).
 SOURCE_FAULTS = ("gaps", "reopens", "reopen_failures", "read_failures", "read_errors", "unreadable", "truncated")
-PIPELINE_FAULTS = ("detector_error", "bad_output", "deadline", "bad_frame")
+PIPELINE_FAULTS = ("detector_error", "bad_output", "mask_incomplete", "deadline", "bad_frame")
 STATUS_INTERVAL_S = 2.0  # STATUS= (systemctl status) refresh; cheap, one datagram
 JOIN_TIMEOUT_S = 10.0
 
