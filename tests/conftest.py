@@ -130,6 +130,29 @@ def face_detector(yunet_model):
 
 
 @pytest.fixture
+def isolated_model_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No model search path, cards folder or http permission from the environment, and a private cache root."""
+    for var in ("EDGE_MODEL_PATH", "EDGE_ALLOW_HTTP", "EDGE_MODEL_CARDS"):
+        monkeypatch.delenv(var, raising=False)
+    # nothing here may touch the real ~/.cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture
+def yunet():
+    """The yunet_n model card."""
+    from edge.models import registry
+
+    return registry.card("yunet_n")
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    """An empty model cache folder (replaces pytest's own `cache` fixture, which no test here uses)."""
+    return tmp_path / "cache"
+
+
+@pytest.fixture
 def yunet_bytes() -> bytes:
     """The real yunet_n weights, the bytes its card's sha256 names."""
     return need(MODELS / "yunet_n_dynamic.onnx").read_bytes()

@@ -21,22 +21,7 @@ from conftest import files_under, put
 CENTERFACE_SHA = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("EDGE_MODEL_PATH", "EDGE_ALLOW_HTTP", "EDGE_MODEL_CARDS"):
-        monkeypatch.delenv(var, raising=False)
-    # nothing here may touch the real ~/.cache
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-
-
-@pytest.fixture
-def yunet() -> registry.ModelCard:
-    return registry.card("yunet_n")
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("isolated_model_env")
 
 
 def with_fetch(c: registry.ModelCard, *, urls: Iterable[str] = (), wheel: WheelSpec | None = None) -> registry.ModelCard:

@@ -20,22 +20,7 @@ YUNET_N_SHA = "104ee26c71d5c270ce79a6b3dced91c91013260d29a6bf18f9296c5b8c4c2b12"
 CENTERFACE_SHA = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("EDGE_MODEL_PATH", "EDGE_ALLOW_HTTP", "EDGE_MODEL_CARDS"):
-        monkeypatch.delenv(var, raising=False)
-    # nothing here may touch the real ~/.cache
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-
-
-@pytest.fixture
-def yunet() -> registry.ModelCard:
-    return registry.card("yunet_n")
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("isolated_model_env")
 
 
 # ---------------------------------------------------------------------------------------------
