@@ -16,6 +16,7 @@ import numpy as np
 from calibration.gate import DATASET_OF_CLASS, check_gate, evaluate_config, gate_configs
 from calibration.quantize import METHODS, quantize_model, write_card
 from calibration.reader import RuntimeCalibrationReader, iter_frames, runtime_detector
+from edge.runtime.hardening import harden_tool
 
 log = logging.getLogger("calibration")
 
@@ -66,6 +67,7 @@ def time_model(path: Path, blob: np.ndarray, input_name: str, threads: int, runs
 
 
 def main(argv: list[str] | None = None) -> int:
+    harden_tool()  # before onnxruntime loads and before the first frame is decoded
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from edge import config as config_mod
@@ -88,15 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"model": args.model, "float_heads": not args.quantize_heads,
                     "source_sha256": source_card.sha256, "config": args.config, "overrides": args.set, "methods": {}}
     failed = []
-    with tempfile.TemporaryDirectory(prefix="calib-blobs-") as work:
+    with tempfile.TemporaryDirectory(prefix="calib-cards-") as work:  # model cards only: frames stay in memory
         detector, _ = runtime_detector(cfg, class_name)
         frames = iter_frames(args.source, every=args.every, per_source=args.per_source)
-        reader = RuntimeCalibrationReader(detector, frames, Path(work) / "blobs")
+        reader = RuntimeCalibrationReader(detector, frames)
         described = reader.describe()
         report["calibration_set"] = described
         print(f"calibration set: {described}")
         # timed on the largest input (the 720p frames when the set has them)
-        first_blob = np.load(max(reader.paths, key=lambda p: np.load(p, mmap_mode="r").size))
+        first_blob = reader.largest()
         threads = cfg.runtime.threads
         report["fp32_ms"] = time_model(src_path, first_blob, reader.input_name, threads, args.timing_runs)
         if not args.no_gate:

@@ -12,6 +12,7 @@ from edge import config as config_mod
 from edge import mask
 from edge.models import registry
 from edge.config import CameraConfig, Config, ConfigError
+from edge.runtime.hardening import harden_tool
 
 log = logging.getLogger("edge")
 
@@ -196,6 +197,7 @@ EVAL_DATASETS = ("faces", "plates")
 
 
 def cmd_eval(args) -> int:
+    harden_tool()  # before onnxruntime loads and before any image is decoded
     from edge.compose import load_config
     from edge.eval import evaluate
 
