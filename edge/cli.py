@@ -44,7 +44,7 @@ def _serve(cfg: Config) -> int:
     except (StartupError, HardeningError) as e:
         log.error("refusing to start: %s", e)
         notifier.status(f"refusing to start: {e}")
-        return 2
+        return stop.exit_code() or 2  # stopped by a signal during start-up: 128 + its number, as after a run
     return service.run()
 
 
