@@ -108,7 +108,8 @@ def harden_tool() -> None:
     is imported: tools that import it at module level switch it off there as well. A tool that cannot
     be hardened does not run: one line and exit status 2, as for any other refusal.
     """
-    disable_runtime_telemetry()
+    if os.environ.get("ORT_DISABLE_TELEMETRY") != "1":  # else already off, from before the import
+        disable_runtime_telemetry()
     try:
         disable_core_dumps()
     except HardeningError as e:
