@@ -12,12 +12,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from calibration.gate import DATASET_OF_CLASS, check_gate, evaluate_config, gate_configs
 from calibration.quantize import METHODS, quantize_model, write_card
 from calibration.reader import RuntimeCalibrationReader, iter_frames, runtime_detector
+from edge.runtime.hardening import harden_tool
 
 log = logging.getLogger("calibration")
+# what onnxruntime raises (none derives from RuntimeError)
+ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.NoSuchFile, ort_state.NoModel,
+              ort_state.InvalidProtobuf, ort_state.InvalidGraph, ort_state.RuntimeException)
 
 
 def default_out_dir() -> Path:
@@ -65,9 +70,49 @@ def time_model(path: Path, blob: np.ndarray, input_name: str, threads: int, runs
     return round(float(np.median(times)), 2)
 
 
+class CalibrationError(ValueError):
+    """A bad flag, source or output folder: one line, exit status 2, nothing loaded."""
+
+
+def check_args(args) -> None:
+    """Refuse what would fail (or silently do nothing) only after the models are loaded."""
+    for flag in ("every", "per_source", "timing_runs", "eval_limit"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise CalibrationError(f"--{flag.replace('_', '-')} {value}: must be at least 1")
+    for src in map(Path, args.source):
+        if not src.exists():
+            raise CalibrationError(f"--source {src}: no such file or folder")
+    out = (args.out or default_out_dir()).resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CalibrationError(f"--out {out}: cannot create it ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CalibrationError(f"--out {out}: not writable")
+
+
 def main(argv: list[str] | None = None) -> int:
+    harden_tool()  # before onnxruntime loads and before the first frame is decoded
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from edge.compose import StartupError
+    from edge.config import ConfigError
+    from edge.models.registry import ModelError
+    from edge.runtime.service import one_line
+
+    try:
+        check_args(args)
+        return run(args)
+    except (CalibrationError, ConfigError, ModelError, StartupError, OSError, ValueError) as e:
+        print(f"calibration: {one_line(e)}", file=sys.stderr)
+        return 2
+    except (RuntimeError, *ORT_ERRORS) as e:  # onnxruntime refusing the model or an input: a multi-line message
+        print(f"calibration: onnxruntime: {one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
     from edge import config as config_mod
     from edge.compose import load_config
     from edge.eval.evaluate import format_table, load_items
@@ -88,15 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"model": args.model, "float_heads": not args.quantize_heads,
                     "source_sha256": source_card.sha256, "config": args.config, "overrides": args.set, "methods": {}}
     failed = []
-    with tempfile.TemporaryDirectory(prefix="calib-blobs-") as work:
+    with tempfile.TemporaryDirectory(prefix="calib-cards-") as work:  # model cards only: frames stay in memory
         detector, _ = runtime_detector(cfg, class_name)
         frames = iter_frames(args.source, every=args.every, per_source=args.per_source)
-        reader = RuntimeCalibrationReader(detector, frames, Path(work) / "blobs")
+        reader = RuntimeCalibrationReader(detector, frames)
         described = reader.describe()
         report["calibration_set"] = described
         print(f"calibration set: {described}")
         # timed on the largest input (the 720p frames when the set has them)
-        first_blob = np.load(max(reader.paths, key=lambda p: np.load(p, mmap_mode="r").size))
+        first_blob = reader.largest()
         threads = cfg.runtime.threads
         report["fp32_ms"] = time_model(src_path, first_blob, reader.input_name, threads, args.timing_runs)
         if not args.no_gate:

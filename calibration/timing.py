@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edge.runtime.hardening import harden_tool
+
 
 def session(path: str, threads: int) -> ort.InferenceSession:
     so = ort.SessionOptions()
@@ -39,6 +41,7 @@ def interleaved(paths: list[str], blob: np.ndarray, threads: int, runs: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    harden_tool()
     p = argparse.ArgumentParser(prog="python -m calibration.timing", description=__doc__)
     p.add_argument("models", nargs="+")
     p.add_argument("--size", default="1280x736", help="network input WxH (multiples of 32)")

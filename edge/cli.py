@@ -12,6 +12,7 @@ from edge import config as config_mod
 from edge import mask
 from edge.models import registry
 from edge.config import CameraConfig, Config, ConfigError
+from edge.runtime.hardening import harden_tool
 
 log = logging.getLogger("edge")
 
@@ -43,7 +44,7 @@ def _serve(cfg: Config) -> int:
     except (StartupError, HardeningError) as e:
         log.error("refusing to start: %s", e)
         notifier.status(f"refusing to start: {e}")
-        return 2
+        return stop.exit_code() or 2  # stopped by a signal during start-up: 128 + its number, as after a run
     return service.run()
 
 
@@ -196,6 +197,7 @@ EVAL_DATASETS = ("faces", "plates")
 
 
 def cmd_eval(args) -> int:
+    harden_tool()  # before onnxruntime loads and before any image is decoded
     from edge.compose import load_config
     from edge.eval import evaluate
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -36,6 +36,18 @@ log = logging.getLogger(__name__)
 
 class StartupError(RuntimeError):
     """The service must not start; the message is the one line an operator needs."""
+
+
+class StopCheck(Protocol):
+    """What start-up asks between model loads and warm-up runs (a threading.Event, the service's StopFlag)."""
+
+    def is_set(self) -> bool: ...
+
+
+def check_stop(stop: StopCheck | None, step: str) -> None:
+    """StartupError when a stop was asked for: loading every model first could take minutes past SIGTERM."""
+    if stop is not None and stop.is_set():
+        raise StartupError(f"stopped during start-up, before {step}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -72,11 +84,13 @@ def load_model(cfg: Config, name: str, scales: tuple[float, ...] = (1.0,)) -> tu
     return backend, card
 
 
-def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str, classes: ClassTable):
+def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str, classes: ClassTable,
+                         stop: StopCheck | None = None):
     """The class's main model over its passes (scales, tiles), plus any ensemble members, merged together."""
     members = []
     for name, passes in [(cls_cfg.model, passes_from_config(cls_cfg)),
                          *((m, extra_passes(cls_cfg)) for m in cls_cfg.extra_models)]:
+        check_stop(stop, f"loading model {name}")
         backend, card = load_model(cfg, name, graph_scales(passes))
         if class_name not in card.classes:
             raise StartupError(f"detect.{class_name}: model {card.name} detects {list(card.classes)}, not {class_name}")
@@ -85,19 +99,20 @@ def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str, cla
     return members[0] if len(members) == 1 else EnsembleDetector(members, nms_iou=cls_cfg.nms_iou)
 
 
-def build_detector(cfg: Config, classes: ClassTable | None = None) -> MultiDetector:
-    """The detector of cfg.detect; class ids from `classes` (default: the table of `cfg`)."""
+def build_detector(cfg: Config, classes: ClassTable | None = None, stop: StopCheck | None = None) -> MultiDetector:
+    """The detector of cfg.detect; class ids from `classes` (default: the table of `cfg`); see check_stop."""
     classes = classes or class_table(cfg)
     detectors = []
     for class_name, cls_cfg in cfg.detect.classes():
         if cls_cfg.enabled:
-            detectors.append(build_class_detector(cfg, cls_cfg, class_name, classes))
+            detectors.append(build_class_detector(cfg, cls_cfg, class_name, classes, stop))
     # On the CPU every session already uses all cores: running classes at once only oversubscribes
     # them (2 cores, 1080p: 856 ms concurrent vs 380 ms one after another, scripts/bench_plates.py).
     return MultiDetector(detectors, concurrent=cfg.runtime.provider != "cpu")
 
 
-def build_camera_detectors(cfg: Config, wrap_detector: Callable | None = None) -> dict[str, MultiDetector]:
+def build_camera_detectors(cfg: Config, wrap_detector: Callable | None = None, stop: StopCheck | None = None
+                           ) -> dict[str, MultiDetector]:
     """A detector per distinct [cameras.detect] (warmed up), shared by the cameras that have that section;
     cameras without one share the top-level detector."""
     out = {}
@@ -105,14 +120,15 @@ def build_camera_detectors(cfg: Config, wrap_detector: Callable | None = None) -
     for cam in cfg.cameras:
         if cam.detect is not None and cam.detect != cfg.detect:
             if cam.detect not in by_section:
-                det = build_detector(dataclasses.replace(cfg, detect=cam.detect), class_table(cfg))
-                warm_up(det)
+                det = build_detector(dataclasses.replace(cfg, detect=cam.detect), class_table(cfg), stop)
+                warm_up(det, stop=stop)
                 by_section[cam.detect] = wrap_detector(det) if wrap_detector is not None else det
             out[cam.id] = by_section[cam.detect]
     return out
 
 
-def batch_cameras(cfg: Config, detector: Detector, camera_detectors: dict) -> tuple[Detector, dict]:
+def batch_cameras(cfg: Config, detector: Detector, camera_detectors: dict, stop: StopCheck | None = None
+                  ) -> tuple[Detector, dict]:
     """With runtime.batch_cameras: each detector shared by several cameras wrapped in a BatchingDetector."""
     if not cfg.runtime.batch_cameras:
         return detector, camera_detectors
@@ -126,6 +142,7 @@ def batch_cameras(cfg: Config, detector: Detector, camera_detectors: dict) -> tu
         if users.get(id(det), 0) < 2:
             return det
         if id(det) not in wrapped:
+            check_stop(stop, "warming up the batched detector")
             batching = BatchingDetector(det, cameras=users[id(det)], max_batch=cfg.runtime.batch_max,
                                         max_wait_ms=cfg.runtime.batch_wait_ms)
             batching.warm_up(np.zeros((720, 1280, 3), np.uint8))
@@ -135,10 +152,12 @@ def batch_cameras(cfg: Config, detector: Detector, camera_detectors: dict) -> tu
     return wrap(detector), {cam: wrap(det) for cam, det in camera_detectors.items()}
 
 
-def warm_up(detector: Detector, height: int = 720, width: int = 1280, runs: int = 2) -> None:
+def warm_up(detector: Detector, height: int = 720, width: int = 1280, runs: int = 2,
+            stop: StopCheck | None = None) -> None:
     """Run the detector on a blank frame so the first real frame does not pay for graph setup."""
     image = np.zeros((height, width, 3), np.uint8)
     for _ in range(runs):
+        check_stop(stop, "a warm-up run")
         detector.detect(image)
 
 

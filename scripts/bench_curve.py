@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchlib import ROOT
+from benchlib import ROOT, harden_tool
 
 from edge.frame import Detections, Frame, MaskedFrame
 
@@ -117,6 +117,7 @@ def run_one(curve: bool, args, tmp: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    harden_tool()  # no core dumps holding frames, onnxruntime telemetry off
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=10.0, help="measured time per variant")
     p.add_argument("--warmup", type=int, default=10, help="frames received before timing starts")

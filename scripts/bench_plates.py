@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchlib import ROOT, SHARED, read_frames
+from benchlib import ROOT, SHARED, harden_tool, read_frames
 
 from edge import config as config_mod
 from edge.compose import build_detector, build_pipeline
@@ -138,6 +138,7 @@ def format_timings(t: dict, label: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    harden_tool()  # no core dumps holding frames, onnxruntime telemetry off
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = its default)")

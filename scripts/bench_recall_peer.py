@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchlib import DEFAULT_WHEEL, ROOT, SHARED, ensure_peer_venv
+from benchlib import DEFAULT_WHEEL, ROOT, SHARED, ensure_peer_venv, harden_tool
 
 from edge.compose import load_config
 from edge.eval.evaluate import (Tally, check_targets, evaluate, for_dataset, format_table,
@@ -136,6 +136,7 @@ def to_markdown(results: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    harden_tool()  # no core dumps holding frames, onnxruntime telemetry off
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, help="only the first N images")
     ap.add_argument("--data", help="face list file (default: ../shared wider_dev)")

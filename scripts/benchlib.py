@@ -11,6 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.runtime.hardening import disable_runtime_telemetry, harden_tool
+
+# Every script imports this module before the project (and so onnxruntime, which reads its telemetry
+# switch only when imported); core dumps go off in each main through harden_tool.
+disable_runtime_telemetry()
+__all__ = ["harden_tool"]
+
 ROOT = Path(__file__).resolve().parents[1]
 # models, videos and annotated sets live beside the project, never in it; EDGE_SHARED points elsewhere
 SHARED = Path(os.environ.get("EDGE_SHARED", ROOT.parent / "shared"))

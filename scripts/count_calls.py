@@ -19,12 +19,13 @@ import tempfile
 import threading
 from pathlib import Path
 
-from benchlib import SHARED
+from benchlib import SHARED, harden_tool
 
 DEFAULT_CLIP = SHARED / "data" / "video" / "udacity_CarND-LaneLines-P1_solidWhiteRight.mp4"
 
 
 def main(argv: list[str] | None = None) -> int:
+    harden_tool()  # no core dumps holding frames, onnxruntime telemetry off
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("clip", nargs="?", default=str(DEFAULT_CLIP))
     p.add_argument("-c", "--config")

@@ -15,7 +15,7 @@ other trajectories and faces; --videos dashcam720 dashcam540 pets picks clips.
 import os
 import sys
 
-from benchlib import SHARED
+from benchlib import SHARED, harden_tool
 
 from edge.eval.clips import main_eval
 
@@ -24,4 +24,5 @@ if shared_models.is_dir():  # the same lookup the tests use: models by sha256 fr
     os.environ["EDGE_MODEL_PATH"] = os.pathsep.join(p for p in (os.environ.get("EDGE_MODEL_PATH"), str(shared_models)) if p)
 
 if __name__ == "__main__":
+    harden_tool()
     sys.exit(main_eval())

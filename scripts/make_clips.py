@@ -5,7 +5,10 @@
 """
 import sys
 
-from edge.eval.clips import main_make
+from edge.runtime.hardening import harden_tool
 
 if __name__ == "__main__":
+    harden_tool()  # before edge.eval.clips imports onnxruntime and decodes the first frame
+    from edge.eval.clips import main_make
+
     sys.exit(main_make())

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchlib import ROOT, SHARED
+from benchlib import ROOT, SHARED, harden_tool
 
 DEFAULT_FEED = SHARED / "data/video/udacity_CarND-Vehicle-Detection_test_video.mp4"
 WIDER = SHARED / "data/eval/faces/wider_dev"
@@ -361,6 +361,7 @@ def plot(result: dict, path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    harden_tool()  # no core dumps holding frames, onnxruntime telemetry off
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--feed", type=Path, default=DEFAULT_FEED, help="video file or image folder (looped)")
     p.add_argument("--config", "-c", help="config file (detect, mask, runtime, output.encoding are used)")

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchlib import ROOT, SHARED
+from benchlib import ROOT, SHARED, harden_tool
 
 from edge.subscribe import Subscriber
 from edge.wire import WireError
@@ -276,6 +276,7 @@ def print_table(r: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    harden_tool()  # no core dumps holding frames, onnxruntime telemetry off
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--video", default=str(DEFAULT_VIDEO))

@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchlib import SHARED
+from benchlib import SHARED, harden_tool
 
 from edge.compose import build_class_detector, class_table, load_config
 from edge.detect.detector import to_detections
@@ -104,6 +104,7 @@ def sweep(collected, passes, swept, grid, small_margins, base_style, class_id, n
 
 
 def main(argv: list[str] | None = None) -> int:
+    harden_tool()  # no core dumps holding frames, onnxruntime telemetry off
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", "-c", help="TOML config (detect/mask sections are used)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")

@@ -108,6 +108,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_net)
 
 
+@pytest.fixture(autouse=True)
+def _test_process_keeps_its_core_limit(monkeypatch):
+    """Tools disable core dumps first thing in main. Called in-process here, that would set this process's
+    hard RLIMIT_CORE to 0 for good, and every later child would start hardened already, so the tests that
+    check the tools' hardening in a child (tests/test_tool_hardening.py) could no longer see it happen."""
+    from edge.runtime import hardening
+
+    monkeypatch.setattr(hardening, "disable_core_dumps", lambda: None)
+
+
 @pytest.fixture(scope="session")
 def yunet_model():
     from edge.models import registry

@@ -135,8 +135,8 @@ def systemd(tmp_path):
 @pytest.fixture()
 def run(shared_detector, systemd, monkeypatch):
     """Build the service from a config (with fault hooks), run it until `until` or the feed ends, stop it."""
-    monkeypatch.setattr(compose, "build_detector", lambda cfg: shared_detector)
-    monkeypatch.setattr(compose, "warm_up", lambda detector: None)  # warmed once already, by the module fixture
+    monkeypatch.setattr(compose, "build_detector", lambda cfg, stop=None: shared_detector)
+    monkeypatch.setattr(compose, "warm_up", lambda detector, stop=None: None)  # warmed once already, by the module fixture
 
     def go(cfg, *, until=None, wrap_detector=None, open_source=None, during=None):
         stop = threading.Event()

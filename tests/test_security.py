@@ -195,7 +195,7 @@ def test_keygen_command_and_subscribe_flags(tmp_path):
 
 def test_service_with_curve_in_its_config_serves_only_allowed_clients(keys, tmp_path, face_detector, monkeypatch):
     """The config switch end to end: build_service makes the CURVE server, the publisher enforces it."""
-    monkeypatch.setattr(compose, "build_detector", lambda cfg: MultiDetector([face_detector]))
+    monkeypatch.setattr(compose, "build_detector", lambda cfg, stop=None: MultiDetector([face_detector]))
     folder = tmp_path / "in"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.full((120, 160, 3), 80, np.uint8))

@@ -98,3 +98,20 @@ def harden_process(mlock: bool = False) -> MlockResult | None:
     disable_core_dumps()
     log.info("core dumps disabled (RLIMIT_CORE=0, not dumpable)")
     return lock_memory() if mlock else None
+
+
+def harden_tool() -> None:
+    """The service's hardening for a tool that runs models or decodes frames (eval, calibration, scripts).
+
+    A crash of a tool holds raw frames just as the service's would, so core dumps go off first
+    (HardeningError if impossible); onnxruntime's telemetry too, which only works before onnxruntime
+    is imported: tools that import it at module level switch it off there as well. A tool that cannot
+    be hardened does not run: one line and exit status 2, as for any other refusal.
+    """
+    if os.environ.get("ORT_DISABLE_TELEMETRY") != "1":  # else already off, from before the import
+        disable_runtime_telemetry()
+    try:
+        disable_core_dumps()
+    except HardeningError as e:
+        print(f"refusing to run: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

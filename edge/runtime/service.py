@@ -270,13 +270,15 @@ def build_service(cfg: Config, stop: threading.Event, notifier: Notifier | None 
     sources: dict = {}
     undo: list[Callable[[], None]] = []
     try:
-        detector = compose.build_detector(cfg)
-        compose.warm_up(detector)
+        # `stop` is checked between every model load and warm-up run: SIGTERM ends a long start-up there
+        detector = compose.build_detector(cfg, stop=stop)
+        compose.warm_up(detector, stop=stop)
         providers = providers_of(detector)
         if wrap_detector is not None:
             detector = wrap_detector(detector)
-        camera_detectors = compose.build_camera_detectors(cfg, wrap_detector)
-        detector, camera_detectors = compose.batch_cameras(cfg, detector, camera_detectors)
+        camera_detectors = compose.build_camera_detectors(cfg, wrap_detector, stop)
+        detector, camera_detectors = compose.batch_cameras(cfg, detector, camera_detectors, stop)
+        compose.check_stop(stop, "binding the output")
         curve = compose.build_curve(cfg)
         if curve is not None:
             undo.append(curve.close)
@@ -284,6 +286,7 @@ def build_service(cfg: Config, stop: threading.Event, notifier: Notifier | None 
                           on_close=(curve.close,) if curve is not None else ())
         undo[:] = [sink.close]
         for cam in cfg.cameras:
+            compose.check_stop(stop, f"opening camera {cam.id}")
             sources[cam.id] = (open_source or compose.build_source)(cam)
             undo.append(sources[cam.id].close)
         audit = None
@@ -292,6 +295,7 @@ def build_service(cfg: Config, stop: threading.Event, notifier: Notifier | None 
 
             audit = AuditLog(cfg.service.audit_path)
             undo.append(audit.close)
+        compose.check_stop(stop, "announcing READY")
         service = Service(cfg, detector, sink, sources, metrics, notifier or Notifier(), stop,
                           providers=providers, audit=audit, camera_detectors=camera_detectors)
         if cfg.metrics.bind:

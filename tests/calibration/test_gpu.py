@@ -36,7 +36,7 @@ def test_qdq_int8_model_runs_on_cuda(tmp_path):
 
     detector, card = runtime_detector(Config(), "face")
     frames = [(None, np.random.default_rng(i).integers(0, 255, (96, 160, 3), np.uint8)) for i in range(2)]
-    reader = RuntimeCalibrationReader(detector, iter(frames), tmp_path / "blobs")
+    reader = RuntimeCalibrationReader(detector, iter(frames))
     path = quantize_model(registry.resolve(card), tmp_path / "q.onnx", reader, "MinMax")
     sess = ort.InferenceSession(str(path), providers=["CUDAExecutionProvider"])
     assert sess.get_providers()[0] == "CUDAExecutionProvider"

@@ -33,7 +33,7 @@ def quantized(tmp_path_factory) -> tuple[Path, Path, registry.ModelCard]:
     for still in sorted(need(VIDEO / "udacity_test_images").glob("*.jpg"))[:2]:
         cv2.imwrite(str(folder / f"{still.stem}.png"), cv2.resize(cv2.imread(str(still)), (160, 96)))
     detector, card = runtime_detector(Config(), "face")
-    reader = RuntimeCalibrationReader(detector, iter_frames([folder]), work / "blobs")
+    reader = RuntimeCalibrationReader(detector, iter_frames([folder]))
     src = registry.resolve(card)
     out = quantize_model(src, work / "out" / "yunet_n_int8_minmax.onnx", reader, "MinMax")
     card_path = write_card(card, out, work / "out", name="yunet_n_int8_minmax", method="MinMax",

@@ -35,7 +35,7 @@ def _blobs(reader: RuntimeCalibrationReader) -> list[np.ndarray]:
 def test_reader_yields_the_runtime_preprocessing(street_images, tmp_path, scales):
     cfg = config_mod.override(Config(), {"detect.face.scales": list(scales)})
     detector, card = runtime_detector(cfg, "face")
-    reader = RuntimeCalibrationReader(detector, iter_frames([street_images]), tmp_path / "blobs")
+    reader = RuntimeCalibrationReader(detector, iter_frames([street_images]))
     images = [cv2.imread(str(p)) for p in sorted(street_images.iterdir())]
     expected = [preprocess(im, s, 32, card.input.channels)[0] for im in images for s in scales]
     got = _blobs(reader)
@@ -49,7 +49,7 @@ def test_reader_yields_the_runtime_preprocessing(street_images, tmp_path, scales
 
 def test_set_range_serves_one_input_at_a_time(street_images, tmp_path):
     detector, _ = runtime_detector(Config(), "face")
-    reader = RuntimeCalibrationReader(detector, iter_frames([street_images]), tmp_path / "blobs")
+    reader = RuntimeCalibrationReader(detector, iter_frames([street_images]))
     reader.set_range(1, 2)
     first = reader.get_next()
     assert first is not None and first["input"].shape == (1, 3, 96, 192)
@@ -78,11 +78,11 @@ def test_iter_frames_refuses_unknown_sources(tmp_path):
 def test_reader_without_frames_is_an_error(tmp_path):
     detector, _ = runtime_detector(Config(), "face")
     with pytest.raises(ValueError, match="no calibration frames"):
-        RuntimeCalibrationReader(detector, iter([]), tmp_path / "blobs")
+        RuntimeCalibrationReader(detector, iter([]))
 
 
 def test_describe_names_sources_and_shapes(street_images, tmp_path):
     detector, _ = runtime_detector(Config(), "face")
-    reader = RuntimeCalibrationReader(detector, iter_frames([street_images]), tmp_path / "blobs")
+    reader = RuntimeCalibrationReader(detector, iter_frames([street_images]))
     text = reader.describe()
     assert text.startswith("2 frames from calib_images") and "1x3x96x192" in text and "1x3x128x224" in text

@@ -1,0 +1,40 @@
+"""python -m calibration on bad input: one line naming the problem, exit status 2, nothing written."""
+from __future__ import annotations
+
+import pytest
+
+from calibration.__main__ import main
+from conftest import VIDEO, need
+
+STILLS = VIDEO / "udacity_test_images"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--source", "/missing.mp4"], "--source /missing.mp4: no such file or folder"),
+    (["--source", __file__], "not an image, an image folder or a video"),
+    (["--source", str(STILLS), "--every", "0"], "--every 0: must be at least 1"),
+    (["--source", str(STILLS), "--per-source", "-1"], "--per-source -1: must be at least 1"),
+    (["--source", str(STILLS), "--timing-runs", "0"], "--timing-runs 0: must be at least 1"),
+    (["--source", str(STILLS), "--eval-limit", "0"], "--eval-limit 0: must be at least 1"),
+    (["--source", str(STILLS), "--model", "nosuch"], "unknown model 'nosuch'"),
+    (["--source", str(STILLS), "-c", "/missing.toml"], "/missing.toml: no such config file"),
+    (["--source", str(VIDEO), "--per-source", "1"], "no calibration frames"),
+    (["--source", str(STILLS), "--per-source", "1", "--eval-data", "/missing"], "/missing"),
+    (["--source", str(STILLS), "--per-source", "1", "--model", "lpd_yunet", "--set", "detect.plate.enabled=false"],
+     "onnxruntime: "),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    need(STILLS)
+    out = tmp_path / "out"
+    assert main([*args, "--no-gate" if "--eval-data" not in args else "--timing-runs=1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("calibration: ") and message in err[-1], err
+    assert "Traceback" not in "\n".join(err)
+    assert not out.exists() or [p.name for p in out.iterdir()] == []
+
+
+def test_unwritable_output_is_refused_before_any_model_loads(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["--source", str(need(STILLS)), "--no-gate", "--out", str(blocker / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"calibration: --out {blocker / 'out'}: cannot create")
