@@ -6,6 +6,7 @@ start say exactly what to fix. There is no fallback "safe mode": a config either
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import wire
-from edge.checks import at_least, one_of, within
+from edge.checks import at_most_items, each_within, one_of, within
 from edge.detect.backends.options import PROVIDERS, SessionOptions
 from edge.frame import CLASS_NAME
 from edge.mask import MaskStyle
@@ -25,6 +26,10 @@ LOG_LEVELS = ("info", "debug", "warning", "error")  # the first is the default
 PROVIDER_NAMES = tuple(PROVIDERS)
 OUTPUT_KINDS = ("zmq", "folder", "none")
 CAMERA_KINDS = ("camera", "replay")
+# Largest frame side and box size (px) a setting may name: beyond any camera this service runs, and
+# a bound on what a size can make it allocate.
+MAX_SIDE_PX = 16384
+MAX_PASSES = 8  # entries of a scales list: each is one more inference pass and session per frame
 
 
 class ConfigError(ValueError):
@@ -60,8 +65,8 @@ class ServiceConfig(Policy):
     def __post_init__(self) -> None:
         super().__post_init__()
         one_of(self, "log_level", LOG_LEVELS)
-        at_least(self, "stats_interval_s", 0)
-        at_least(self, "max_sink_errors", 1)
+        within(self, "stats_interval_s", 0.0, 86400.0)
+        within(self, "max_sink_errors", 1, 100000)
 
 
 @dataclass(frozen=True)
@@ -119,8 +124,12 @@ class TilesConfig(_Checked):
             within(self, "size", 32, 4096)
             within(self, "overlap", 0, self.size // 2)
         within(self, "score_threshold", 0.0, 1.0)
-        at_least(self, "min_box_px", 0)
-        at_least(self, "max_box_px", 0)
+        within(self, "min_box_px", 0.0, MAX_SIDE_PX)
+        within(self, "max_box_px", 0.0, MAX_SIDE_PX)
+        if self.enabled and self.max_box_px and self.max_box_px <= self.min_box_px:
+            # no box could pass: the tiles would silently detect nothing
+            raise ConfigError(f"max_box_px: must be 0 (no limit) or above min_box_px ({self.min_box_px}), "
+                              f"got {self.max_box_px}")
 
 
 @dataclass(frozen=True)
@@ -156,16 +165,24 @@ class ClassConfig(_Checked):
         within(self, "aspect", 0.25, 4.0)
         for name in ("scales", "extra_scales"):
             values = getattr(self, name)
-            if not values or any(s <= 0 or s > 8 for s in values):
+            if not values or any(not 0 < s <= 8 for s in values):
                 raise ConfigError(f"{name}: each must be in (0, 8], got {list(values)}")
+            at_most_items(self, name, MAX_PASSES)
+        at_most_items(self, "extra_models", 4)
         if any(not 0.25 <= a <= 4.0 for a in self.aspects):
             raise ConfigError(f"aspects: each must be in [0.25, 4], got {list(self.aspects)}")
         for name in ("thresholds", "min_box_px", "max_box_px", "aspects"):
             values = getattr(self, name)
             if values and len(values) != len(self.scales):
                 raise ConfigError(f"{name}: one value per entry of scales ({len(self.scales)}), got {list(values)}")
-            if any(v < 0 or (name == "thresholds" and v > 1) for v in values):
-                raise ConfigError(f"{name}: out of range: {list(values)}")
+        each_within(self, "thresholds", 0.0, 1.0)
+        each_within(self, "min_box_px", 0.0, MAX_SIDE_PX)
+        each_within(self, "max_box_px", 0.0, MAX_SIDE_PX)
+        if self.enabled:
+            for i, (low, high) in enumerate(zip(self.min_box_px, self.max_box_px)):
+                if high and high <= low:  # that pass could keep no box: it would silently detect nothing
+                    raise ConfigError(f"max_box_px[{i}]: must be 0 (no limit) or above min_box_px[{i}] ({low}), "
+                                      f"got {high}")
 
 
 @dataclass(frozen=True)
@@ -220,8 +237,8 @@ class OutputConfig(_Checked):
 
     def check(self) -> None:
         wire.check_encoding(self.encoding, self.jpeg_quality)
-        at_least(self, "sndhwm", 1)
-        at_least(self, "linger_ms", 0)
+        within(self, "sndhwm", 1, 1000)  # frames held per subscriber: memory
+        within(self, "linger_ms", 0, 10000)  # how long a stop may wait for unsent frames
         if self.kind == "zmq" and not self.bind.startswith(("tcp://", "ipc://")):
             raise ConfigError(f"bind: expected tcp://HOST:PORT or ipc://PATH, got {self.bind!r}")
         if self.kind == "folder" and not self.dir:
@@ -273,10 +290,10 @@ class CameraConfig(_Checked):
             raise ConfigError(f"id: must be a non-empty name of letters, digits, '-' and '_', got {self.id!r}")
         if not self.source:
             raise ConfigError("source: required")
-        at_least(self, "fps", 0)
-        at_least(self, "width", 0)
-        at_least(self, "height", 0)
-        at_least(self, "stall_timeout_s", 0.1)
+        within(self, "fps", 0.0, 240.0)
+        within(self, "width", 0, MAX_SIDE_PX)
+        within(self, "height", 0, MAX_SIDE_PX)
+        within(self, "stall_timeout_s", 0.1, 600.0)
 
 
 @dataclass(frozen=True)
@@ -326,6 +343,8 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # one rule for every float, lists included: nan / inf never mean a setting
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
