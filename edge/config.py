@@ -12,6 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+import logging
 from typing import Any
 
 from edge import wire
@@ -30,6 +31,9 @@ CAMERA_KINDS = ("camera", "replay")
 # a bound on what a size can make it allocate.
 MAX_SIDE_PX = 16384
 MAX_PASSES = 8  # entries of a scales list: each is one more inference pass and session per frame
+
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -284,6 +288,9 @@ class CameraConfig(_Checked):
     # This camera's own [cameras.detect] (enable, thresholds, scales, tiles per class); keys it leaves
     # out are inherited from the top-level [detect] when the file is loaded (see _inherit_detect).
     detect: DetectConfig | None = None
+    # The dotted keys under `detect` that this camera's own [cameras.detect] sets (`face.score_threshold`):
+    # filled by the loader, so that `--set detect.X` reaches every camera that inherits X. Not a TOML key.
+    detect_keys: tuple[str, ...] = field(default=(), metadata={"derived": True})
 
     def check(self) -> None:
         if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
@@ -412,16 +419,37 @@ def _overlay(base: dict, over: dict) -> dict:
     return out
 
 
+def _leaves(table: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in table.items():
+        key = f"{prefix}.{k}" if prefix else k
+        out.extend(_leaves(v, key) if isinstance(v, dict) else [key])
+    return out
+
+
 def _inherit_detect(data: dict) -> dict:
-    """Each camera's partial [cameras.detect] laid over the top-level [detect] (itself over the defaults)."""
+    """Each camera's partial [cameras.detect] laid over the top-level [detect] (itself over the defaults).
+
+    A camera keeps the list of keys it set itself (detect_keys), unless it already has one: a tree
+    made by override() is inherited already.
+    """
     cams = data.get("cameras")
     if not isinstance(cams, list) or not any(isinstance(c, dict) and isinstance(c.get("detect"), dict) for c in cams):
         return data
     top = data.get("detect", {})
     base = _overlay(_as_dict(DetectConfig()), top if isinstance(top, dict) else {})
-    cams = [{**c, "detect": _overlay(base, c["detect"])} if isinstance(c, dict) and isinstance(c.get("detect"), dict)
-            else c for c in cams]
+    cams = [{**c, "detect": _overlay(base, c["detect"]),
+             "detect_keys": c.get("detect_keys", _leaves(c["detect"]))}
+            if isinstance(c, dict) and isinstance(c.get("detect"), dict) else c for c in cams]
     return {**data, "cameras": cams}
+
+
+def _refuse_derived(data: dict) -> None:
+    """Keys the loader fills itself are not for the file to set."""
+    cams = data.get("cameras")
+    for i, c in enumerate(cams if isinstance(cams, list) else []):
+        if isinstance(c, dict) and "detect_keys" in c:
+            raise ConfigError(f"cameras[{i}].detect_keys: unknown key (the loader fills it from [cameras.detect])")
 
 
 def _resolve_paths(cfg: Config, base: Path) -> Config:
@@ -450,9 +478,16 @@ def load(path: str | Path) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); a config file is UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
+        _refuse_derived(data)
         return _resolve_paths(from_dict(Config, data), path.resolve().parent)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
@@ -479,10 +514,48 @@ def override(cfg: Config, changes: dict[str, Any]) -> Config:
         if last not in node:
             raise ConfigError(f"{dotted}: unknown key (known: {', '.join(sorted(node))})")
         node[last] = _as_dict_value(value)
+        if parents and parents[0] == "detect":
+            _override_cameras(data, dotted.split(".", 1)[1], value)
     try:
         return from_dict(type(cfg), data)
     except ConfigError as e:
         raise ConfigError(f"override {', '.join(changes)}: {e}") from None
+
+
+def _override_cameras(data: dict, key: str, value: Any) -> None:
+    """`detect.<key>` overridden in every camera's own [cameras.detect] that does not set it itself;
+    where a camera does, its value wins, and a warning line says so."""
+    for cam in data.get("cameras", []):
+        if cam.get("detect") is None:
+            continue  # the camera uses the top-level [detect] itself
+        own = [k for k in cam["detect_keys"] if k == key or k.startswith(key + ".")]
+        node = cam["detect"]
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        if own == [key]:
+            log.warning("--set detect.%s: camera %r sets detect.%s itself; its own value %r is kept",
+                        key, cam["id"], key, node[last])
+            continue
+        kept = {k: _get(cam["detect"], k) for k in own}
+        node[last] = _as_dict_value(value)
+        for k, v in kept.items():
+            log.warning("--set detect.%s: camera %r sets detect.%s itself; its own value %r is kept",
+                        key, cam["id"], k, v)
+            _put(cam["detect"], k, v)
+
+
+def _get(tree: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _put(tree: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[last] = value
 
 
 def _as_dict_value(v: Any) -> Any:
@@ -500,6 +573,14 @@ def _as_dict(obj: Any) -> dict:
 
 
 def to_dict(cfg: Any) -> dict:
-    """Plain dict (JSON/TOML-ready) of a config tree, for audit records and `check-config` output."""
-    return _as_dict(cfg)
+    """Plain dict (JSON/TOML-ready) of a config tree, for audit records and `check-config` output:
+    the TOML keys only (a dumped tree loads back)."""
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "detect_keys"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip(_as_dict(cfg))
 
