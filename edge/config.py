@@ -5,6 +5,7 @@ start say exactly what to fix. There is no fallback "safe mode": a config either
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import tomllib
@@ -538,7 +539,7 @@ def _override_cameras(data: dict, key: str, value: Any) -> None:
                         key, cam["id"], key, node[last])
             continue
         kept = {k: _get(cam["detect"], k) for k in own}
-        node[last] = _as_dict_value(value)
+        node[last] = copy.deepcopy(_as_dict_value(value))  # its own copy: the camera's entries go into it
         for k, v in kept.items():
             log.warning("--set detect.%s: camera %r sets detect.%s itself; its own value %r is kept",
                         key, cam["id"], k, v)
