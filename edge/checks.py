@@ -22,3 +22,17 @@ def one_of(obj: object, name: str, choices: tuple[str, ...]) -> None:
     value = getattr(obj, name)
     if value not in choices:
         raise ValueError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+
+
+def each_within(obj: object, name: str, low: float, high: float) -> None:
+    """Every entry of a list field within low..high (NaN fails)."""
+    values = getattr(obj, name)
+    if any(not low <= v <= high for v in values):
+        raise ValueError(f"{name}: each must be within {low}..{high}, got {list(values)}")
+
+
+def at_most_items(obj: object, name: str, high: int) -> None:
+    """A list field of at most `high` entries: each entry costs a pass (memory and start-up time)."""
+    values = getattr(obj, name)
+    if len(values) > high:
+        raise ValueError(f"{name}: at most {high} entries, got {len(values)}")

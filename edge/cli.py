@@ -108,20 +108,57 @@ def cmd_subscribe(args) -> int:
     return 1 if "silence" in counts else 0
 
 
+def _start_problems(cfg: Config, for_replay: bool, resolve: bool) -> list[str]:
+    """What `run` (or `replay`, which adds its own camera) would refuse at start-up, found without starting:
+    no camera, a model that is unknown or not of its class (from the cards, always), weights that do not
+    resolve (with `resolve`), a folder output overlapping a replayed input."""
+    from edge.sinks.folder import FolderSinkError, check_apart
+
+    problems = []
+    if not cfg.cameras and not for_replay:
+        problems.append("cameras: no camera configured (`run` refuses to start; a config for `replay` "
+                        "is checked with --replay)")
+    try:
+        cards = registry.load_cards(cfg.models.cards_dir or None)
+    except registry.ModelError as e:
+        return [*problems, f"models.cards_dir: {e}"]
+    sections = [("detect", cfg.detect), *((f"cameras[{i}].detect", c.detect)
+                                          for i, c in enumerate(cfg.cameras) if c.detect is not None)]
+    checked: set[str] = set()
+    for where, section in sections:
+        for class_name, cls_cfg in section.classes():
+            if not cls_cfg.enabled or (where != "detect" and (class_name, cls_cfg) in cfg.detect.classes()):
+                continue  # off, or inherited as it is from [detect]: said once there
+            for key, name in [("model", cls_cfg.model),
+                              *((f"extra_models[{j}]", m) for j, m in enumerate(cls_cfg.extra_models))]:
+                card = cards.get(name)
+                if card is None:
+                    problems.append(f"{where}.{class_name}.{key}: unknown model {name!r}; known models: "
+                                    f"{', '.join(sorted(cards)) or 'none'}")
+                    continue
+                if class_name not in card.classes:
+                    problems.append(f"{where}.{class_name}.{key}: model {name} detects {list(card.classes)}, "
+                                    f"not {class_name}")
+                if resolve and name not in checked:
+                    checked.add(name)
+                    try:
+                        registry.resolve(card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
+                    except registry.ModelError as e:
+                        problems.append(f"{where}.{class_name}.{key}: {e}")
+    if cfg.output.kind == "folder":
+        try:
+            check_apart(cfg.output.dir, [c.source for c in cfg.cameras if c.kind == "replay"])
+        except FolderSinkError as e:
+            problems.append(f"output.dir: {e}")
+    return problems
+
+
 def cmd_check_config(args) -> int:
     from edge.compose import load_config
 
     try:
         cfg = load_config(args.config, args.set)
-        problems = []
-        if args.models:
-            for class_name, cls_cfg in cfg.detect.classes():
-                if cls_cfg.enabled:
-                    try:
-                        c = registry.card(cls_cfg.model, cfg.models.cards_dir or None)
-                        registry.resolve(c, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
-                    except registry.ModelError as e:
-                        problems.append(f"detect.{class_name}.model: {e}")
+        problems = _start_problems(cfg, args.replay, args.models)
     except ConfigError as e:
         print(f"invalid: {e}", file=sys.stderr)
         return 2
@@ -256,7 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("check-config", help="validate a config file (and its models) without starting anything")
     sp.add_argument("config")
     sp.add_argument("--set", action="append", metavar="KEY=VALUE", default=[])
-    sp.add_argument("--no-models", dest="models", action="store_false", help="do not resolve and verify models")
+    sp.add_argument("--no-models", dest="models", action="store_false",
+                    help="do not resolve and verify model weights (the model cards are still checked)")
+    sp.add_argument("--replay", action="store_true",
+                    help="the config is for `replay`, which adds its own camera: no [[cameras]] is fine")
     sp.add_argument("--dump", action="store_true", help="print the effective configuration as JSON")
     sp.set_defaults(func=cmd_check_config)
 

@@ -5,16 +5,19 @@ start say exactly what to fix. There is no fallback "safe mode": a config either
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+import logging
 from typing import Any
 
 from edge import wire
-from edge.checks import at_least, one_of, within
+from edge.checks import at_most_items, each_within, one_of, within
 from edge.detect.backends.options import PROVIDERS, SessionOptions
 from edge.frame import CLASS_NAME
 from edge.mask import MaskStyle
@@ -25,6 +28,13 @@ LOG_LEVELS = ("info", "debug", "warning", "error")  # the first is the default
 PROVIDER_NAMES = tuple(PROVIDERS)
 OUTPUT_KINDS = ("zmq", "folder", "none")
 CAMERA_KINDS = ("camera", "replay")
+# Largest frame side and box size (px) a setting may name: beyond any camera this service runs, and
+# a bound on what a size can make it allocate.
+MAX_SIDE_PX = 16384
+MAX_PASSES = 8  # entries of a scales list: each is one more inference pass and session per frame
+
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -60,8 +70,8 @@ class ServiceConfig(Policy):
     def __post_init__(self) -> None:
         super().__post_init__()
         one_of(self, "log_level", LOG_LEVELS)
-        at_least(self, "stats_interval_s", 0)
-        at_least(self, "max_sink_errors", 1)
+        within(self, "stats_interval_s", 0.0, 86400.0)
+        within(self, "max_sink_errors", 1, 100000)
 
 
 @dataclass(frozen=True)
@@ -119,8 +129,12 @@ class TilesConfig(_Checked):
             within(self, "size", 32, 4096)
             within(self, "overlap", 0, self.size // 2)
         within(self, "score_threshold", 0.0, 1.0)
-        at_least(self, "min_box_px", 0)
-        at_least(self, "max_box_px", 0)
+        within(self, "min_box_px", 0.0, MAX_SIDE_PX)
+        within(self, "max_box_px", 0.0, MAX_SIDE_PX)
+        if self.enabled and self.max_box_px and self.max_box_px <= self.min_box_px:
+            # no box could pass: the tiles would silently detect nothing
+            raise ConfigError(f"max_box_px: must be 0 (no limit) or above min_box_px ({self.min_box_px}), "
+                              f"got {self.max_box_px}")
 
 
 @dataclass(frozen=True)
@@ -156,16 +170,24 @@ class ClassConfig(_Checked):
         within(self, "aspect", 0.25, 4.0)
         for name in ("scales", "extra_scales"):
             values = getattr(self, name)
-            if not values or any(s <= 0 or s > 8 for s in values):
+            if not values or any(not 0 < s <= 8 for s in values):
                 raise ConfigError(f"{name}: each must be in (0, 8], got {list(values)}")
+            at_most_items(self, name, MAX_PASSES)
+        at_most_items(self, "extra_models", 4)
         if any(not 0.25 <= a <= 4.0 for a in self.aspects):
             raise ConfigError(f"aspects: each must be in [0.25, 4], got {list(self.aspects)}")
         for name in ("thresholds", "min_box_px", "max_box_px", "aspects"):
             values = getattr(self, name)
             if values and len(values) != len(self.scales):
                 raise ConfigError(f"{name}: one value per entry of scales ({len(self.scales)}), got {list(values)}")
-            if any(v < 0 or (name == "thresholds" and v > 1) for v in values):
-                raise ConfigError(f"{name}: out of range: {list(values)}")
+        each_within(self, "thresholds", 0.0, 1.0)
+        each_within(self, "min_box_px", 0.0, MAX_SIDE_PX)
+        each_within(self, "max_box_px", 0.0, MAX_SIDE_PX)
+        if self.enabled:
+            for i, (low, high) in enumerate(zip(self.min_box_px, self.max_box_px)):
+                if high and high <= low:  # that pass could keep no box: it would silently detect nothing
+                    raise ConfigError(f"max_box_px[{i}]: must be 0 (no limit) or above min_box_px[{i}] ({low}), "
+                                      f"got {high}")
 
 
 @dataclass(frozen=True)
@@ -220,8 +242,8 @@ class OutputConfig(_Checked):
 
     def check(self) -> None:
         wire.check_encoding(self.encoding, self.jpeg_quality)
-        at_least(self, "sndhwm", 1)
-        at_least(self, "linger_ms", 0)
+        within(self, "sndhwm", 1, 1000)  # frames held per subscriber: memory
+        within(self, "linger_ms", 0, 10000)  # how long a stop may wait for unsent frames
         if self.kind == "zmq" and not self.bind.startswith(("tcp://", "ipc://")):
             raise ConfigError(f"bind: expected tcp://HOST:PORT or ipc://PATH, got {self.bind!r}")
         if self.kind == "folder" and not self.dir:
@@ -267,16 +289,19 @@ class CameraConfig(_Checked):
     # This camera's own [cameras.detect] (enable, thresholds, scales, tiles per class); keys it leaves
     # out are inherited from the top-level [detect] when the file is loaded (see _inherit_detect).
     detect: DetectConfig | None = None
+    # The dotted keys under `detect` that this camera's own [cameras.detect] sets (`face.score_threshold`):
+    # filled by the loader, so that `--set detect.X` reaches every camera that inherits X. Not a TOML key.
+    detect_keys: tuple[str, ...] = field(default=(), metadata={"derived": True})
 
     def check(self) -> None:
         if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"id: must be a non-empty name of letters, digits, '-' and '_', got {self.id!r}")
         if not self.source:
             raise ConfigError("source: required")
-        at_least(self, "fps", 0)
-        at_least(self, "width", 0)
-        at_least(self, "height", 0)
-        at_least(self, "stall_timeout_s", 0.1)
+        within(self, "fps", 0.0, 240.0)
+        within(self, "width", 0, MAX_SIDE_PX)
+        within(self, "height", 0, MAX_SIDE_PX)
+        within(self, "stall_timeout_s", 0.1, 600.0)
 
 
 @dataclass(frozen=True)
@@ -326,6 +351,8 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # one rule for every float, lists included: nan / inf never mean a setting
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -393,16 +420,37 @@ def _overlay(base: dict, over: dict) -> dict:
     return out
 
 
+def _leaves(table: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in table.items():
+        key = f"{prefix}.{k}" if prefix else k
+        out.extend(_leaves(v, key) if isinstance(v, dict) else [key])
+    return out
+
+
 def _inherit_detect(data: dict) -> dict:
-    """Each camera's partial [cameras.detect] laid over the top-level [detect] (itself over the defaults)."""
+    """Each camera's partial [cameras.detect] laid over the top-level [detect] (itself over the defaults).
+
+    A camera keeps the list of keys it set itself (detect_keys), unless it already has one: a tree
+    made by override() is inherited already.
+    """
     cams = data.get("cameras")
     if not isinstance(cams, list) or not any(isinstance(c, dict) and isinstance(c.get("detect"), dict) for c in cams):
         return data
     top = data.get("detect", {})
     base = _overlay(_as_dict(DetectConfig()), top if isinstance(top, dict) else {})
-    cams = [{**c, "detect": _overlay(base, c["detect"])} if isinstance(c, dict) and isinstance(c.get("detect"), dict)
-            else c for c in cams]
+    cams = [{**c, "detect": _overlay(base, c["detect"]),
+             "detect_keys": c.get("detect_keys", _leaves(c["detect"]))}
+            if isinstance(c, dict) and isinstance(c.get("detect"), dict) else c for c in cams]
     return {**data, "cameras": cams}
+
+
+def _refuse_derived(data: dict) -> None:
+    """Keys the loader fills itself are not for the file to set."""
+    cams = data.get("cameras")
+    for i, c in enumerate(cams if isinstance(cams, list) else []):
+        if isinstance(c, dict) and "detect_keys" in c:
+            raise ConfigError(f"cameras[{i}].detect_keys: unknown key (the loader fills it from [cameras.detect])")
 
 
 def _resolve_paths(cfg: Config, base: Path) -> Config:
@@ -431,9 +479,16 @@ def load(path: str | Path) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); a config file is UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
+        _refuse_derived(data)
         return _resolve_paths(from_dict(Config, data), path.resolve().parent)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
@@ -460,10 +515,48 @@ def override(cfg: Config, changes: dict[str, Any]) -> Config:
         if last not in node:
             raise ConfigError(f"{dotted}: unknown key (known: {', '.join(sorted(node))})")
         node[last] = _as_dict_value(value)
+        if parents and parents[0] == "detect":
+            _override_cameras(data, dotted.split(".", 1)[1], value)
     try:
         return from_dict(type(cfg), data)
     except ConfigError as e:
         raise ConfigError(f"override {', '.join(changes)}: {e}") from None
+
+
+def _override_cameras(data: dict, key: str, value: Any) -> None:
+    """`detect.<key>` overridden in every camera's own [cameras.detect] that does not set it itself;
+    where a camera does, its value wins, and a warning line says so."""
+    for cam in data.get("cameras", []):
+        if cam.get("detect") is None:
+            continue  # the camera uses the top-level [detect] itself
+        own = [k for k in cam["detect_keys"] if k == key or k.startswith(key + ".")]
+        node = cam["detect"]
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        if own == [key]:
+            log.warning("--set detect.%s: camera %r sets detect.%s itself; its own value %r is kept",
+                        key, cam["id"], key, node[last])
+            continue
+        kept = {k: _get(cam["detect"], k) for k in own}
+        node[last] = copy.deepcopy(_as_dict_value(value))  # its own copy: the camera's entries go into it
+        for k, v in kept.items():
+            log.warning("--set detect.%s: camera %r sets detect.%s itself; its own value %r is kept",
+                        key, cam["id"], k, v)
+            _put(cam["detect"], k, v)
+
+
+def _get(tree: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _put(tree: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[last] = value
 
 
 def _as_dict_value(v: Any) -> Any:
@@ -481,6 +574,14 @@ def _as_dict(obj: Any) -> dict:
 
 
 def to_dict(cfg: Any) -> dict:
-    """Plain dict (JSON/TOML-ready) of a config tree, for audit records and `check-config` output."""
-    return _as_dict(cfg)
+    """Plain dict (JSON/TOML-ready) of a config tree, for audit records and `check-config` output:
+    the TOML keys only (a dumped tree loads back)."""
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k != "detect_keys"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip(_as_dict(cfg))
 

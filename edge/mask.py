@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.checks import at_least, one_of, within
+from edge.checks import one_of, within
 from edge.frame import Detections
 
 STYLES = ("pixelate", "solid", "blur")  # the first is the default
@@ -27,19 +27,24 @@ class MaskStyle:
     small_box_px: float = 32.0
     small_margin: float = 0.35  # margin used for boxes at or below half of small_box_px
     min_margin_px: int = 2
-    pixel_cells: int = 6  # pixelate: the box becomes at most this many cells across its larger side
-    min_cell_px: int = 4  # ...and no cell is smaller than this, so a 12 px face is not just resampled
-    blur_fraction: float = 0.5  # blur: kernel as a fraction of the box's larger side
+    # pixelate: the box becomes at most this many cells across its larger side (at most 8: with more,
+    # a face stays recognisable)...
+    pixel_cells: int = 6
+    # ...and no cell is smaller than this, so a 12 px face is not just resampled (at least 2: 1-px
+    # cells on a box of at most pixel_cells px return it unchanged)
+    min_cell_px: int = 4
+    blur_fraction: float = 0.5  # blur: kernel as a fraction of the box's larger side (at least a third)
     color: tuple[int, ...] = (0, 0, 0)  # solid, and the whole-frame fill: B, G, R
 
     def __post_init__(self) -> None:
         one_of(self, "style", STYLES)
         within(self, "margin", 0.0, 2.0)
+        within(self, "small_box_px", 0.0, 1024.0)
         within(self, "small_margin", 0.0, 2.0)
         within(self, "min_margin_px", 0, 64)
-        at_least(self, "pixel_cells", 1)
-        at_least(self, "min_cell_px", 1)
-        within(self, "blur_fraction", 0.05, 2.0)
+        within(self, "pixel_cells", 1, 8)
+        within(self, "min_cell_px", 2, 256)
+        within(self, "blur_fraction", 1 / 3, 2.0)
         if len(self.color) != 3 or any(not 0 <= c <= 255 for c in self.color):
             raise ValueError(f"color: expected [b, g, r] with each within 0..255, got {list(self.color)}")
 

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from edge import mask
-from edge.checks import at_least, one_of
+from edge.checks import one_of, within
 from edge.detect import Detector
 from edge.frame import (BadDetections, BadFrame, Detections, DroppedFrame, Frame, MaskedFrame,
                         check_image)
@@ -35,7 +35,7 @@ class Policy:
 
     def __post_init__(self) -> None:
         one_of(self, "on_failure", ON_FAILURE)
-        at_least(self, "deadline_ms", 0)
+        within(self, "deadline_ms", 0.0, 60000.0)
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.checks import at_least, within
+from edge.checks import within
 from edge.columns import Columns
 from edge.detect.boxes import iou_matrix
 from edge.frame import Detections, Frame
@@ -103,8 +103,8 @@ class TrackParams:
         for name in ("velocity_smoothing", "score_decay"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name}: must be within (0, 1], got {getattr(self, name)!r}")
-        at_least(self, "min_hits", 1)
-        at_least(self, "max_tracks", 1)
+        within(self, "min_hits", 1, 1000)
+        within(self, "max_tracks", 1, 4096)  # per camera; each is a row of every association matrix
 
 
 class Tracker:

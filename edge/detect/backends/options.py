@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge.checks import at_least, one_of
+from edge.checks import one_of, within
 
 # cuDNN's convolution algorithm search per input shape (the CUDA provider's cudnn_conv_algo_search)
 CUDNN_ALGO_SEARCH = ("exhaustive", "heuristic", "default")
@@ -41,9 +41,9 @@ class SessionOptions:
     def __post_init__(self) -> None:
         one_of(self, "provider", tuple(PROVIDERS))
         one_of(self, "cudnn_conv_algo_search", CUDNN_ALGO_SEARCH)
-        at_least(self, "threads", 0)
-        at_least(self, "device_id", 0)
-        at_least(self, "trt_workspace_mb", 0)
+        within(self, "threads", 0, 64)  # each session starts this many threads: 3000 takes minutes to start
+        within(self, "device_id", 0, 63)
+        within(self, "trt_workspace_mb", 0, 262144)
         profiles = (self.trt_profile_min, self.trt_profile_opt, self.trt_profile_max)
         if any(profiles) and not all(profiles):
             raise ValueError("trt_profile_min: give trt_profile_min, trt_profile_opt and trt_profile_max together "
