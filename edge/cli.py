@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -238,14 +239,42 @@ def cmd_eval(args) -> int:
     from edge.compose import load_config
     from edge.eval import evaluate
 
-    cfg = evaluate.for_dataset(load_config(args.config, args.set), args.dataset, args.all_classes)
-    items = evaluate.load_items(args.dataset, args.data)[: args.limit]
-    result = evaluate.run(cfg, items, args.dataset, shrink=args.shrink, keep_per_image=args.per_image,
-                          config_file=args.config, overrides=args.set)
-    name = args.name or f"{args.dataset}{'' if args.shrink == 1 else f' x{args.shrink:g}'}"
-    print(evaluate.format_table({name: result}))
-    if "targets" in result:
-        print(evaluate.format_targets(result))
+    if args.all and args.dataset:
+        print("eval: --all runs every set; --dataset picks one, give one of them", file=sys.stderr)
+        return 2
+    if args.only and not args.all:
+        print("eval: --only selects sets of --all", file=sys.stderr)
+        return 2
+    if not (math.isfinite(args.shrink) and 0 < args.shrink <= 1):
+        print(f"eval: --shrink {args.shrink}: expected a factor in (0, 1]", file=sys.stderr)
+        return 2
+    if args.limit is not None and args.limit < 1:
+        print(f"eval: --limit {args.limit}: expected at least 1", file=sys.stderr)
+        return 2
+    cfg = load_config(args.config, args.set)
+    try:
+        if args.all:
+            sets = [s.limited(args.limit)
+                    for s in evaluate.discover(args.data or evaluate.shared_root() / "data/eval", args.only)]
+            result = evaluate.run_all(cfg, sets, shrink=args.shrink, keep_per_image=args.per_image,
+                                      config_file=args.config, overrides=args.set)
+            print(evaluate.format_sets_table(result))
+            if "wider_dev_face_targets" in result:
+                print(evaluate.format_targets(result["sets"]["wider_dev"]["classes"]["face"]))
+            print(f"{sum(s['images'] for s in result['sets'].values())} images in {result['wall_s']} s")
+        else:
+            dataset = args.dataset or "faces"
+            cfg = evaluate.for_dataset(cfg, dataset, args.all_classes)
+            items = evaluate.load_items(dataset, args.data)[: args.limit]
+            result = evaluate.run(cfg, items, dataset, shrink=args.shrink, keep_per_image=args.per_image,
+                                  config_file=args.config, overrides=args.set)
+            name = args.name or f"{dataset}{'' if args.shrink == 1 else f' x{args.shrink:g}'}"
+            print(evaluate.format_table({name: result}))
+            if "targets" in result:
+                print(evaluate.format_targets(result))
+    except evaluate.DatasetError as e:
+        print(f"eval: {e}", file=sys.stderr)
+        return 2
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
@@ -319,19 +348,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="print a [Service] drop-in instead of one 'dir|file<TAB>path' line per path")
     sp.set_defaults(func=cmd_unit_paths)
 
-    sp = sub.add_parser("eval", help="measure protected share per size bucket on an annotated image set")
-    sp.add_argument("--dataset", choices=EVAL_DATASETS, default="faces",
-                    help="faces: WIDER face list format; plates: openalpr per-image files")
-    sp.add_argument("--data", help="gt file (faces) or folder (plates); default: the evaluation's own set for the dataset")
-    sp.add_argument("--config", "-c", help="TOML config (its detect/mask sections are used)")
+    sp = sub.add_parser("eval", help="measure protected share per size bucket on annotated image sets")
+    sp.add_argument("--all", action="store_true",
+                    help="every dev set under the eval root (faces/, plates/, dashcam/), faces and plates per "
+                         "size bucket, with the config as it is (every enabled stage on)")
+    sp.add_argument("--only", action="append", default=[], metavar="SET",
+                    help="with --all: only this set (e.g. berlin_dev); may be repeated")
+    sp.add_argument("--dataset", choices=EVAL_DATASETS,
+                    help="one set with only its class on (default faces): faces = wider_dev, plates = openalpr_dev")
+    sp.add_argument("--data", help="--dataset: gt file (faces) or folder (plates); --all: the eval root "
+                                   "(default ../shared/data/eval)")
+    sp.add_argument("--config", "-c", help="TOML config (its detect/mask/runtime sections are used)")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set detect.face.scales=[1.0,2.0]")
     sp.add_argument("--shrink", type=float, default=1.0, help="resize images (and boxes) by this factor first")
-    sp.add_argument("--limit", type=int, help="only the first N images")
+    sp.add_argument("--limit", type=int, help="only the first N images (of each set with --all)")
     sp.add_argument("--json", help="write the results here")
-    sp.add_argument("--name", help="row label in the table")
+    sp.add_argument("--name", help="row label in the table (--dataset)")
     sp.add_argument("--all-classes", action="store_true",
-                    help="keep the config's other detectors on (their masks count as over-masking)")
+                    help="--dataset: keep the config's other detectors on (their masks count as over-masking)")
     sp.add_argument("--per-image", action="store_true", help="add per-image counts to the JSON")
     sp.set_defaults(func=cmd_eval)
     return p

@@ -309,3 +309,175 @@ def test_the_service_and_the_cli_parser_load_no_tooling():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+# --- every dev set: the class column, discovery, per-class scoring, the table, the command --------------
+
+def test_read_list_with_and_without_a_class_column(tmp_path):
+    gt = tmp_path / "gt_xyxy.txt"
+    gt.write_text("# a.jpg 100 50\n1 2 11 12 face\n20 30 40 50 plate\n# b.jpg 10 10\n0 0 5 5\n")
+    a, b = evaluate.read_list(gt, None, PLATE)
+    assert a.labels().tolist() == [FACE, PLATE]
+    assert b.labels().tolist() == [PLATE]  # no class column: the set's own class
+    np.testing.assert_allclose(a.boxes, [[1, 2, 11, 12], [20, 30, 40, 50]])
+
+
+@pytest.mark.parametrize("text, line, words", [
+    ("# a.jpg 1 1\n0 0 1 1\n", 2, "needs a class column"),  # a dashcam set has no single class
+    ("# a.jpg 1 1\n0 0 1 1 car\n", 2, "class 'car'"),
+    ("# a.jpg 1 1\n0 0 x 1 face\n", 2, "expected numbers"),
+    ("# a.jpg 1 1\n0 0 1 1 face\n0 0 nan 1 face\n", 3, "not finite"),
+    ("# a.jpg 1 1\n0 0 1 inf face\n", 2, "not finite"),
+    ("# a.jpg 1 1\n5 0 1 1 face\n", 2, "inverted"),
+    ("#\n", 1, "expected '# <file>"),
+])
+def test_read_list_names_the_file_and_line_of_a_malformed_annotation(tmp_path, text, line, words):
+    gt = tmp_path / "gt_xyxy.txt"
+    gt.write_text(text)
+    with pytest.raises(evaluate.DatasetError, match=f"gt_xyxy.txt:{line}: .*{words}"):
+        evaluate.read_list(gt, None, None)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda d: (d / "a.txt").write_text("a.jpg\t1\tx\t3\t4\tAB\n"), "a.txt:1: expected numbers"),
+    (lambda d: (d / "a.txt").write_text("a.jpg\t1\t2\t-3\t4\tAB\n"), "a.txt:1: box .* inverted"),
+    (lambda d: None, "no '<image>.txt'"),
+])
+def test_read_openalpr_names_the_malformed_file(tmp_path, make, words):
+    make(tmp_path)
+    with pytest.raises(evaluate.DatasetError, match=words):
+        read_openalpr(tmp_path)
+
+
+@pytest.mark.parametrize("reader", [read_face_list, read_openalpr])
+def test_readers_refuse_a_missing_path(tmp_path, reader):
+    with pytest.raises(evaluate.DatasetError, match="missing"):
+        reader(tmp_path / "missing")
+
+
+def _eval_root(tmp_path):
+    """A small eval root in the shared layout: one set of each format, 40x60 grey images."""
+    image = np.full((40, 60, 3), 128, np.uint8)
+    for folder in ("faces/wide/images", "plates/alpr", "dashcam/drive/images"):
+        (tmp_path / folder).mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "faces/wide/images/f.png"), image)
+    (tmp_path / "faces/wide/gt_xyxy.txt").write_text("# f.png 60 40\n10 10 20 20\n")
+    cv2.imwrite(str(tmp_path / "plates/alpr/p.png"), image)
+    (tmp_path / "plates/alpr/p.txt").write_text("p.png\t30\t20\t20\t10\tAB123\n")
+    (tmp_path / "plates/LICENSE.txt").write_text("a file beside the sets, not a set\n")
+    cv2.imwrite(str(tmp_path / "dashcam/drive/images/d.png"), image)
+    (tmp_path / "dashcam/drive/gt_xyxy.txt").write_text("# d.png 60 40\n10 10 20 20 face\n40 20 50 30 plate\n")
+    return tmp_path
+
+
+def test_discover_reads_every_set_in_the_shared_layout(tmp_path):
+    sets = evaluate.discover(_eval_root(tmp_path))
+    assert [(s.name, s.labelled) for s in sets] == [
+        ("wide", ("face",)), ("alpr", ("plate",)), ("drive", ("face", "plate"))]
+    assert [s.name for s in evaluate.discover(tmp_path, ["drive"])] == ["drive"]
+
+
+@pytest.mark.parametrize("root, only, words", [
+    ("missing", (), "no such folder"),
+    (".", ("nope",), "no set named nope"),
+    ("empty", (), "no annotated sets"),
+])
+def test_discover_refuses(tmp_path, root, only, words):
+    _eval_root(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(evaluate.DatasetError, match=words):
+        evaluate.discover(tmp_path / root, only)
+
+
+def test_incomplete_sets_are_the_ones_the_data_readme_names():
+    assert set(evaluate.INCOMPLETE) == {"openalpr_dev", "ro_dev", "oi_dev", "street_dev"}
+
+
+@pytest.mark.parametrize("region, protected, overmask_px", [
+    ((10, 10, 20, 20), (1, 0), 0),  # the face box exactly
+    ((40, 20, 50, 30), (0, 1), 0),  # a labelled plate is no over-masking, whatever the run looked for
+    ((8, 8, 22, 22), (1, 0), 14 * 14 - 100),
+    ((0, 0, 60, 40), (1, 1), 60 * 40 - 200),
+])
+def test_evaluate_set_scores_each_class_and_counts_paint_outside_every_class(tmp_path, region, protected,
+                                                                            overmask_px):
+    drive = evaluate.discover(_eval_root(tmp_path), ["drive"])[0]
+    r = evaluate.evaluate_set(_painting(region), drive, keep_per_image=True)
+    assert {c: (v["protected"], v["objects"]) for c, v in r["classes"].items()} == {
+        "face": (protected[0], 1), "plate": (protected[1], 1)}
+    assert r["overmask_share"] == pytest.approx(overmask_px / (60 * 40), abs=1e-5)
+    assert r["classes"]["face"]["overmask_share"] == r["overmask_share"]
+    assert r["image_size"] == "60x40" and r["images"] == 1 and r["dropped_frames"] == 0
+    assert r["per_image"] == [{"image": "d.png", "face": [protected[0], 1], "plate": [protected[1], 1],
+                               "overmask": r["overmask_share"]}]
+
+
+def test_evaluate_set_refuses_a_corrupt_image(tmp_path):
+    drive = evaluate.discover(_eval_root(tmp_path), ["drive"])[0]
+    (tmp_path / "dashcam/drive/images/d.png").write_bytes(b"not a png")
+    with pytest.raises(evaluate.DatasetError, match="d.png: cannot read the image"):
+        evaluate.evaluate_set(_painting((0, 0, 1, 1)), drive)
+
+
+def test_the_sets_table_marks_single_class_incomplete_and_disabled():
+    face = _result({"8-16": (10, 9)}, 0.01)
+    plate = _result({"32-64": (4, 1)}, 0.01)
+    row = {"images": 1, "dropped_frames": 0, "image_size": "60x40", "overmask_share": 0.01,
+           "ms_per_image": face["ms_per_image"]}
+    report = {"enabled": {"face": True, "plate": False}, "sets": {
+        "both": {**row, "labelled": ["face", "plate"], "incomplete": "", "classes": {"face": face, "plate": plate}},
+        "ro_dev": {**row, "labelled": ["plate"], "incomplete": "only the nearer plates are labelled",
+                   "classes": {"plate": plate}}}}
+    lines = evaluate.format_sets_table(report).splitlines()
+    rows = [line.split() for line in lines[2:5]]
+    assert [r[:3] for r in rows] == [["both", "face", "-"], ["both", "plate", "off"], ["ro_dev*+", "plate", "off"]]
+    assert "90.0%" in lines[2] and "25.0%" in lines[3] and "60x40" in lines[4]
+    notes = "\n".join(lines[5:])
+    assert "* labels one class only" in notes and "ro_dev: only the nearer plates are labelled" in notes
+    assert "off the config runs no detector" in notes
+
+
+def test_cli_eval_all_on_the_shared_sets(tmp_path, capsys, yunet_model):
+    from edge.cli import main
+
+    out = tmp_path / "all.json"
+    need(WIDER / "gt_xyxy.txt")
+    assert main(["eval", "--all", "--only", "berlin_dev", "--only", "wider_dev", "--limit", "2",
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert list(r["sets"]) == ["wider_dev", "berlin_dev"]  # faces/, plates/, dashcam/ order
+    berlin = r["sets"]["berlin_dev"]
+    assert berlin["images"] == 2 and berlin["image_size"] == "1920x1080"
+    assert set(berlin["classes"]) == {"face", "plate"} and berlin["labelled"] == ["face", "plate"]
+    assert berlin["classes"]["face"]["objects"] > 0 and berlin["classes"]["plate"]["objects"] > 0
+    assert r["enabled"] == {"face": True, "plate": False}  # the defaults as they are: nothing turned on or off
+    assert berlin["classes"]["plate"]["protected"] == 0
+    assert r["sets"]["wider_dev"]["labelled"] == ["face"] and "wider_dev_face_targets" in r
+    printed = capsys.readouterr().out
+    assert "berlin_dev" in printed and "plate off" in printed and "wider_dev*" in printed
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--all", "--data", "/missing"], "eval: /missing: no such folder"),
+    (["--dataset", "faces", "--data", "/missing/gt.txt"], "eval: /missing/gt.txt: no such annotation file"),
+    (["--dataset", "plates", "--data", "/missing"], "eval: /missing: no such folder"),
+    (["--all", "--only", "nope"], "no set named nope"),
+    (["--all", "--dataset", "faces"], "give one of them"),
+    (["--only", "berlin_dev"], "--only selects sets of --all"),
+    (["--shrink", "nan"], "--shrink nan"),
+    (["--shrink", "0"], "--shrink 0.0"),
+    (["--limit", "0"], "--limit 0"),
+])
+def test_cli_eval_refuses_in_one_line(argv, words):
+    r = subprocess.run([sys.executable, "-m", "edge", "eval", *argv], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and words in r.stderr, r.stderr
+
+
+def test_cli_eval_names_the_line_of_a_malformed_annotation(tmp_path):
+    root = _eval_root(tmp_path)
+    (root / "dashcam/drive/gt_xyxy.txt").write_text("# d.png 60 40\n10 10 20 20 face\n40 20 50 plate\n")
+    r = subprocess.run([sys.executable, "-m", "edge", "eval", "--all", "--data", str(root)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == (f"eval: {root}/dashcam/drive/gt_xyxy.txt:3: expected numbers, got '40 20 50 plate'")
