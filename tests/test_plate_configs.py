@@ -1,12 +1,11 @@
 """The plate configs load, protect real plates through the real pipeline, and scripts/bench_plates.py runs end to end."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from conftest import PLATES, ROOT, need
+from conftest import PLATES, load_script, need
 from edge import config
 from edge.eval.evaluate import evaluate, for_dataset, pipeline_for, read_openalpr
 
@@ -39,9 +38,7 @@ def test_recall_configs_protect_these_plates(path, shrink, names):
 
 def test_bench_script_runs_end_to_end(tmp_path):
     need(PLATES)
-    spec = importlib.util.spec_from_file_location("bench_plates", ROOT / "scripts/bench_plates.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_plates")
     out = tmp_path / "bench.json"
     assert bench.main(["--limit", "2", "--skip-timing", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -52,9 +49,7 @@ def test_bench_script_runs_end_to_end(tmp_path):
 
 
 def test_bench_timing_table_formats_every_size():
-    spec = importlib.util.spec_from_file_location("bench_plates", ROOT / "scripts/bench_plates.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_plates")
     row = {"faces": {"p50": 20.0}, "faces+plates sequential": {"p50": 60.0},
            "faces+plates concurrent": {"p50": 45.0}, "ratio_concurrent": 2.25}
     text = bench.format_timings({"1280x720": row, "1920x1080": row}, "cpu, contended")
