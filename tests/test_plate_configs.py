@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import PLATES, load_script, need
+from conftest import PLATES, ROOT, load_script, need
 from edge import config
 from edge.eval.evaluate import evaluate, for_dataset, pipeline_for, read_openalpr
 
