@@ -149,9 +149,6 @@ class Detections(Columns):
     def empty() -> "Detections":
         return Detections()
 
-    def with_class(self, class_id: int) -> "Detections":
-        return dataclasses.replace(self, class_id=np.full(len(self), class_id, np.int32))
-
     def to_list(self, classes: ClassTable = BUILTIN_CLASSES) -> list[dict]:
         """JSON-ready rows for headers and logs: boxes and scores only, never pixels; names from `classes`."""
         # rounded as whole arrays: a busy frame has a thousand boxes, and per-value Python calls cost ms
