@@ -6,7 +6,6 @@ the pipeline, which makes "no unmasked frame leaves" a property of the types, no
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 
