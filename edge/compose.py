@@ -254,3 +254,19 @@ def camera_detect(cfg: Config, camera_id: str | None):
     """The detect section a camera runs with: its own override, else the top-level one."""
     cam = next((c for c in cfg.cameras if c.id == camera_id), None)
     return cam.detect if cam is not None and cam.detect is not None else cfg.detect
+
+
+def stages(cfg: Config, camera_id: str | None = None) -> str:
+    """One line: the stages a camera runs (its masked classes' models, the context stage, head masks)."""
+    section = camera_detect(cfg, camera_id)
+    parts = [f"{name} ({c.model})" for name, c in section.classes() if c.enabled]
+    ctx = section.context
+    if ctx.enabled:
+        parts.append(f"context {'+'.join(ctx.classes)} ({ctx.model} {ctx.width}x{ctx.height}, never painted)")
+        if "person" in ctx.classes and cfg.heads.fallback:
+            parts.append("head zones of faceless persons")
+    h = cfg.heads
+    if h.grow_side or h.grow_up or h.grow_down:
+        parts.append(f"faces grown to heads (side {h.grow_side:g}, up {h.grow_up:g}, down {h.grow_down:g})")
+    return ", ".join(parts)
+

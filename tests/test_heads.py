@@ -119,3 +119,10 @@ def test_real_frame_head_zones_are_painted_and_persons_are_not():
     persons = out.context.xyxy[out.context.class_id == classes.id("person")]
     assert any(not painted[int(y1):int(y2), int(x1):int(x2)].all() for x1, y1, x2, y2 in persons)
     assert painted.mean() < 0.1
+
+
+def test_check_config_line_names_the_stages():
+    cfg = compose.load_config(None, ["detect.context.enabled=true", "heads.grow_up=0.35"])
+    line = compose.stages(cfg)
+    assert "face (yunet_n)" in line and "context person+vehicle (yolox_nano" in line and "head zones" in line
+    assert "context" not in compose.stages(compose.load_config(None))
