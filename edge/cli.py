@@ -169,6 +169,10 @@ def cmd_check_config(args) -> int:
         return 2
     print(f"ok: {args.config}: {len(cfg.cameras)} camera(s), output {cfg.output.kind}, "
           + ", ".join(f"{name}s {'on' if c.enabled else 'off'}" for name, c in cfg.detect.classes()))
+    from edge.compose import stages
+
+    for cam_id in [c.id for c in cfg.cameras] or [None]:
+        print(f"  {cam_id or 'default'}: {stages(cfg, cam_id)}")
     if args.dump:
         print(json.dumps(config_mod.to_dict(cfg), indent=2))
     return 0

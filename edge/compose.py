@@ -22,9 +22,12 @@ from edge.detect.backends.frames import graph_scales
 from edge.detect.backends.loader import load_backend
 from edge.detect.backends.session import set_input_dims
 from edge.detect.batching import BatchingDetector
+from edge.detect.context import ContextDetector, ContextParams
 from edge.detect.detector import EnsembleDetector, MultiDetector, OnnxDetector
+from edge.detect.families import yolox
 from edge.detect.multiscale import extra_passes, passes_from_config
 from edge.frame import ClassTable
+from edge.heads import HEAD, HeadStage
 from edge.metrics import Metrics
 from edge.models import registry
 from edge.pipeline import Pipeline
@@ -64,7 +67,31 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 def class_table(cfg: Config) -> ClassTable:
     """The run's class ids: face, plate, then every other class a [detect] or [cameras.detect] table names."""
     sections = [cfg.detect, *(c.detect for c in cfg.cameras if c.detect is not None)]
-    return ClassTable.of(name for section in sections for name, _ in section.classes())
+    context = {name for section in sections if section.context.enabled for name in section.context.classes}
+    names = {name for section in sections for name, _ in section.classes()}
+    if "person" in context and cfg.heads.fallback:
+        names.add(HEAD)  # the head zones of persons without a face: a masked class of their own
+    return ClassTable.of(names, context)
+
+
+# the families whose one run yields several classes, and what their run classes are made of
+CONTEXT_FAMILIES = {"yolox": yolox}
+
+
+def build_context_detector(cfg: Config, params: ContextParams, classes: ClassTable,
+                           stop: StopCheck | None = None) -> ContextDetector:
+    """The context stage of a [detect.context] table: one model, several classes, letterboxed whole frames."""
+    check_stop(stop, f"loading model {params.model}")
+    backend, card = load_model(cfg, params.model, (1.0,))
+    family = CONTEXT_FAMILIES.get(card.family)
+    if family is None:
+        raise StartupError(f"detect.context: model {card.name} is of family {card.family}, which yields one class "
+                           f"(context families: {', '.join(sorted(CONTEXT_FAMILIES))})")
+    missing = [c for c in params.classes if c not in card.classes or c not in family.GROUPS]
+    if missing:
+        raise StartupError(f"detect.context: model {card.name} detects {list(card.classes)}, not {missing}")
+    return ContextDetector(backend, family, class_ids=tuple(classes.id(c) for c in params.classes),
+                           groups=tuple(family.GROUPS[c] for c in params.classes), params=params)
 
 
 def load_model(cfg: Config, name: str, scales: tuple[float, ...] = (1.0,)) -> tuple[Backend, registry.ModelCard]:
@@ -106,6 +133,8 @@ def build_detector(cfg: Config, classes: ClassTable | None = None, stop: StopChe
     for class_name, cls_cfg in cfg.detect.classes():
         if cls_cfg.enabled:
             detectors.append(build_class_detector(cfg, cls_cfg, class_name, classes, stop))
+    if cfg.detect.context.enabled:
+        detectors.append(build_context_detector(cfg, cfg.detect.context, classes, stop))
     # On the CPU every session already uses all cores: running classes at once only oversubscribes
     # them (2 cores, 1080p: 856 ms concurrent vs 380 ms one after another, scripts/bench_plates.py).
     return MultiDetector(detectors, concurrent=cfg.runtime.provider != "cpu")
@@ -218,10 +247,26 @@ def build_pipeline(cfg: Config, camera: CameraConfig | str | None = None, *, det
     metrics = metrics or Metrics()
     if tracker is None and cam_id is not None:
         tracker = track.for_camera(cfg, cam_id, metrics)
-    return Pipeline(detector, cfg.mask, cfg.service, metrics, tracker=tracker)
+    return Pipeline(detector, cfg.mask, cfg.service, metrics, tracker=tracker, heads=HeadStage(cfg.heads, class_table(cfg)))
 
 
 def camera_detect(cfg: Config, camera_id: str | None):
     """The detect section a camera runs with: its own override, else the top-level one."""
     cam = next((c for c in cfg.cameras if c.id == camera_id), None)
     return cam.detect if cam is not None and cam.detect is not None else cfg.detect
+
+
+def stages(cfg: Config, camera_id: str | None = None) -> str:
+    """One line: the stages a camera runs (its masked classes' models, the context stage, head masks)."""
+    section = camera_detect(cfg, camera_id)
+    parts = [f"{name} ({c.model})" for name, c in section.classes() if c.enabled]
+    ctx = section.context
+    if ctx.enabled:
+        parts.append(f"context {'+'.join(ctx.classes)} ({ctx.model} {ctx.width}x{ctx.height}, never painted)")
+        if "person" in ctx.classes and cfg.heads.fallback:
+            parts.append("head zones of faceless persons")
+    h = cfg.heads
+    if h.grow_side or h.grow_up or h.grow_down:
+        parts.append(f"faces grown to heads (side {h.grow_side:g}, up {h.grow_up:g}, down {h.grow_down:g})")
+    return ", ".join(parts)
+

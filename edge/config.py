@@ -19,7 +19,9 @@ from typing import Any
 from edge import wire
 from edge.checks import at_most_items, each_within, one_of, within
 from edge.detect.backends.options import PROVIDERS, SessionOptions
+from edge.detect.context import ContextParams
 from edge.frame import CLASS_NAME
+from edge.heads import HeadParams
 from edge.mask import MaskStyle
 from edge.pipeline import ON_FAILURE, Policy
 from edge.track import TrackParams
@@ -198,6 +200,8 @@ class DetectConfig(_Checked):
     face: ClassConfig = ClassConfig()
     plate: ClassConfig = ClassConfig(enabled=False, model="lpd_yunet", score_threshold=0.5, nms_iou=0.3)
     more: tuple[tuple[str, ClassConfig], ...] = ()  # the other classes' tables, by class name
+    # [detect.context]: persons and vehicles from one general detector, never painted themselves
+    context: ContextParams = ContextParams()
 
     def classes(self) -> list[tuple[str, ClassConfig]]:
         """(class name, its table) for every class, the built-ins first."""
@@ -219,6 +223,10 @@ class DetectConfig(_Checked):
     def check(self) -> None:
         if not any(c.enabled for _, c in self.classes()):
             raise ConfigError(f"detect: at least one of {' / '.join(n for n, _ in self.classes())} must be enabled")
+        if self.context.enabled:
+            clash = sorted(set(self.context.classes) & {n for n, _ in self.more})
+            if clash:
+                raise ConfigError(f"detect.context.classes: {clash} also have their own masked [detect.<class>] table")
 
 
 @dataclass(frozen=True)
@@ -311,6 +319,7 @@ class Config(_Checked):
     runtime: RuntimeConfig = RuntimeConfig()
     detect: DetectConfig = DetectConfig()
     mask: MaskStyle = MaskStyle()
+    heads: HeadParams = HeadParams()
     track: TrackConfig = TrackConfig()
     output: OutputConfig = OutputConfig()
     security: SecurityConfig = SecurityConfig()
@@ -365,7 +374,7 @@ def _more_classes(data: dict, prefix: str) -> dict:
     """[detect] tables beyond face / plate become DetectConfig.more: each names its model explicitly."""
     data = dict(data)
     more = []
-    for name in [k for k in data if k not in ("face", "plate")]:
+    for name in [k for k in data if k not in ("face", "plate", "context")]:
         full = f"{prefix}.{name}" if prefix else name
         table = data.pop(name)
         if not isinstance(table, dict):
@@ -569,7 +578,7 @@ def _as_dict_value(v: Any) -> Any:
 
 def _as_dict(obj: Any) -> dict:
     if isinstance(obj, DetectConfig):  # the TOML shape: one table per class, side by side
-        return {name: _as_dict(c) for name, c in obj.classes()}
+        return {**{name: _as_dict(c) for name, c in obj.classes()}, "context": _as_dict(obj.context)}
     return {f.name: _as_dict_value(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
 
 

@@ -48,6 +48,9 @@ class ClassTable:
     """
 
     names: tuple[str, ...] = ("face", "plate")
+    # Context classes (persons, vehicles): detected to place other masks, never painted themselves,
+    # and reported apart from the masked classes.
+    context: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.names[:2] != ("face", "plate") or len(set(self.names)) != len(self.names):
@@ -55,11 +58,20 @@ class ClassTable:
         bad = [n for n in self.names if not CLASS_NAME.fullmatch(n)]
         if bad:
             raise ValueError(f"class names {bad}: lowercase letters, digits and '_'")
+        if not set(self.context) <= set(self.names[2:]):
+            raise ValueError(f"context classes {list(self.context)}: must be classes of the table other than "
+                             f"face and plate")
 
     @staticmethod
-    def of(names) -> "ClassTable":
-        """The table of face, plate and the other `names` (in name order)."""
-        return ClassTable(("face", "plate", *sorted(set(names) - {"face", "plate"})))
+    def of(names, context=()) -> "ClassTable":
+        """The table of face, plate and the other `names` and `context` names (in name order)."""
+        context = tuple(sorted(set(context)))
+        return ClassTable(("face", "plate", *sorted(set(names) - {"face", "plate"} | set(context))), context)
+
+    def is_context(self, class_id: np.ndarray) -> np.ndarray:
+        """Per id, whether its class is a context class (never painted)."""
+        ids = [self.names.index(n) for n in self.context]
+        return np.isin(np.asarray(class_id).reshape(-1), ids)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -166,6 +178,8 @@ class MaskedFrame:
     status: str  # "masked" (regions painted) or "masked_whole" (the entire frame filled)
     timings_ms: dict[str, float]
     models: tuple[tuple[str, str], ...] = ()  # (name, sha256) of every detector that ran
+    # Context detections (persons, vehicles): found, never painted themselves; not behind `regions`
+    context: Detections = field(default_factory=Detections)
 
 
 @dataclass(slots=True)

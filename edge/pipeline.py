@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from edge import mask
+from edge.heads import HeadStage
 from edge.checks import one_of, within
 from edge.detect import Detector
 from edge.frame import (BadDetections, BadFrame, Detections, DroppedFrame, Frame, MaskedFrame,
@@ -53,10 +54,12 @@ class Pipeline:
 
     def __init__(self, detector: Detector, style: mask.MaskStyle, policy: Policy = Policy(),
                  metrics: Metrics | None = None, tracker=None,
-                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
+                 clock_ns: Callable[[], int] = time.monotonic_ns, heads: HeadStage | None = None) -> None:
         self.detector, self.style, self.policy = detector, style, policy
         self.metrics = metrics or Metrics()
         self.tracker, self.clock_ns = tracker, clock_ns
+        # without one every detection is of a masked class, painted as found
+        self.heads = heads
 
     def process(self, frame: Frame) -> MaskedFrame | DroppedFrame:
         watch = Stopwatch()
@@ -73,9 +76,15 @@ class Pipeline:
         dets = self.detector.detect(frame.image, watch)
         if not isinstance(dets, Detections):
             raise BadDetections(f"detector returned {type(dets).__name__}, expected Detections")
+        context = Detections()
+        if self.heads is not None:
+            dets, context = self.heads.split(dets)
         if self.tracker is not None:
             dets = self.tracker.update(frame, dets)
         t0 = time.perf_counter()
+        if self.heads is not None:
+            # grown faces and head zones are masked regions: the invariant below covers them
+            dets = self.heads.to_paint(dets, context)
         boxes = mask.regions(dets, frame.image.shape, self.style)
         mask.apply(frame.image, boxes, self.style)
         missed = mask.uncovered(dets.xyxy, boxes, frame.image.shape)
@@ -86,7 +95,7 @@ class Pipeline:
         self._check_deadline(frame)
         self.metrics.count("frames_masked")
         self.metrics.count("objects_masked", len(boxes))
-        return MaskedFrame(frame, boxes, dets, "masked", watch.as_dict(), self.detector.models)
+        return MaskedFrame(frame, boxes, dets, "masked", watch.as_dict(), self.detector.models, context)
 
     def _check_deadline(self, frame: Frame) -> None:
         if self.policy.deadline_ms:

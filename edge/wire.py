@@ -19,8 +19,10 @@ compact UTF-8 JSON. Keys present in every header::
 
 Only in dropped headers: ``reason``. Only in masked headers: ``shape`` [h, w, 3],
 ``dtype`` "uint8", ``encoding`` "raw" (BGR bytes, C order) or "jpeg", ``models``
-[{"name", "sha256"}], ``boxes`` (regions actually painted, [[x1, y1, x2, y2], ...]) and
-``detections`` (:meth:`edge.frame.Detections.to_list`, class names from the run's class table).
+[{"name", "sha256"}], ``boxes`` (regions actually painted, [[x1, y1, x2, y2], ...]),
+``detections`` (:meth:`edge.frame.Detections.to_list`, class names from the run's class table: what
+the boxes were painted for) and ``context`` (the same rows for context classes, persons and vehicles,
+found and never painted themselves).
 
 :func:`decode` trusts nothing: a message with pixels whose header does not say
 ``"masked": true`` is rejected like any other malformed message.
@@ -140,6 +142,7 @@ def encode(item: MaskedFrame | DroppedFrame, encoding: str = "raw", jpeg_quality
         models=[{"name": str(name), "sha256": str(sha)} for name, sha in item.models],
         boxes=painted_boxes(item),
         detections=item.detections.to_list(classes),
+        context=item.context.to_list(classes),
     )
     header["timings_ms"] = clean_timings({**item.timings_ms, "encode": _ms_since(t0)})
     return [topic, _dump(header), pixels]
@@ -211,7 +214,10 @@ def _check_masked_fields(header: dict) -> tuple[int, int]:
     for model in header["models"]:
         if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not isinstance(model.get("sha256"), str):
             raise WireError(f"header model {model!r}, expected {{'name': str, 'sha256': str}}")
-    for det in header["detections"]:
+    context = header.get("context", [])  # optional: written by this version, absent from older senders
+    if not isinstance(context, list):
+        raise WireError(f"header context {type(context).__name__}, expected a list")
+    for det in [*header["detections"], *context]:
         if not isinstance(det, dict) or not isinstance(det.get("class"), str) or not _is_number(det.get("score")):
             raise WireError(f"header detection {det!r}, expected class, score and xyxy")
         xyxy = det.get("xyxy")

@@ -20,7 +20,7 @@ from edge.frame import Frame
 
 IMAGE = "7_Cheering_Cheering_7_118.jpg"
 DECODER = '''"""A decoder as a new family would ship it: here it reuses YuNet's arithmetic under its own name."""
-from edge.detect.families.yunet import CHANNELS, MULTIPLE, STRIDES, candidates  # noqa: F401
+from edge.detect.families.yunet import CHANNELS, MULTIPLE, PAD_VALUE, STRIDES, candidates  # noqa: F401
 '''
 
 

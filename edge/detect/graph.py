@@ -134,22 +134,23 @@ def _resize_sizes(b: _Builder, x: str, scale: float) -> str:
     return b.op("Concat", [nc, b.op("Cast", [scaled], "hw_i64", to=TensorProto.INT64)], "sizes", axis=0)
 
 
-def _pad_to_multiple(b: _Builder, x: str, multiple: int, output: str) -> str:
+def _pad_to_multiple(b: _Builder, x: str, multiple: int, output: str, value: float = 0.0) -> str:
     hw = b.slice1d(b.op("Shape", [x], "shape"), 2, 4, "hw")
     m = b.const("multiple", np.array(multiple, np.int64))
     pad_hw = b.op("Mod", [b.op("Sub", [m, b.op("Mod", [hw, m], "rem")], "gap"), m], "pad_hw")
     pads = b.op("Concat", [b.const("pads_head", np.zeros(6, np.int64)), pad_hw], "pads", axis=0)
-    return b.op("Pad", [x, pads, b.const("pad_value", np.array(0, np.float32))], "padded", output=output,
+    return b.op("Pad", [x, pads, b.const("pad_value", np.array(value, np.float32))], "padded", output=output,
                 mode="constant")
 
 
 def prepend_preprocess(model: onnx.ModelProto | bytes, *, channels: str = "BGR", scale: float = 1.0,
-                       multiple: int = 32, batched: bool = True) -> onnx.ModelProto:
+                       multiple: int = 32, batched: bool = True, pad_value: float = 0.0) -> onnx.ModelProto:
     """A copy of `model` whose only input is the raw frame: uint8 [N,H,W,3] BGR ([H,W,3] if not batched).
 
     Inside the graph: channel order (`channels` is what the model wants: "BGR" or "RGB"), cast to
-    the model's float type, NHWC -> NCHW, linear resize by `scale` (skipped at 1), zero-padding of
-    H and W up to `multiple`. Values stay 0..255, as every model family here expects.
+    the model's float type, NHWC -> NCHW, linear resize by `scale` (skipped at 1), padding of H and W
+    up to `multiple` with `pad_value` (0; YOLOX was trained with 114). Values stay 0..255, as every
+    model family here expects.
     """
     if channels not in ("BGR", "RGB"):
         raise GraphError(f"channels {channels!r}, expected BGR or RGB")
@@ -175,11 +176,11 @@ def prepend_preprocess(model: onnx.ModelProto | bytes, *, channels: str = "BGR",
         x = b.op("Resize", [x, empty, empty, _resize_sizes(b, x, scale)], "resized",
                  mode="linear", coordinate_transformation_mode="half_pixel")
     if float_type == TensorProto.FLOAT16:
-        _pad_to_multiple(b, x, multiple, b.name("padded32"))
+        _pad_to_multiple(b, x, multiple, b.name("padded32"), pad_value)
         padded = b.nodes[-1].output[0]
         b.op("Cast", [padded], "fp16", output=target.name, to=TensorProto.FLOAT16)
     else:
-        _pad_to_multiple(b, x, multiple, target.name)
+        _pad_to_multiple(b, x, multiple, target.name, pad_value)
 
     graph = model.graph
     frame_dims = ["N", "H", "W", 3] if batched else ["H", "W", 3]

@@ -150,6 +150,7 @@ class FolderSink:
         self._append(stem, {
             "camera_id": frame.camera_id, "seq": frame.seq, "status": item.status,
             "boxes": wire.painted_boxes(item), "detections": item.detections.to_list(self.classes),
+            "context": item.context.to_list(self.classes),
             "timings_ms": wire.clean_timings({**item.timings_ms, "write": write_ms}),
         })
         self._stats["sent"] += 1

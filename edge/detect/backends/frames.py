@@ -107,7 +107,7 @@ def is_qdq(data: bytes) -> bool:
 
 def graph_rewrite(data: bytes, *, sha256: str, channels: str, multiple: int, scale: float, fp16: bool,
                   cache_dir: str | Path, rewrite: Callable[[bytes], bytes] | None,
-                  filter_groups: tuple[FilterGroup, ...] = ()) -> bytes:
+                  filter_groups: tuple[FilterGroup, ...] = (), pad_value: float = 0.0) -> bytes:
     """Source model bytes (already verified) -> the frame-input model for one scale (score-filtered if groups)."""
     if rewrite is not None:
         data = rewrite(data)
@@ -116,7 +116,7 @@ def graph_rewrite(data: bytes, *, sha256: str, channels: str, multiple: int, sca
         fp16 = False
     if fp16:
         data = fp16_cached(data, sha256, cache_dir)
-    model = prepend_preprocess(data, channels=channels, scale=scale, multiple=multiple)
+    model = prepend_preprocess(data, channels=channels, scale=scale, multiple=multiple, pad_value=pad_value)
     return (append_filter(model, filter_groups) if filter_groups else model).SerializeToString()
 
 
@@ -141,7 +141,7 @@ class GraphBackend:
         def load(scale: float, fp16: bool) -> BoundRunner:
             build = partial(graph_rewrite, sha256=sha256, channels=family.CHANNELS, multiple=family.MULTIPLE,
                             scale=scale, fp16=fp16, cache_dir=cache_dir, rewrite=rewrite,
-                            filter_groups=self.filter_groups)
+                            filter_groups=self.filter_groups, pad_value=family.PAD_VALUE)
             model = OnnxModel(path, name=name, sha256=sha256, options=options, rewrite=build)
             return BoundRunner(model, options.device_id)
 

@@ -12,13 +12,13 @@ from edge.detect.boxes import Fit, fit
 from edge.timing import Stopwatch
 
 
-def host_blob(crops: list[np.ndarray], sx: float, sy: float, multiple: int, channels: str
+def host_blob(crops: list[np.ndarray], sx: float, sy: float, multiple: int, channels: str, pad_value: float = 0.0
               ) -> tuple[np.ndarray, Fit]:
-    """NCHW float32 blob of same-size crops resized by (sx, sy), zero-padded to the network's multiple."""
+    """NCHW float32 blob of same-size crops resized by (sx, sy), padded with `pad_value` to the network's multiple."""
     h, w = crops[0].shape[:2]
     geometry = fit(h, w, sx, sy, multiple)
     (rh, rw), (ph, pw) = geometry.resized_hw, geometry.input_hw
-    blob = np.zeros((len(crops), 3, ph, pw), np.float32)
+    blob = np.full((len(crops), 3, ph, pw), pad_value, np.float32)
     interp = cv2.INTER_AREA if sx <= 1 and sy <= 1 else cv2.INTER_LINEAR
     for k, crop in enumerate(crops):
         if (rh, rw) != (h, w):
@@ -40,7 +40,8 @@ class HostBackend:
     def run(self, crops: list[np.ndarray], sx: float, sy: float, floor: float, watch: Stopwatch
             ) -> tuple[list[np.ndarray], tuple[int, int]]:
         t = time.perf_counter()
-        blob, geometry = host_blob(crops, sx, sy, self.family.MULTIPLE, self.family.CHANNELS)
+        blob, geometry = host_blob(crops, sx, sy, self.family.MULTIPLE, self.family.CHANNELS,
+                                   self.family.PAD_VALUE)
         t = watch.lap("preprocess", t)
         outputs = self.model.run(blob)
         watch.lap("inference", t)

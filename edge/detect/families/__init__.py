@@ -10,10 +10,10 @@ import importlib
 import re
 from types import ModuleType
 
-from edge.detect.families import centerface, lpd_yunet, yunet
+from edge.detect.families import centerface, lpd_yunet, yolox, yunet
 
-FAMILIES: dict[str, ModuleType] = {"yunet": yunet, "centerface": centerface, "lpd_yunet": lpd_yunet}
-DECODER_API = ("candidates", "MULTIPLE", "CHANNELS")  # what a family module must define
+FAMILIES: dict[str, ModuleType] = {"yunet": yunet, "centerface": centerface, "lpd_yunet": lpd_yunet, "yolox": yolox}
+DECODER_API = ("candidates", "MULTIPLE", "CHANNELS", "PAD_VALUE")  # what a family module must define
 _FAMILY_RE = re.compile(r"[a-z][a-z0-9_]*")
 
 

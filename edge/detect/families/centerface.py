@@ -12,6 +12,7 @@ from edge.frame import BadDetections
 STRIDE = 4
 MULTIPLE = 32
 CHANNELS = "RGB"
+PAD_VALUE = 0  # what the padding of an input is filled with
 
 
 def candidates(outputs: list[np.ndarray], input_hw: tuple[int, int], score_threshold: float,

@@ -28,6 +28,7 @@ VARIANCES = (0.1, 0.2)
 # arithmetic for sizes that are not multiples, so decoding stays right whatever the input.
 MULTIPLE = 64
 CHANNELS = "BGR"
+PAD_VALUE = 0  # what the padding of an input is filled with
 # loc columns of the four corners, in order top-left, top-right, bottom-right, bottom-left
 CORNER_COLUMNS = ((4, 5), (6, 7), (10, 11), (12, 13))
 # edge.detect.graph.append_filter: score sqrt(conf[:, 1] * iou), the loc row kept

@@ -13,6 +13,7 @@ from edge.frame import BadDetections
 STRIDES = (8, 16, 32)
 MULTIPLE = 32
 CHANNELS = "BGR"
+PAD_VALUE = 0  # what the padding of an input is filled with
 # edge.detect.graph.append_filter: one group per stride, score sqrt(cls * obj), the bbox row kept
 FILTER_GROUPS = tuple(FilterGroup(f"s{s}", ((f"cls_{s}", 1, 0), (f"obj_{s}", 1, 0)), f"bbox_{s}", 4) for s in STRIDES)
 

@@ -1,0 +1,112 @@
+"""Head-sized face masks and the head fallback: pure functions from detections to the boxes to paint.
+
+Face models box the tight face; what identifies a person is the head (hair, ears, profile). Face
+boxes are grown toward a head box, more upward than downward. With a context stage finding persons,
+every person whose head zone (the top of its box, sized from it) holds no found face gets that zone
+painted: the face model misses blurred, profile and back-of-head views the person detector still sees.
+Faces are assigned to persons by overlap with the head zone, not by lying anywhere in the person box,
+so a face in a crowd does not excuse the person behind it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.checks import within
+from edge.frame import FACE, ClassTable, Detections
+
+HEAD = "head"  # the masked class of head zones
+
+
+@dataclass(frozen=True)
+class HeadParams:
+    """The [heads] table: how face boxes grow toward a head box, and the head zones of persons."""
+
+    # face boxes grown by these fractions of their width (each side) / height (up, down); on top of
+    # the mask margin
+    grow_side: float = 0.0
+    grow_up: float = 0.0
+    grow_down: float = 0.0
+    # with a context stage detecting "person": paint the head zone of every person whose zone holds no face
+    fallback: bool = True
+    zone_height: float = 0.2  # head zone: the top of the person box, this fraction of its height...
+    zone_width: float = 0.6  # ...and this centred fraction of its width
+    # a face belongs to a head zone when at least this fraction of its (grown) box lies inside the zone
+    face_in_zone: float = 0.5
+    min_person_px: float = 0.0  # persons shorter than this (frame px) get no zone
+
+    def __post_init__(self) -> None:
+        within(self, "grow_side", 0.0, 1.0)
+        within(self, "grow_up", 0.0, 1.0)
+        within(self, "grow_down", 0.0, 1.0)
+        within(self, "zone_height", 0.05, 1.0)
+        within(self, "zone_width", 0.1, 1.0)
+        within(self, "face_in_zone", 0.05, 1.0)
+        within(self, "min_person_px", 0.0, 16384.0)
+
+
+def grow_faces(xyxy: np.ndarray, params: HeadParams) -> np.ndarray:
+    """Face boxes grown toward a head box (never shrunk)."""
+    wh = xyxy[:, 2:] - xyxy[:, :2]
+    out = xyxy.astype(np.float32, copy=True)
+    out[:, 0] -= wh[:, 0] * params.grow_side
+    out[:, 2] += wh[:, 0] * params.grow_side
+    out[:, 1] -= wh[:, 1] * params.grow_up
+    out[:, 3] += wh[:, 1] * params.grow_down
+    return out
+
+
+def head_zones(persons: np.ndarray, params: HeadParams) -> np.ndarray:
+    """The head zone (xyxy) of each person box: its top `zone_height`, the centred `zone_width`."""
+    pw, ph = persons[:, 2] - persons[:, 0], persons[:, 3] - persons[:, 1]
+    cx = (persons[:, 0] + persons[:, 2]) / 2
+    half = pw * params.zone_width / 2
+    return np.column_stack([cx - half, persons[:, 1], cx + half, persons[:, 1] + ph * params.zone_height]
+                           ).astype(np.float32)
+
+
+def faceless(zones: np.ndarray, faces: np.ndarray, share: float) -> np.ndarray:
+    """Per zone, True when no face has at least `share` of its area inside it."""
+    if len(faces) == 0 or len(zones) == 0:
+        return np.ones(len(zones), bool)
+    lt = np.maximum(zones[:, None, :2], faces[None, :, :2])
+    rb = np.minimum(zones[:, None, 2:], faces[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area = np.maximum((faces[:, 2:] - faces[:, :2]).prod(axis=1), 1e-9)
+    return ~(inter / area[None, :] >= share).any(axis=1)
+
+
+class HeadStage:
+    """Splits a frame's detections into masked and context ones and makes the boxes to paint from them."""
+
+    def __init__(self, params: HeadParams, classes: ClassTable) -> None:
+        self.params, self.classes = params, classes
+        self.person = classes.id("person") if "person" in classes.context else None
+        self.head = classes.id(HEAD) if HEAD in classes.names and HEAD not in classes.context else None
+
+    def split(self, dets: Detections) -> tuple[Detections, Detections]:
+        """(masked classes, context classes); BadDetections for a class id outside the run's table."""
+        self.classes.names_of(dets.class_id)
+        ctx = self.classes.is_context(dets.class_id)
+        return dets.take(np.flatnonzero(~ctx)), dets.take(np.flatnonzero(ctx))
+
+    def to_paint(self, masked: Detections, context: Detections) -> Detections:
+        """The masked detections with faces grown toward heads, plus the head zone of every faceless person."""
+        xyxy = masked.xyxy
+        face = masked.class_id == FACE
+        if face.any() and (self.params.grow_side or self.params.grow_up or self.params.grow_down):
+            xyxy = xyxy.copy()
+            xyxy[face] = grow_faces(xyxy[face], self.params)
+            masked = Detections(xyxy, masked.score, masked.class_id, masked.quad)
+        if self.person is None or self.head is None or not self.params.fallback:
+            return masked
+        persons = context.take(np.flatnonzero(context.class_id == self.person))
+        tall = (persons.xyxy[:, 3] - persons.xyxy[:, 1]) >= self.params.min_person_px
+        persons = persons.take(np.flatnonzero(tall))
+        zones = head_zones(persons.xyxy, self.params)
+        need = faceless(zones, xyxy[face], self.params.face_in_zone)
+        if not need.any():
+            return masked
+        found = Detections(zones[need], persons.score[need], np.full(int(need.sum()), self.head, np.int32))
+        return Detections.concat([masked, found])

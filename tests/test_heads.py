@@ -1,0 +1,128 @@
+"""Head-sized face masks and the head fallback, through the real mask step (and the real context stage)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import SHARED, FakeDetector, need
+from edge import compose, wire
+from edge.config import ConfigError
+from edge.frame import Detections, Frame, MaskedFrame
+from edge.heads import HeadParams, HeadStage, head_zones
+from edge.mask import MaskStyle, painted_map
+from edge.pipeline import Pipeline
+
+CLASSES = compose.class_table(compose.load_config(None, ["detect.context.enabled=true"]))
+FACE, HEAD, PERSON, VEHICLE = (CLASSES.id(n) for n in ("face", "head", "person", "vehicle"))
+PERSON_BOX = [100.0, 50.0, 160.0, 250.0]  # 60 x 200: head zone x 112..148, y 50..90 at the defaults
+CAR_BOX = [300.0, 150.0, 500.0, 260.0]
+
+
+class Fixed(FakeDetector):
+    def __init__(self, dets: Detections) -> None:
+        self.dets = dets
+
+    def detect(self, image, watch=None):
+        return self.dets
+
+
+def run(rows, params=HeadParams()):
+    dets = Detections(np.array([r[1] for r in rows], np.float32).reshape(-1, 4), np.full(len(rows), 0.9),
+                      np.array([r[0] for r in rows], np.int32))
+    image = np.full((300, 600, 3), 200, np.uint8)
+    pipe = Pipeline(Fixed(dets), MaskStyle(style="solid"), heads=HeadStage(params, CLASSES))
+    out = pipe.process(Frame(image, "cam", 0, 0, 0))
+    assert isinstance(out, MaskedFrame) and out.status == "masked"
+    return out
+
+
+def test_person_without_face_gets_its_head_zone_painted():
+    out = run([(PERSON, PERSON_BOX)])
+    assert out.detections.class_id.tolist() == [HEAD]
+    zone = head_zones(np.array([PERSON_BOX], np.float32), HeadParams())[0]
+    painted = painted_map(out.frame.image.shape, out.regions)
+    x1, y1, x2, y2 = np.floor(zone[:2]).astype(int).tolist() + np.ceil(zone[2:]).astype(int).tolist()
+    assert painted[y1:y2, x1:x2].all()
+    assert not painted[150:250, 100:160].any()  # the body below the zone is not painted
+    assert out.context.class_id.tolist() == [PERSON]
+
+
+@pytest.mark.parametrize("face", [[122.0, 55.0, 138.0, 75.0], [108.0, 65.0, 128.0, 85.0]])
+def test_person_with_a_face_in_its_head_zone_gets_no_extra_zone(face):
+    out = run([(FACE, face), (PERSON, PERSON_BOX)])
+    assert out.detections.class_id.tolist() == [FACE] and len(out.regions) == 1
+
+
+def test_a_face_elsewhere_in_the_person_box_does_not_excuse_the_head():
+    """Crowds: a face lower in the box is another person's (a child in front), not this head."""
+    out = run([(FACE, [120.0, 180.0, 136.0, 198.0]), (PERSON, PERSON_BOX)])
+    assert sorted(out.detections.class_id.tolist()) == [FACE, HEAD]
+
+
+def test_context_boxes_are_not_painted():
+    out = run([(VEHICLE, CAR_BOX), (PERSON, PERSON_BOX)])
+    image = out.frame.image
+    assert (image[150:260, 300:500] == 200).all()  # the car is left as it was
+    assert (image[200:250, 100:160] == 200).all()  # so is the body under the head zone
+    assert sorted(out.context.class_id.tolist()) == [PERSON, VEHICLE]
+
+
+def test_faces_grow_more_up_than_down():
+    face = [200.0, 100.0, 220.0, 120.0]
+    params = HeadParams(grow_side=0.2, grow_up=0.5, grow_down=0.1)
+    out = run([(FACE, face)], params)
+    x1, y1, x2, y2 = out.detections.xyxy[0].tolist()
+    assert (x1, y1, x2, y2) == pytest.approx((196.0, 90.0, 224.0, 122.0))
+    r = out.regions[0]
+    assert r[1] <= 90 and r[3] >= 122 and (100 - r[1]) > (r[3] - 120)
+
+
+def test_the_wire_header_tells_context_apart():
+    out = run([(FACE, [10.0, 10.0, 30.0, 30.0]), (VEHICLE, CAR_BOX), (PERSON, PERSON_BOX)])
+    header, _ = wire.decode(wire.encode(out, classes=CLASSES))
+    assert [d["class"] for d in header["detections"]] == ["face", "head"]
+    assert sorted(d["class"] for d in header["context"]) == ["person", "vehicle"]
+    assert header["boxes"] == out.regions.tolist()  # exactly the painted regions
+
+
+@pytest.mark.parametrize("key, value", [
+    ("heads.grow_up", float("nan")), ("heads.grow_up", 1.5), ("heads.zone_height", 0.0),
+    ("heads.face_in_zone", -0.1), ("detect.context.score_threshold", 0.0), ("detect.context.width", 10),
+    ("detect.context.height", 100000), ("detect.context.classes", ["face"]), ("detect.context.classes", []),
+    ("detect.context.nms_iou", float("inf")),
+])
+def test_bad_settings_are_refused_in_one_line(key, value):
+    with pytest.raises(ConfigError) as e:
+        compose.load_config(None, [f"{key}={value if not isinstance(value, float) else repr(value)}"]
+                            if not isinstance(value, list) else [f"{key}={value!r}".replace("'", '"')])
+    assert key.split(".")[-1] in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_context_class_refused_at_start():
+    cfg = compose.load_config(None, ["detect.context.enabled=true", 'detect.context.classes=["person", "tree"]'])
+    with pytest.raises(compose.StartupError, match="tree"):
+        compose.build_context_detector(cfg, cfg.detect.context, compose.class_table(cfg))
+
+
+def test_real_frame_head_zones_are_painted_and_persons_are_not():
+    """The whole path on a real dashcam frame: real YuNet and YOLOX, head zones inside painted pixels."""
+    image = cv2.imread(str(need(SHARED / "data" / "eval" / "dashcam" / "berlin_dev" / "images"
+                                / "a7de82b3-93d5-4641-b412-276d411587e1.jpg")))
+    cfg = compose.load_config(None, ["detect.context.enabled=true", "mask.style=solid", "service.deadline_ms=0"])
+    out = compose.build_pipeline(cfg).process(Frame(image, "cam", 0, 0, 0))
+    assert isinstance(out, MaskedFrame) and out.status == "masked"
+    classes = compose.class_table(cfg)
+    assert (out.context.class_id == classes.id("person")).sum() >= 5
+    assert (out.detections.class_id == classes.id("head")).any()
+    painted = painted_map(image.shape, out.regions)
+    persons = out.context.xyxy[out.context.class_id == classes.id("person")]
+    assert any(not painted[int(y1):int(y2), int(x1):int(x2)].all() for x1, y1, x2, y2 in persons)
+    assert painted.mean() < 0.1
+
+
+def test_check_config_line_names_the_stages():
+    cfg = compose.load_config(None, ["detect.context.enabled=true", "heads.grow_up=0.35"])
+    line = compose.stages(cfg)
+    assert "face (yunet_n)" in line and "context person+vehicle (yolox_nano" in line and "head zones" in line
+    assert "context" not in compose.stages(compose.load_config(None))
