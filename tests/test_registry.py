@@ -184,7 +184,7 @@ def test_unknown_model_lists_known_names() -> None:
 
 
 def test_shipped_card_set() -> None:
-    assert SHIPPED == ["centerface", "lpd_yunet", "lpd_yunet_int8", "yunet_n", "yunet_s"]
+    assert SHIPPED == ["centerface", "lpd_yunet", "lpd_yunet_int8", "yolox_nano", "yunet_n", "yunet_s"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
