@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge.compose import StartupError
     from edge.config import ConfigError
     from edge.models.registry import ModelError
-    from edge.runtime.service import one_line
+    from edge.checks import one_line
 
     try:
         check_args(args)

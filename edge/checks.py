@@ -36,3 +36,8 @@ def at_most_items(obj: object, name: str, high: int) -> None:
     values = getattr(obj, name)
     if len(values) > high:
         raise ValueError(f"{name}: at most {high} entries, got {len(values)}")
+
+
+def one_line(e: BaseException) -> str:
+    """An error's message folded onto one line (a user sees one line per problem, never a block)."""
+    return " ".join(part.strip() for part in str(e).splitlines() if part.strip()) or type(e).__name__

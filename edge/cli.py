@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edge import config as config_mod
 from edge import mask
+from edge.checks import one_line
 from edge.models import registry
 from edge.config import CameraConfig, Config, ConfigError
 from edge.runtime.hardening import harden_tool
@@ -145,7 +146,23 @@ def _start_problems(cfg: Config, for_replay: bool, resolve: bool) -> list[str]:
                     try:
                         registry.resolve(card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
                     except registry.ModelError as e:
-                        problems.append(f"{where}.{class_name}.{key}: {e}")
+                        problems.append(f"{where}.{class_name}.{key}: {one_line(e)}")
+    ctx = cfg.detect.context
+    if ctx.enabled:
+        card = cards.get(ctx.model)
+        if card is None:
+            problems.append(f"detect.context.model: unknown model {ctx.model!r}; known models: "
+                            f"{', '.join(sorted(cards)) or 'none'}")
+        else:
+            missing = [c for c in ctx.classes if c not in card.classes]
+            if missing:
+                problems.append(f"detect.context.classes: model {ctx.model} detects {list(card.classes)}, "
+                                f"not {missing}")
+            if resolve and ctx.model not in checked:
+                try:
+                    registry.resolve(card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
+                except registry.ModelError as e:
+                    problems.append(f"detect.context.model: {one_line(e)}")
     if cfg.output.kind == "folder":
         try:
             check_apart(cfg.output.dir, [c.source for c in cfg.cameras if c.kind == "replay"])

@@ -133,3 +133,26 @@ def test_replay_refuses_a_bad_config_file(tmp_path):
     r = edge("replay", need(VIDEO / CLIP), "--config", cfg, "--output-dir", out)
     one_clear_refusal(r, "mask.small_box_px: must be a finite number")
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("text, line", [
+    ("[detect.context]\nenabled = true\nmodel = \"yolox_q\"\n", "detect.context.model: unknown model 'yolox_q'"),
+    ("[detect.context]\nenabled = true\nmodel = \"yunet_n\"\nclasses = [\"person\"]\n",
+     "detect.context.classes: model yunet_n detects ['face'], not ['person']"),
+])
+def test_check_config_checks_the_context_model_too(tmp_path, text, line):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    one_clear_refusal(edge("check-config", "--replay", "--no-models", cfg), line)
+
+
+def test_a_missing_model_is_one_line_per_model(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[detect.context]\nenabled = true\n")
+    env = {k: v for k, v in os.environ.items() if k != "EDGE_MODEL_PATH"}
+    r = subprocess.run([sys.executable, "-m", "edge", "check-config", "--replay", str(cfg)], capture_output=True,
+                       text=True, timeout=60, cwd=ROOT, env={**env, "XDG_CACHE_HOME": str(tmp_path / "empty")})
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 2, r.stderr
+    assert lines[0].startswith("invalid: detect.face.model: model 'yunet_n': no verified copy")
+    assert lines[1].startswith("invalid: detect.context.model: model 'yolox_nano': no verified copy")

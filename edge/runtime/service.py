@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from edge import compose
+from edge.checks import one_line
 from edge.compose import StartupError
 from edge.config import CameraConfig, Config
 from edge.detect import Detector
@@ -75,10 +76,6 @@ def rss_mb() -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
-
-
-def one_line(e: BaseException) -> str:
-    return " ".join(part.strip() for part in str(e).splitlines() if part.strip()) or type(e).__name__
 
 
 @dataclass
