@@ -121,6 +121,26 @@ def test_real_frame_head_zones_are_painted_and_persons_are_not():
     assert painted.mean() < 0.1
 
 
+@pytest.mark.parametrize("on_failure", ["drop", "mask_whole"])
+def test_a_failing_context_stage_drops_the_frame_or_masks_it_whole(monkeypatch, on_failure):
+    """The context model's error is any detector's error: the frame never leaves with its faces alone masked."""
+    from edge.detect.context import ContextDetector
+    from edge.frame import DroppedFrame
+
+    def broken(self, images, watch=None):
+        raise RuntimeError("context model failed")
+
+    monkeypatch.setattr(ContextDetector, "detect_batch", broken)
+    image = np.full((360, 640, 3), 120, np.uint8)
+    cfg = compose.load_config(None, ["detect.context.enabled=true", f"service.on_failure={on_failure}",
+                                     "service.deadline_ms=0"])
+    out = compose.build_pipeline(cfg).process(Frame(image, "cam", 0, 0, 0))
+    if on_failure == "drop":
+        assert isinstance(out, DroppedFrame) and out.reason == "detector_error"
+    else:
+        assert isinstance(out, MaskedFrame) and out.status == "masked_whole" and (out.frame.image == 0).all()
+
+
 def test_check_config_line_names_the_stages():
     cfg = compose.load_config(None, ["detect.context.enabled=true", "heads.grow_up=0.35"])
     line = compose.stages(cfg)
