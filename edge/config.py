@@ -222,8 +222,8 @@ class OutputConfig(_Checked):
         wire.check_encoding(self.encoding, self.jpeg_quality)
         at_least(self, "sndhwm", 1)
         at_least(self, "linger_ms", 0)
-        if self.kind == "zmq" and not self.bind.startswith(("tcp://", "ipc://")):
-            raise ConfigError(f"bind: expected tcp://HOST:PORT or ipc://PATH, got {self.bind!r}")
+        if self.kind == "zmq":
+            wire.check_endpoint(self.bind, bind=True, name="bind")
         if self.kind == "folder" and not self.dir:
             raise ConfigError("dir: required when kind = \"folder\"")
 
