@@ -267,7 +267,7 @@ class Service:
         cost = self.frame_cost_ms()
         replay = any(cam.kind == "replay" and cam.realtime for cam in self.cfg.cameras)
         log.warning("pacing: %d of %d frames missed the %g ms deadline (%s); a frame costs %.0f ms here. "
-                    "Options: a faster operating point (fewer detect scales, e.g. configs/recall-faces-fast.toml), "
+                    "Options: a faster operating point (fewer or smaller detect.<class>.scales, fewer classes), "
                     "a longer deadline (--set service.deadline_ms=%d)%s", late, n, deadline,
                     "dropped" if self.cfg.service.on_failure == "drop" else "masked whole", cost,
                     int(max(cost * 1.5, deadline * 2)),
