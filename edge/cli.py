@@ -39,8 +39,8 @@ EPILOG = """exit codes:
   0    complete (replay: every frame of the feed handled; run: stopped by systemctl stop / SIGTERM)
   1    failed at run time (a frame loop died; subscribe: nothing arrived; replay: no subscriber in time)
   2    bad input: a wrong flag, key or value, a missing or corrupt file or model; nothing was processed
-  130  interrupted by Ctrl-C (SIGINT), 143 by SIGTERM: 128 + the signal (replay, subscribe; the summary
-       line says how far it got)
+  130  interrupted by Ctrl-C (SIGINT): 128 + the signal (replay, subscribe; the summary line says how far)
+  143  interrupted by SIGTERM (replay, subscribe; `run` exits 0 on SIGTERM, systemd's normal stop)
 """
 
 
