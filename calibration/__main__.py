@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge.compose import load_config
     from edge.eval.evaluate import format_table, load_items
     from edge.models.registry import card as load_source_card, resolve
+    from edge.progress import track
 
     cfg = load_config(args.config, args.set)
     source_card = load_source_card(args.model, cfg.models.cards_dir or None)
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     with tempfile.TemporaryDirectory(prefix="calib-blobs-") as work:
         detector, _ = runtime_detector(cfg, class_name)
-        frames = iter_frames(args.source, every=args.every, per_source=args.per_source)
+        frames = track(iter_frames(args.source, every=args.every, per_source=args.per_source), "calibration set",
+                       unit="frames")
         reader = RuntimeCalibrationReader(detector, frames, Path(work) / "blobs")
         described = reader.describe()
         report["calibration_set"] = described

@@ -291,10 +291,11 @@ EVAL_DATASETS = ("faces", "plates")
 def cmd_eval(args) -> int:
     from edge.compose import load_config
     from edge.eval import evaluate
+    from edge.progress import track
 
     cfg = evaluate.for_dataset(load_config(args.config, args.set), args.dataset, args.all_classes)
     items = evaluate.load_items(args.dataset, args.data)[: args.limit]
-    result = evaluate.run(cfg, items, args.dataset, shrink=args.shrink, keep_per_image=args.per_image,
+    result = evaluate.run(cfg, track(items, f"eval {args.dataset}"), args.dataset, shrink=args.shrink, keep_per_image=args.per_image,
                           config_file=args.config, overrides=args.set)
     name = args.name or f"{args.dataset}{'' if args.shrink == 1 else f' x{args.shrink:g}'}"
     print(evaluate.format_table({name: result}))

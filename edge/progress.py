@@ -8,10 +8,14 @@ and CI logs get the summary and nothing else.
 from __future__ import annotations
 
 import math
+import sys
 import time
-from typing import Callable, TextIO
+from collections.abc import Sized
+from typing import Callable, Iterable, Iterator, TextIO, TypeVar
 
-__all__ = ["Progress", "format_duration"]
+__all__ = ["Progress", "format_duration", "track"]
+
+T = TypeVar("T")
 
 REDRAW_S = 0.25  # at most four redraws a second: a terminal, not a log
 
@@ -37,10 +41,12 @@ class Progress:
     """
 
     def __init__(self, total: int | None, stream: TextIO, *, label: str = "frames", enabled: bool | None = None,
-                 unit: str = "frames", clock: Callable[[], float] = time.monotonic) -> None:
+                 unit: str = "frames", counts_drops: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if total is not None and total < 0:
             raise ValueError(f"total: must be >= 0, got {total}")
         self.total, self.stream, self.label, self.unit, self.clock = total, stream, label, unit, clock
+        self.counts_drops = counts_drops  # False: the caller cannot see drops, so the line does not claim 0
         self.enabled = stream.isatty() if enabled is None else enabled
         self.done = self.dropped = 0
         self._t0 = clock()
@@ -67,7 +73,8 @@ class Progress:
         parts = [f"{self.label}: {self.done}/{self.total}" if self.total is not None else f"{self.label}: {self.done}"]
         parts[0] += f" {self.unit}"
         parts.append(f"{rate:.1f}/s")
-        parts.append(f"dropped {self.dropped}")
+        if self.counts_drops:
+            parts.append(f"dropped {self.dropped}")
         if self.total is not None:
             left = (self.total - self.done) / rate if rate > 0 else float("nan")
             parts.append(f"left {format_duration(left) if self.done < self.total else '0s'}")
@@ -94,3 +101,21 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def track(items: Iterable[T], label: str, *, total: int | None = None, unit: str = "images",
+          stream: TextIO | None = None) -> Iterator[T]:
+    """`items`, drawing a progress line as they are consumed (total: len(items) when it has one).
+
+    For loops that cannot be changed (the evaluation, the calibration gate): wrapping what they iterate
+    over is the whole integration.
+    """
+    if total is None and isinstance(items, Sized):
+        total = len(items)
+    bar = Progress(total, sys.stderr if stream is None else stream, label=label, unit=unit, counts_drops=False)
+    try:
+        for item in items:
+            yield item
+            bar.advance()
+    finally:
+        bar.close()
