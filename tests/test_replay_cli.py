@@ -178,6 +178,8 @@ def test_a_pace_the_machine_cannot_keep_is_said_once_with_cost_deadline_and_opti
     pacing = [line for line in r.stderr.splitlines() if "pacing:" in line]
     assert len(pacing) == 1, r.stderr
     assert "frames missed the 1 ms deadline (dropped); a frame costs" in pacing[0]
+    decided, seen = (int(v) for v in pacing[0].split("pacing: ")[1].split(" frames")[0].split(" of "))
+    assert decided == seen  # at 1 ms every decided frame is late, and a frame still in flight is not counted
     assert "a faster operating point" in pacing[0] and "--set service.deadline_ms=" in pacing[0]
     assert "without --realtime" in pacing[0]
     assert "38 frames in, 0 masked, 0 masked whole, 38 dropped (deadline 38)" in r.stderr

@@ -259,7 +259,8 @@ class Service:
         if self._pacing_warned or not deadline:
             return
         c = self.metrics.counters()
-        n = c.get("frames_in", 0)
+        # frames already decided (one may be in flight): "38 of 38", not "37 of 38"
+        n = c.get("frames_masked", 0) + c.get("frames_masked_whole", 0) + c.get("frames_dropped", 0)
         late = c.get("dropped_deadline", 0) + c.get("masked_whole_deadline", 0)
         if n < max(1, min_frames) or 2 * late <= n:
             return
