@@ -117,6 +117,7 @@ def run(args) -> int:
     from edge.compose import load_config
     from edge.eval.evaluate import format_table, load_items
     from edge.models.registry import card as load_source_card, resolve
+    from edge.progress import track
 
     cfg = load_config(args.config, args.set)
     source_card = load_source_card(args.model, cfg.models.cards_dir or None)
@@ -135,7 +136,8 @@ def run(args) -> int:
     failed = []
     with tempfile.TemporaryDirectory(prefix="calib-cards-") as work:  # model cards only: frames stay in memory
         detector, _ = runtime_detector(cfg, class_name)
-        frames = iter_frames(args.source, every=args.every, per_source=args.per_source)
+        frames = track(iter_frames(args.source, every=args.every, per_source=args.per_source), "calibration set",
+                       unit="frames")
         reader = RuntimeCalibrationReader(detector, frames)
         described = reader.describe()
         report["calibration_set"] = described

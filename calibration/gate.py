@@ -77,6 +77,7 @@ def gate_configs(cfg, class_name: str, int8_name: str, int8_card: Path, model_di
 def evaluate_config(cfg, class_name: str, items) -> dict:
     """edge.eval.evaluate's own measurement of one config on the class's annotated set."""
     from edge.eval.evaluate import evaluate, for_dataset, pipeline_for
+    from edge.progress import track
 
     cfg = for_dataset(cfg, DATASET_OF_CLASS[class_name])
-    return evaluate(pipeline_for(cfg).process, items)
+    return evaluate(pipeline_for(cfg).process, track(items, f"gate {cfg.detect.get(class_name).model}"))

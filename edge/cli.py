@@ -6,8 +6,10 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
+from typing import Callable
 
 from edge import config as config_mod
 from edge import mask
@@ -17,6 +19,9 @@ from edge.config import CameraConfig, Config, ConfigError
 from edge.runtime.hardening import harden_tool
 
 log = logging.getLogger("edge")
+
+CAMERA_ID = re.compile(r"[A-Za-z0-9_-]+")  # the rule of [[cameras]] id, checked before anything loads
+DEFAULT_WAIT_S = 60.0  # --wait-timeout's default
 
 
 def _setup_logging(level: str) -> None:
@@ -30,7 +35,27 @@ def _apply(cfg: Config, **changes) -> Config:
     return config_mod.override(cfg, given) if given else cfg
 
 
-def _serve(cfg: Config) -> int:
+# Exit codes, the same for every command (the epilog of --help and the README say them too).
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EPILOG = """exit codes:
+  0    complete (replay: every frame of the feed handled; run: stopped by systemctl stop / SIGTERM)
+  1    failed at run time (a frame loop died; subscribe: nothing arrived; replay: no subscriber in time)
+  2    bad input: a wrong flag, key or value, a missing or corrupt file or model; nothing was processed
+  130  interrupted by Ctrl-C (SIGINT): 128 + the signal (replay, subscribe; the summary line says how far)
+  143  interrupted by SIGTERM (replay, subscribe; `run` exits 0 on SIGTERM, systemd's normal stop)
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that refuses a bad command line in one line (no usage block): `edge-anon replay: ...`."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see --help)\n")
+
+
+def _serve(cfg: Config, prepare: Callable | None = None) -> int:
+    """Build and run the service; `prepare(service)` runs between start-up and the first frame and may
+    return an exit code to stop there."""
     from edge.compose import StartupError
     from edge.runtime.service import build_service
     from edge.runtime.hardening import HardeningError, harden_process
@@ -46,7 +71,12 @@ def _serve(cfg: Config) -> int:
     except (StartupError, HardeningError) as e:
         log.error("refusing to start: %s", e)
         notifier.status(f"refusing to start: {e}")
-        return stop.exit_code() or 2  # stopped by a signal during start-up: 128 + its number, as after a run
+        return stop.exit_code() or EXIT_BAD_INPUT  # stopped by a signal during start-up: 128 + its number
+    if prepare is not None:
+        rc = prepare(service)
+        if rc is not None:
+            service.close()
+            return rc
     return service.run()
 
 
@@ -56,9 +86,45 @@ def cmd_run(args) -> int:
     return _serve(load_config(args.config, args.set))
 
 
+class UsageError(ValueError):
+    """A command line that cannot mean what the user wants; its message names the flag."""
+
+
+def check_replay_args(args) -> None:
+    """Refuse, naming the flag, what argparse cannot see: conflicts, addresses, non-finite numbers."""
+    from edge import wire
+
+    if args.output_dir and args.bind:
+        raise UsageError("--bind and --output-dir: choose one output (ZeroMQ or a folder)")
+    if args.bind:
+        try:
+            wire.check_endpoint(args.bind, bind=True)
+        except wire.WireError as e:
+            raise UsageError(f"--bind {e}") from None
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise UsageError(f"--fps: must be a number > 0, got {args.fps:g}")
+    if args.wait_subscribers is not None:
+        if args.wait_subscribers < 1:
+            raise UsageError(f"--wait-subscribers: must be >= 1, got {args.wait_subscribers}")
+        if args.output_dir:
+            raise UsageError("--wait-subscribers: needs a ZeroMQ output (--bind ADDRESS), not --output-dir")
+    if args.wait_timeout is not None:
+        if args.wait_subscribers is None:
+            raise UsageError("--wait-timeout: only with --wait-subscribers N")
+        if not (math.isfinite(args.wait_timeout) and args.wait_timeout >= 0):
+            raise UsageError(f"--wait-timeout: must be a number of seconds >= 0 (0: no limit), got {args.wait_timeout:g}")
+    if not CAMERA_ID.fullmatch(args.camera_id):
+        raise UsageError(f"--camera-id: letters, digits, '-' and '_' only, got {args.camera_id!r}")
+
+
 def cmd_replay(args) -> int:
     from edge.compose import load_config
 
+    try:
+        check_replay_args(args)
+    except UsageError as e:
+        print(f"edge-anon replay: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     cfg = load_config(args.config, args.set)
     source = Path(args.source)
     cam = CameraConfig(id=args.camera_id, source=str(source.resolve()), kind="replay", realtime=args.realtime,
@@ -70,8 +136,34 @@ def cmd_replay(args) -> int:
         cfg = _apply(cfg, output__kind="zmq", output__bind=args.bind)
     if not args.realtime:
         cfg = _apply(cfg, service__deadline_ms=0.0)  # as fast as possible: every frame comes out
-    return _serve(_apply(cfg, mask__style=args.mask, runtime__provider=args.provider,
-                         service__log_level=args.log_level))
+    cfg = _apply(cfg, mask__style=args.mask, runtime__provider=args.provider, service__log_level=args.log_level)
+    if args.wait_subscribers and cfg.output.kind != "zmq":
+        print(f"edge-anon replay: --wait-subscribers: needs a ZeroMQ output (--bind ADDRESS); the output is "
+              f"{cfg.output.kind!r}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    def prepare(service) -> int | None:
+        from edge.progress import Progress
+
+        service.signal_exit = True
+        service.report, service.report_label = sys.stderr, "replay"
+        if args.wait_subscribers:
+            limit = args.wait_timeout if args.wait_timeout is not None else DEFAULT_WAIT_S
+            endpoint = service.sink.stats().get("endpoint", cfg.output.bind)
+            print(f"replay: waiting for {args.wait_subscribers} subscriber(s) on {endpoint}"
+                  + (f" (up to {limit:g} s)" if limit else ""), file=sys.stderr, flush=True)
+            if not service.wait_for_subscribers(args.wait_subscribers, limit):
+                if service.stop.is_set():
+                    print("replay: interrupted while waiting for subscribers; nothing was sent", file=sys.stderr)
+                    return service.stop.exit_code()
+                got = service.sink.stats().get("subscriptions", 0)
+                print(f"replay: {got} of {args.wait_subscribers} subscriber(s) connected within {limit:g} s "
+                      f"(--wait-timeout); nothing was sent", file=sys.stderr)
+                return EXIT_FAILED
+        service.progress = Progress(service.total_frames(), sys.stderr, label="replay")
+        return None
+
+    return _serve(cfg, prepare)
 
 
 def _client_hook(args):
@@ -259,6 +351,7 @@ def cmd_eval(args) -> int:
     harden_tool()  # before onnxruntime loads and before any image is decoded
     from edge.compose import load_config
     from edge.eval import evaluate
+    from edge.progress import track
 
     if args.all and args.dataset:
         print("eval: --all runs every set; --dataset picks one, give one of them", file=sys.stderr)
@@ -287,7 +380,7 @@ def cmd_eval(args) -> int:
             dataset = args.dataset or "faces"
             cfg = evaluate.for_dataset(cfg, dataset, args.all_classes)
             items = evaluate.load_items(dataset, args.data)[: args.limit]
-            result = evaluate.run(cfg, items, dataset, shrink=args.shrink, keep_per_image=args.per_image,
+            result = evaluate.run(cfg, track(items, f"eval {dataset}"), dataset, shrink=args.shrink, keep_per_image=args.per_image,
                                   config_file=args.config, overrides=args.set)
             name = args.name or f"{dataset}{'' if args.shrink == 1 else f' x{args.shrink:g}'}"
             print(evaluate.format_table({name: result}))
@@ -303,7 +396,8 @@ def cmd_eval(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-anon", description=__doc__)
+    p = Parser(prog="edge-anon", description=__doc__, epilog=EPILOG,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp, required: bool) -> None:
@@ -315,11 +409,19 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp, True)
     sp.set_defaults(func=cmd_run)
 
-    sp = sub.add_parser("replay", help="anonymize a recorded feed (video file or image folder)")
+    sp = sub.add_parser("replay", help="anonymize a recorded feed (video file or image folder)", epilog=EPILOG,
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="A progress line on stderr while it runs (only on a terminal), then one summary "
+                                    "line: frames in, masked, masked whole, dropped with reasons, output.")
     sp.add_argument("source", help="video file or folder of images")
     with_config(sp, False)
     sp.add_argument("--output-dir", help="write masked frames as PNG + detections.jsonl here")
-    sp.add_argument("--bind", help="publish over ZeroMQ on this address instead (tcp://... or ipc://...)")
+    sp.add_argument("--bind", help="publish over ZeroMQ on this address instead (tcp://HOST:PORT or ipc://PATH)")
+    sp.add_argument("--wait-subscribers", type=int, metavar="N",
+                    help="with --bind: send nothing until N subscribers are connected")
+    sp.add_argument("--wait-timeout", type=float, metavar="S",
+                    help=f"give up (exit 1, nothing sent) when they are not there after S seconds "
+                         f"(default {DEFAULT_WAIT_S:g}; 0 = wait until stopped)")
     sp.add_argument("--realtime", action="store_true", help="pace frames at the recording's fps")
     sp.add_argument("--loop", action="store_true", help="start again at the end")
     sp.add_argument("--fps", type=float, help="replay rate (needed for image folders with --realtime)")

@@ -60,7 +60,13 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        cfg = config_mod.override(cfg, {key.strip(): config_mod.parse_value(value.strip())})
+        key = key.strip()
+        try:
+            cfg = config_mod.override(cfg, {key: config_mod.parse_value(value.strip())})
+        except ConfigError as e:
+            # name the flag as typed, once: the loader's own message repeats the key (`override k: k: ...`)
+            detail = str(e).removeprefix(f"override {key}: ").removeprefix(f"{key}: ")
+            raise ConfigError(f"--set {item}: {detail}") from None
     return cfg
 
 

@@ -252,8 +252,8 @@ class OutputConfig(_Checked):
         wire.check_encoding(self.encoding, self.jpeg_quality)
         within(self, "sndhwm", 1, 1000)  # frames held per subscriber: memory
         within(self, "linger_ms", 0, 10000)  # how long a stop may wait for unsent frames
-        if self.kind == "zmq" and not self.bind.startswith(("tcp://", "ipc://")):
-            raise ConfigError(f"bind: expected tcp://HOST:PORT or ipc://PATH, got {self.bind!r}")
+        if self.kind == "zmq":
+            wire.check_endpoint(self.bind, bind=True, name="bind")
         if self.kind == "folder" and not self.dir:
             raise ConfigError("dir: required when kind = \"folder\"")
 

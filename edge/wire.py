@@ -289,19 +289,21 @@ def decode(parts: list | tuple) -> tuple[dict, np.ndarray | None]:
     return header, _decode_pixels(header, _as_bytes_view(parts[2], "pixel"))
 
 
-def check_endpoint(address: str, *, bind: bool) -> str:
+def check_endpoint(address: str, *, bind: bool, name: str = "") -> str:
     """`address` if it is a ZeroMQ endpoint this product uses: tcp://HOST:PORT (port 1-65535; `*` or 0
-    for any free port when binding) or ipc://PATH; else WireError naming what is wrong."""
+    for any free port when binding) or ipc://PATH; else WireError naming what is wrong (after `name: `,
+    the config key, when given)."""
+    lead = f"{name}: " if name else ""
     scheme, sep, rest = address.partition("://")
     if not sep or scheme not in ("tcp", "ipc") or not rest:
-        raise WireError(f"{address!r}: expected tcp://HOST:PORT or ipc://PATH")
+        raise WireError(f"{lead}{address!r}: expected tcp://HOST:PORT or ipc://PATH")
     if scheme == "ipc":
         return address
     host, colon, port = rest.rpartition(":")
     if not colon or not host:
-        raise WireError(f"{address!r}: expected tcp://HOST:PORT")
+        raise WireError(f"{lead}{address!r}: expected tcp://HOST:PORT")
     if port == "*" and bind:
         return address
     if not port.isdigit() or not (0 if bind else 1) <= int(port) <= 65535:
-        raise WireError(f"{address!r}: port {port!r} is not a number within {0 if bind else 1}-65535")
+        raise WireError(f"{lead}{address!r}: port {port!r} is not a number within {0 if bind else 1}-65535")
     return address

@@ -360,8 +360,7 @@ def plot(result: dict, path: Path) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    harden_tool()  # no core dumps holding frames, onnxruntime telemetry off
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--feed", type=Path, default=DEFAULT_FEED, help="video file or image folder (looped)")
     p.add_argument("--config", "-c", help="config file (detect, mask, runtime, output.encoding are used)")
@@ -382,22 +381,64 @@ def main(argv: list[str] | None = None) -> int:
                    help="decode the feed into memory first and loop from there, as a camera delivers raw frames "
                         "(capture_decode is then a buffer copy, not the file's decoding and reopening)")
     p.add_argument("--deadline", action="store_true", help="apply the config's deadline (default: off, keep all)")
-    p.add_argument("--json", type=Path, help="default out/profile_<size>[_composite]_<provider>.json")
+    p.add_argument("--json", type=Path,
+                   help="write here (overwrites); default out/profile_<config>_<feed>_<size>[_composite]_<provider>"
+                        "[_<N>streams][_realtime].json, never overwriting an earlier run's file (a _2, _3... is "
+                        "added) unless --force")
+    p.add_argument("--force", action="store_true", help="reuse the default file name, overwriting an earlier run")
     p.add_argument("--png", type=Path, help="default: next to the JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    harden_tool()  # no core dumps holding frames, onnxruntime telemetry off
+    p = build_parser()
     args = p.parse_args(argv)
+    if not args.feed.exists():
+        p.exit(2, f"{p.prog}: --feed {args.feed}: no such file or directory\n")
+    if args.frames < 1 or args.streams < 1:
+        p.exit(2, f"{p.prog}: --frames and --streams: must be >= 1\n")
     if SHARED.joinpath("models").is_dir():
         os.environ.setdefault("EDGE_MODEL_PATH", str(SHARED / "models"))
 
-    result = profile(args)
+    from edge.config import ConfigError
+    from edge.models.registry import ModelError
+    from edge.sources import SourceError
+
+    try:
+        result = profile(args)
+    except (ConfigError, ModelError, SourceError) as e:
+        p.exit(2, f"{p.prog}: {e}\n")
     print_table(result)
-    tag = f"{(args.resize or 'native')}{'_composite' if args.composite else ''}_{result['provider']}"
-    json_path = args.json or ROOT / "out" / f"profile_{tag}.json"
+    json_path = args.json or default_json_path(args, result["provider"])
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=1))
     print(f"json: {json_path}")
     png = args.png or json_path.with_suffix(".png")
     print(f"png: {png}" if plot(result, png) else "png: skipped (matplotlib not installed: pip install .[plot])")
     return 0
+
+
+def profile_tag(args, provider: str) -> str:
+    """What the run was: config, feed, frame size, compositing, provider, streams, pacing."""
+    config = Path(args.config).stem if args.config else "defaults"
+    parts = [config, Path(args.feed).stem, args.resize or "native"]
+    parts += ["composite"] if args.composite else []
+    parts.append(provider)
+    parts += [f"{args.streams}streams"] if args.streams > 1 else []
+    parts += ["realtime"] if args.realtime else []
+    return "_".join(parts)
+
+
+def default_json_path(args, provider: str, out_dir: Path = ROOT / "out") -> Path:
+    """out/profile_<tag>.json; a free _2, _3... after it when that exists, unless --force."""
+    base = out_dir / f"profile_{profile_tag(args, provider)}.json"
+    if args.force or not base.exists():
+        return base
+    n = 2
+    while (candidate := base.with_name(f"{base.stem}_{n}.json")).exists():
+        n += 1
+    return candidate
 
 
 if __name__ == "__main__":

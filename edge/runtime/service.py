@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, TextIO
 
 from edge import compose
 from edge.checks import one_line
@@ -16,7 +16,8 @@ from edge.config import CameraConfig, Config
 from edge.detect import Detector
 from edge.metrics import Metrics
 from edge.pipeline import run_loop
-from edge.runtime.systemd import Notifier
+from edge.progress import Progress
+from edge.runtime.systemd import Notifier, StopFlag
 from edge.sinks.wrappers import LockedSink
 from edge.sources.watched import WatchedSource
 
@@ -44,6 +45,12 @@ SOURCE_FAULTS = ("gaps", "reopens", "reopen_failures", "read_failures", "read_er
 PIPELINE_FAULTS = ("detector_error", "bad_output", "mask_incomplete", "deadline", "bad_frame")
 STATUS_INTERVAL_S = 2.0  # STATUS= (systemctl status) refresh; cheap, one datagram
 JOIN_TIMEOUT_S = 10.0
+# The pacing warning: once more than half of the frames missed the deadline, over at least this many
+# frames while running (a short clip is judged on all of its frames at the end).
+PACING_MIN_FRAMES = 10
+# Stages of a frame's own work (what a faster operating point shortens); send, encode and the
+# end-to-end age are the output's and the clock's, not the detector's.
+WORK_EXCLUDED = ("send", "encode", "end_to_end")
 
 
 def _reasons(counters: dict[str, int], prefix: str) -> dict[str, int]:
@@ -95,6 +102,13 @@ class Service:
     metrics_server: object = None  # edge.runtime.metrics_server.MetricsServer when metrics.bind is set
     camera_detectors: dict = field(default_factory=dict)  # cameras with their own [cameras.detect]
     fps: float = 0.0
+    progress: Progress | None = None  # a progress line while running (replay)
+    report: TextIO | None = None  # where the summary line goes; None: the log
+    report_label: str = "summary"
+    # replay: a stop by signal cuts the feed short, so it exits 128 + signal; for the service (`run`) a
+    # stop is its normal end and exits 0, as systemd expects of `systemctl stop`
+    signal_exit: bool = False
+    _pacing_warned: bool = False
     _heartbeat: Heartbeat | None = None
     _t_start: float = field(default_factory=time.monotonic)
     _fps_mark: tuple[float, int] | None = None
@@ -206,7 +220,56 @@ class Service:
             if interval and now >= next_stats:
                 next_stats += interval
                 self.log_stats()
+            self._tick_progress()
+            self._check_pacing(PACING_MIN_FRAMES)
         return self._shutdown(threads)
+
+    def total_frames(self) -> int | None:
+        """Frames the sources will deliver in all (replays that know it); None when any source is open-ended."""
+        totals = [s.get("total") for s in self._source_stats().values()]
+        return sum(totals) if totals and all(isinstance(t, int) for t in totals) else None
+
+    def wait_for_subscribers(self, n: int, timeout_s: float) -> bool:
+        """Hold the frames back until `n` subscribers are connected (0 s: wait until stopped); False if not."""
+        import math
+
+        from edge.sinks.zmq_pub import ZmqPublisher
+
+        publisher = self.sink.sink
+        if not isinstance(publisher, ZmqPublisher):
+            raise TypeError("waiting for subscribers needs a ZeroMQ output")
+        return publisher.wait_for_subscriptions(n, timeout_s or math.inf, stop=self.stop)
+
+    def _tick_progress(self) -> None:
+        if self.progress is not None:
+            c = self.metrics.counters()
+            self.progress.update(c.get("frames_in", 0), c.get("frames_dropped", 0))
+
+    def frame_cost_ms(self) -> float:
+        """Median detect-and-mask time of recent frames (sum of the per-stage medians)."""
+        stages = self.metrics.snapshot()["latency_ms"]
+        return sum(v["p50"] for k, v in stages.items() if k not in WORK_EXCLUDED)
+
+    def _check_pacing(self, min_frames: int) -> None:
+        """Say once, with the measured cost and the deadline, when most frames miss the deadline."""
+        deadline = self.cfg.service.deadline_ms
+        if self._pacing_warned or not deadline:
+            return
+        c = self.metrics.counters()
+        # frames already decided (one may be in flight): "38 of 38", not "37 of 38"
+        n = c.get("frames_masked", 0) + c.get("frames_masked_whole", 0) + c.get("frames_dropped", 0)
+        late = c.get("dropped_deadline", 0) + c.get("masked_whole_deadline", 0)
+        if n < max(1, min_frames) or 2 * late <= n:
+            return
+        self._pacing_warned = True
+        cost = self.frame_cost_ms()
+        replay = any(cam.kind == "replay" and cam.realtime for cam in self.cfg.cameras)
+        log.warning("pacing: %d of %d frames missed the %g ms deadline (%s); a frame costs %.0f ms here. "
+                    "Options: a faster operating point (fewer or smaller detect.<class>.scales, fewer classes), "
+                    "a longer deadline (--set service.deadline_ms=%d)%s", late, n, deadline,
+                    "dropped" if self.cfg.service.on_failure == "drop" else "masked whole", cost,
+                    int(max(cost * 1.5, deadline * 2)),
+                    ", or replay without --realtime (every frame kept)" if replay else "")
 
     def _shutdown(self, threads: list[threading.Thread]) -> int:
         self.stop.set()
@@ -220,12 +283,59 @@ class Service:
             self.errors.append(f"{', '.join(stuck)} did not stop within {JOIN_TIMEOUT_S:g} s")
         self.close()
         self._update_fps(time.monotonic())
+        self._check_pacing(1)
+        if self.progress is not None:
+            self._tick_progress()
+            self.progress.close()
         self.log_stats()
-        rc = 1 if self.errors else 0
+        rc = self.exit_code()
+        self._report()
         if self.audit is not None:
             self.audit.end(rc, self.metrics.counters(), self._source_stats(), self.sink.stats(), self.errors)
             self.audit.close()
         return rc
+
+    def exit_code(self) -> int:
+        """1: a loop failed; 128 + signal: stopped by SIGINT / SIGTERM (with signal_exit); else 0."""
+        if self.errors:
+            return 1
+        return self.stop.exit_code() if self.signal_exit and isinstance(self.stop, StopFlag) else 0
+
+    def summary_line(self) -> str:
+        """Frames in, masked, masked whole, dropped with reasons, not sent, and where the output went."""
+        c = self.metrics.counters()
+        dropped, whole = _reasons(c, "dropped_"), _reasons(c, "masked_whole_")
+        if self.errors:
+            ending = "failed (" + "; ".join(self.errors) + ")"
+        elif isinstance(self.stop, StopFlag) and self.stop.signum:
+            ending = f"interrupted ({self._signal_name()})"
+        else:
+            ending = "complete"
+        out = self.cfg.output
+        where = out.dir if out.kind == "folder" else self.sink.stats().get("endpoint", out.bind) if out.kind == "zmq" \
+            else out.kind
+        parts = [ending, f"{c.get('frames_in', 0)} frames in", f"{c.get('frames_masked', 0)} masked",
+                 f"{c.get('frames_masked_whole', 0)} masked whole" + (f" ({_fmt(whole)})" if whole else ""),
+                 f"{c.get('frames_dropped', 0)} dropped" + (f" ({_fmt(dropped)})" if dropped else ""),
+                 f"{c.get('sink_dropped', 0)} not sent (output full or failing)",
+                 f"output {where}"]
+        return ", ".join(parts)
+
+    def _signal_name(self) -> str:
+        import signal
+
+        signum = self.stop.signum if isinstance(self.stop, StopFlag) else 0
+        try:
+            return signal.Signals(signum).name
+        except ValueError:
+            return "stopped"
+
+    def _report(self) -> None:
+        line = self.summary_line()
+        if self.report is None:
+            log.info("summary: %s", line)
+        else:
+            print(f"{self.report_label}: {line}", file=self.report, flush=True)
 
     def model_records(self) -> list[dict]:
         return model_records(self.detector, self.camera_detectors, [c.id for c in self.cfg.cameras])

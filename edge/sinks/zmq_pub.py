@@ -91,6 +91,7 @@ class ZmqPublisher:
         self._jpeg_quality = int(jpeg_quality)
         self._classes = classes
         self._linger_ms = int(linger_ms)
+        self._sndhwm = int(sndhwm)
         self._lock = threading.Lock()
         self._closed = False
         self._stats = {
@@ -156,6 +157,11 @@ class ZmqPublisher:
                 self._sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=True)
             except zmq.Again:
                 self._stats["dropped_hwm"] += 1
+                if self._stats["dropped_hwm"] == 1:
+                    log.warning("publisher on %s: a subscriber is not keeping up (%d frames queued for it): "
+                                "dropping frames for all subscribers from now on, counted in dropped_hwm; "
+                                "a larger output.sndhwm buffers more, a slower --fps sends fewer",
+                                self._endpoint, self._sndhwm)
                 return False
             self._stats["sent" if isinstance(item, MaskedFrame) else "sent_dropped_records"] += 1
             self._stats["bytes"] += size
@@ -173,15 +179,16 @@ class ZmqPublisher:
             elif msg[:1] == b"\x00":
                 self._stats["subscriptions"] = max(0, self._stats["subscriptions"] - 1)
 
-    def wait_for_subscriptions(self, n: int = 1, timeout_s: float = 5.0) -> bool:
-        """Wait until at least `n` subscriptions are active (ZeroMQ's slow joiner), up to `timeout_s`.
+    def wait_for_subscriptions(self, n: int = 1, timeout_s: float = 5.0, stop: threading.Event | None = None) -> bool:
+        """Wait until at least `n` subscriptions are active (ZeroMQ's slow joiner), up to `timeout_s`
+        (math.inf: no limit) or until `stop` is set.
 
         The lock is only held for short polls, so senders keep going meanwhile.
         """
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
             with self._lock:
-                if self._closed:
+                if self._closed or (stop is not None and stop.is_set()):
                     return False
                 self._drain_subscriptions()
                 if self._stats["subscriptions"] >= n:

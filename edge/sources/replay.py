@@ -83,7 +83,7 @@ class _ReplaySource:
 
     def _check_fps(self, what: str) -> None:
         if self._realtime and (self._fps is None or not math.isfinite(self._fps) or self._fps <= 0):
-            raise SourceError(f"{what}: realtime replay needs a frame rate; pass fps=")
+            raise SourceError(f"{what}: a realtime replay needs a frame rate (--fps, or fps in its [[cameras]] table)")
 
     # -- subclass hooks -------------------------------------------------------------------
     def _next_item(self) -> tuple[np.ndarray, str] | None:
@@ -98,6 +98,14 @@ class _ReplaySource:
     def _skipped(self) -> int:
         """Items of the source that were lost (seq gaps); 0 unless a subclass skips some."""
         return 0
+
+    def _pass_length(self) -> int | None:
+        """Items one pass will hand out as far as known before decoding them; None when unknown."""
+        return None
+
+    def total(self) -> int | None:
+        """Frames the whole replay will hand out (a progress bar's total); None when looping or unknown."""
+        return None if self._loop else self._pass_length()
 
     # -- FrameSource ----------------------------------------------------------------------
     def read(self, timeout: float) -> Frame | None:
@@ -191,6 +199,7 @@ class _ReplaySource:
             "fps": self._fps,
             "realtime": self._realtime,
             "loop": self._loop,
+            "total": self.total(),
             "finished": self._finished,
             "closed": self._closed,
         }
@@ -290,6 +299,9 @@ class VideoFileSource(_ReplaySource):
                 self.path, self._decoded, self.expected_frames if self.expected_frames is not None else "?",
             )
 
+    def _pass_length(self) -> int | None:
+        return self.expected_frames  # the container's count: a truncated file ends earlier (and says so)
+
     def _rewind(self) -> None:
         self._release()
         self._open_capture()
@@ -384,6 +396,9 @@ class ImageFolderSource(_ReplaySource):
         # The pending image was fetched after any files skipped before it, so the count
         # already includes exactly the gaps that precede it.
         return self._skipped_total
+
+    def _pass_length(self) -> int | None:
+        return len(self.files)  # an unreadable file is skipped, so a pass may hand out fewer
 
     def _rewind(self) -> None:
         self._next_file = 0

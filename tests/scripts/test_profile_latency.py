@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import VIDEO, WIDER, load_script, need
+from conftest import ROOT, VIDEO, WIDER, load_script, need
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +105,36 @@ def test_memory_feed_hands_out_copies(prof):
         feed.read(1.0)
     again = feed.read(1.0)
     assert again.seq == len(feed.images) and again.image.any()
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["--feed", "/nonexistent/clip.mp4"], "--feed /nonexistent/clip.mp4: no such file"),
+    (["--frames", "0"], "--frames and --streams: must be >= 1"),
+    (["--frames", "1", "--set", "detect.face.score_threshold=2"], "--set detect.face.score_threshold=2: must be within"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, argv, text):
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "profile_latency.py"), *argv,
+                        "--json", str(tmp_path / "p.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert text in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("argv, tag", [
+    ([], "defaults_clip_native_cpu"),
+    (["-c", "configs/recall-faces-fast.toml", "--resize", "1920x1080", "--composite"],
+     "recall-faces-fast_clip_1920x1080_composite_cpu"),
+    (["--streams", "8", "--realtime"], "defaults_clip_native_cpu_8streams_realtime"),
+])
+def test_default_profile_names_say_config_and_feed_and_never_overwrite(prof, tmp_path, argv, tag):
+    p = prof.build_parser().parse_args(["--feed", "some/where/clip.mp4", *argv])
+    first = prof.default_json_path(p, "cpu", tmp_path)
+    assert first == tmp_path / f"profile_{tag}.json"
+    first.write_text("{}")
+    second = prof.default_json_path(p, "cpu", tmp_path)
+    assert second == tmp_path / f"profile_{tag}_2.json"
+    second.write_text("{}")
+    assert prof.default_json_path(p, "cpu", tmp_path).name == f"profile_{tag}_3.json"
+    forced = prof.build_parser().parse_args(["--feed", "some/where/clip.mp4", *argv, "--force"])
+    assert prof.default_json_path(forced, "cpu", tmp_path) == first
+

@@ -263,3 +263,23 @@ def test_concurrent_senders_share_one_publisher(pub):
         t.join(timeout=30)
     assert not any(t.is_alive() for t in threads)
     assert pub.stats()["sent"] == 200
+
+
+def test_first_drop_for_a_slow_subscriber_is_warned_once(subscribe, caplog):
+    with ZmqPublisher("tcp://127.0.0.1:0", sndhwm=2, linger_ms=0, socket_options_hook=_small_buffers) as pub:
+        subscribe(pub, rcvhwm=1, rcvbuf=64 * 1024)
+        big = image(240, 320)
+        with caplog.at_level("WARNING", logger="edge.sinks.zmq_pub"):
+            results = [pub.send(masked(i, img=big)) for i in range(200)]
+        warnings = [r.getMessage() for r in caplog.records if "not keeping up" in r.getMessage()]
+        assert results.count(False) == pub.stats()["dropped_hwm"] > 1
+        assert len(warnings) == 1 and pub.endpoint in warnings[0] and "dropped_hwm" in warnings[0]
+
+
+def test_waiting_for_subscriptions_ends_when_stopped():
+    stop = threading.Event()
+    stop.set()
+    with ZmqPublisher("tcp://127.0.0.1:0", linger_ms=0) as pub:
+        # no limit on time: only the stop flag can end this wait, so a hang here is the failure
+        assert pub.wait_for_subscriptions(1, float("inf"), stop=stop) is False
+        assert pub.stats()["sent"] == 0

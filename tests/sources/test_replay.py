@@ -432,3 +432,14 @@ def test_open_replay_picks_folder_or_video(image_folder, synth_video, tmp_path):
     assert video.camera_id == "v" and video.stats()["loop"] is True
     with pytest.raises(SourceError, match="missing"):
         open_replay(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("kind, loop, expected", [
+    ("video", False, SYNTH_FRAMES), ("video", True, None), ("folder", False, 5), ("folder", True, None),
+])
+def test_total_is_the_frames_a_replay_hands_out_and_unknown_when_looping(synth_video, image_folder, kind, loop,
+                                                                          expected):
+    source = (VideoFileSource(synth_video, loop=loop) if kind == "video" else ImageFolderSource(image_folder, loop=loop))
+    assert source.total() == expected and source.stats()["total"] == expected
+    if expected is not None and kind == "video":
+        assert len(drain(source)) == expected

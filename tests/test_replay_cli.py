@@ -1,0 +1,234 @@
+"""`edge-anon replay` as a bench tester meets it: real processes, real files, real sockets, a real terminal.
+
+Progress only on a terminal, one summary line, exit codes that tell complete / interrupted / failed /
+bad input apart, a stream that waits for its subscribers, an honest word when the pace cannot be kept,
+and every bad flag refused in one line that names it.
+"""
+from __future__ import annotations
+
+import os
+import pty
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, VIDEO, WIDER, need
+from edge import cli
+from edge.subscribe import Subscriber
+
+CLIP = "udacity_CarND-Vehicle-Detection_test_video.mp4"  # 1280x720, 38 frames
+PETS = "vtest_pets2009_480x360.avi"
+FACES = ["7_Cheering_Cheering_7_118.jpg", "3_Riot_Riot_3_604.jpg", "0_Parade_Parade_0_102.jpg"]
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def edge(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "edge", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env())
+
+
+class Running:
+    """An `edge-anon` process whose stderr is read line by line on a thread (so waiting for a line never blocks)."""
+
+    def __init__(self, *args) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge", *map(str, args)], env=env(),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.put(line)
+        self.lines.put("")  # end of stream
+
+    def wait_for(self, text: str, timeout: float = 120.0) -> str:
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no line with {text!r} in {timeout:g} s: {''.join(self.seen)}") from None
+            if not line:
+                raise AssertionError(f"ended before a line with {text!r}: {''.join(self.seen)}")
+            self.seen.append(line)
+            if text in line:
+                return line
+
+    def finish(self, timeout: float = 60.0) -> tuple[int, str]:
+        rc = self.proc.wait(timeout=timeout)
+        while (line := self.lines.get(timeout=timeout)) != "":
+            self.seen.append(line)
+        return rc, "".join(self.seen)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def faces_folder(tmp_path: Path) -> Path:
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in FACES:
+        (src / name).write_bytes(need(WIDER / "images" / name).read_bytes())
+    return src
+
+
+def test_progress_is_drawn_on_a_terminal_and_ends_with_the_summary(tmp_path, faces_folder):
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "replay", str(faces_folder), "--output-dir",
+                             str(tmp_path / "out"), "--log-level", "warning"], env=env(),
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the terminal's other side closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    screen = b"".join(chunks).decode()
+    assert f"\rreplay: {len(FACES)}/{len(FACES)} frames, " in screen
+    assert "/s, dropped 0, left 0s" in screen
+    progress_end = screen.rindex("left 0s")
+    summary = screen.index("replay: complete, ")
+    assert summary > progress_end  # the summary comes on its own line after the progress line
+    assert f"complete, {len(FACES)} frames in, {len(FACES)} masked, 0 masked whole, 0 dropped" in screen
+
+
+def test_no_progress_when_stderr_is_not_a_terminal_but_the_summary_is_there(tmp_path, faces_folder):
+    r = edge("replay", faces_folder, "--output-dir", tmp_path / "out", "--log-level", "warning")
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr and "frames, " not in r.stderr and "left" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines == [f"replay: complete, {len(FACES)} frames in, {len(FACES)} masked, 0 masked whole, 0 dropped, "
+                     f"0 not sent (output full or failing), output {tmp_path / 'out'}"]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_replay_stopped_by_a_signal_exits_128_plus_it_with_the_summary(tmp_path, sig, code):
+    run = Running("replay", need(VIDEO / PETS), "--realtime", "--loop", "--output-dir", tmp_path / "out")
+    try:
+        run.wait_for("ready:")
+        run.proc.send_signal(sig)
+        rc, err = run.finish()
+    finally:
+        run.kill()
+    assert rc == code, err
+    summary = [line for line in err.splitlines() if line.startswith("replay: ")]
+    assert len(summary) == 1 and summary[0].startswith(f"replay: interrupted ({sig.name}), ")
+    assert "Traceback" not in err
+
+
+def test_a_late_subscriber_still_gets_frame_0_with_wait_subscribers(tmp_path):
+    addr = f"ipc://{tmp_path / 'edge.sock'}"
+    run = Running("replay", need(VIDEO / PETS), "--realtime", "--bind", addr, "--wait-subscribers", "1",
+                  "--wait-timeout", "120")
+    sub = None
+    try:
+        run.wait_for("waiting for 1 subscriber(s)")  # bound and holding the frames back: the subscriber is late
+        sub = Subscriber(addr)
+        header, image = sub.recv(timeout_s=60.0)
+        assert (header["seq"], header["name"], header["masked"]) == (0, "000000", True)
+        assert image.shape == (360, 480, 3)
+        run.proc.send_signal(signal.SIGTERM)
+        rc, err = run.finish()
+    finally:
+        if sub is not None:
+            sub.close()
+        run.kill()
+    assert rc == 143, err
+
+
+def test_subscribers_that_do_not_come_in_time_get_nothing_and_exit_1(tmp_path):
+    addr = f"ipc://{tmp_path / 'edge.sock'}"
+    run = Running("replay", need(VIDEO / PETS), "--bind", addr, "--wait-subscribers", "2", "--wait-timeout", "3")
+    sub = None
+    try:
+        run.wait_for("waiting for 2 subscriber(s)")
+        sub = Subscriber(addr)  # one of the two: not enough
+        rc, err = run.finish()
+        assert sub.recv(timeout_s=0.5) is None
+    finally:
+        if sub is not None:
+            sub.close()
+        run.kill()
+    assert rc == 1, err
+    assert "of 2 subscriber(s) connected within 3 s (--wait-timeout); nothing was sent" in err
+
+
+def test_a_pace_the_machine_cannot_keep_is_said_once_with_cost_deadline_and_options(tmp_path):
+    out = tmp_path / "out"
+    r = edge("replay", need(VIDEO / CLIP), "--realtime", "--output-dir", out, "--set", "service.deadline_ms=1",
+             "--log-level", "warning")
+    assert r.returncode == 0, r.stderr
+    pacing = [line for line in r.stderr.splitlines() if "pacing:" in line]
+    assert len(pacing) == 1, r.stderr
+    assert "frames missed the 1 ms deadline (dropped); a frame costs" in pacing[0]
+    decided, seen = (int(v) for v in pacing[0].split("pacing: ")[1].split(" frames")[0].split(" of "))
+    assert decided == seen  # at 1 ms every decided frame is late, and a frame still in flight is not counted
+    assert "a faster operating point" in pacing[0] and "--set service.deadline_ms=" in pacing[0]
+    assert "without --realtime" in pacing[0]
+    assert "38 frames in, 0 masked, 0 masked whole, 38 dropped (deadline 38)" in r.stderr
+    assert not list(out.glob("*.png"))  # fail closed: a frame past its deadline never reaches disk
+
+
+def test_a_pace_the_machine_keeps_says_nothing(tmp_path):
+    r = edge("replay", need(VIDEO / PETS), "--realtime", "--output-dir", tmp_path / "out", "--log-level", "warning",
+             "--set", "service.deadline_ms=60000")
+    assert r.returncode == 0, r.stderr
+    assert "pacing:" not in r.stderr and "replay: complete, " in r.stderr
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--bind", "tcp://127.0.0.1:99999"], "--bind 'tcp://127.0.0.1:99999': port '99999' is not a number within 0-65535"),
+    (["--bind", "udp://127.0.0.1:5555"], "--bind 'udp://127.0.0.1:5555': expected tcp://HOST:PORT or ipc://PATH"),
+    (["--bind", "SOCK", "--output-dir", "OUT"], "--bind and --output-dir: choose one output"),
+    (["--output-dir", "OUT", "--fps", "nan"], "--fps: must be a number > 0, got nan"),
+    (["--output-dir", "OUT", "--fps", "0"], "--fps: must be a number > 0, got 0"),
+    (["--output-dir", "OUT", "--fps", "fast"], "argument --fps: invalid float value: 'fast'"),
+    (["--output-dir", "OUT", "--wait-subscribers", "1"], "--wait-subscribers: needs a ZeroMQ output (--bind ADDRESS)"),
+    (["--bind", "SOCK", "--wait-subscribers", "0"], "--wait-subscribers: must be >= 1, got 0"),
+    (["--output-dir", "OUT", "--wait-timeout", "5"], "--wait-timeout: only with --wait-subscribers N"),
+    (["--bind", "SOCK", "--wait-subscribers", "1", "--wait-timeout", "inf"], "--wait-timeout: must be a number"),
+    (["--bind", "SOCK", "--wait-subscribers", "1", "--wait-timeout", "-1"], "--wait-timeout: must be a number"),
+    (["--output-dir", "OUT", "--camera-id", "front/left"], "--camera-id: letters, digits, '-' and '_' only"),
+    (["--output-dir", "OUT", "--mask", "blurr"], "argument --mask: invalid choice: 'blurr'"),
+    (["--output-dir", "OUT", "--set", "service.deadline_ms=-1"], "--set service.deadline_ms=-1: must be >= 0, got -1.0"),
+    (["--output-dir", "OUT", "--set", "detect.face.score_threshold=2"],
+     "--set detect.face.score_threshold=2: must be within 0.0..1.0, got 2.0"),
+    (["--set", "output.bind=tcp://127.0.0.1:99999"], "--set output.bind=tcp://127.0.0.1:99999: 'tcp://127.0.0.1:99999': port"),
+    (["--output-dir", "OUT", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_a_bad_flag_is_refused_in_one_line_that_names_it(tmp_path, args, text):
+    args = [f"ipc://{tmp_path / 'edge.sock'}" if a == "SOCK" else str(tmp_path / "out") if a == "OUT" else a
+            for a in args]
+    r = edge("replay", need(VIDEO / PETS), *args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], r.stderr
+    assert lines[0].count(text.split(":")[0]) == 1  # the flag is named once, no repeated prefix
+    assert not (tmp_path / "out").exists() and not (tmp_path / "edge.sock").exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["replay", "--help"]])
+def test_help_documents_the_exit_codes(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.build_parser().parse_args(argv)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for code, meaning in [("0", "complete"), ("1", "failed"), ("2", "bad input"), ("130", "SIGINT"), ("143", "SIGTERM")]:
+        assert any(line.lstrip().startswith(code) and meaning in line for line in out.splitlines()), (code, out)
