@@ -207,7 +207,7 @@ def test_a_pace_the_machine_keeps_says_nothing(tmp_path):
     (["--bind", "SOCK", "--wait-subscribers", "1", "--wait-timeout", "-1"], "--wait-timeout: must be a number"),
     (["--output-dir", "OUT", "--camera-id", "front/left"], "--camera-id: letters, digits, '-' and '_' only"),
     (["--output-dir", "OUT", "--mask", "blurr"], "argument --mask: invalid choice: 'blurr'"),
-    (["--output-dir", "OUT", "--set", "service.deadline_ms=-1"], "--set service.deadline_ms=-1: must be >= 0, got -1.0"),
+    (["--output-dir", "OUT", "--set", "service.deadline_ms=-1"], "--set service.deadline_ms=-1: must be within 0.0..60000.0, got -1.0"),
     (["--output-dir", "OUT", "--set", "detect.face.score_threshold=2"],
      "--set detect.face.score_threshold=2: must be within 0.0..1.0, got 2.0"),
     (["--set", "output.bind=tcp://127.0.0.1:99999"], "--set output.bind=tcp://127.0.0.1:99999: 'tcp://127.0.0.1:99999': port"),
