@@ -43,6 +43,10 @@ class ConfigError(ValueError):
     """A configuration that must not be run; the message names the key and the problem."""
 
 
+class TableError(ConfigError):
+    """A problem of a whole table rather than of one of its keys: named `table: problem`, not `table.key: ...`."""
+
+
 def _choices(values: tuple[str, ...]):
     return field(default=values[0], metadata={"choices": values})
 
@@ -222,7 +226,7 @@ class DetectConfig(_Checked):
 
     def check(self) -> None:
         if not any(c.enabled for _, c in self.classes()):
-            raise ConfigError(f"detect: at least one of {' / '.join(n for n, _ in self.classes())} must be enabled")
+            raise TableError(f"at least one of {' / '.join(n for n, _ in self.classes())} must be enabled")
         if self.context.enabled:
             clash = sorted(set(self.context.classes) & {n for n, _ in self.more})
             if clash:
@@ -419,6 +423,8 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     try:
         return cls(**kwargs)
     except ValueError as e:  # the table's own check (a component's or a config table's): name the key
+        if isinstance(e, TableError):
+            raise ConfigError(f"{prefix}: {e}" if prefix else str(e)) from None
         raise ConfigError(f"{prefix}.{e}" if prefix else str(e)) from None
 
 

@@ -358,3 +358,10 @@ def test_dump_holds_toml_keys_only(tmp_path):
     cfg = config.load(write(tmp_path, CAMERAS))
     assert cfg.cameras[1].detect_keys == ("face.score_threshold", "face.tiles.scale")
     assert all("detect_keys" not in cam for cam in config.to_dict(cfg)["cameras"])
+
+
+def test_a_whole_table_problem_names_the_table_once():
+    with pytest.raises(ConfigError) as info:
+        config.override(config.Config(), {"detect.face.enabled": False})
+    assert str(info.value).endswith("detect: at least one of face / plate must be enabled")
+    assert "detect.detect" not in str(info.value)
