@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchlib import DEFAULT_WHEEL, DEFACE_VERSION, ROOT, SHARED, ensure_peer_venv, harden_tool, read_frames
+from benchlib import (DEFAULT_WHEEL, DEFACE_VERSION, PEER_PRELUDE, ROOT, SHARED, ensure_peer_venv, harden_tool,
+                      read_frames)
 
 DEFAULT_VIDEO = SHARED / "data/video/udacity_CarND-Vehicle-Detection_test_video.mp4"
 
 # Runs inside the peer's virtualenv: the frames (.npy bytes) on stdin, argv = threads, warmup; prints one JSON line.
-PEER_CODE = r"""
+PEER_CODE = PEER_PRELUDE + r"""
 import io, json, sys, time
 import cv2, numpy as np, onnxruntime
 from deface.centerface import CenterFace

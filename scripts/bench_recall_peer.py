@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchlib import DEFAULT_WHEEL, ROOT, SHARED, ensure_peer_venv, harden_tool
+from benchlib import DEFAULT_WHEEL, PEER_PRELUDE, ROOT, SHARED, ensure_peer_venv, harden_tool
 
 from edge.compose import load_config
 from edge.eval.evaluate import (Tally, check_targets, evaluate, for_dataset, format_table,
@@ -58,7 +58,7 @@ ENSEMBLE = {"recall-faces + centerface": ("configs/recall-faces.toml",
                                            "detect.face.extra_score_threshold=0.3"])}
 
 # Runs inside the peer virtualenv: deface's own detection and drawing, maps back as packed bits.
-PEER_HELPER = r'''
+PEER_HELPER = PEER_PRELUDE + r'''
 import json, sys, time
 import numpy as np
 import imageio.v2 as iio

@@ -64,3 +64,10 @@ def read_frames(video: Path, count: int, size: tuple[int, int] | None = None) ->
     if not frames:
         raise SystemExit(f"no frames read from {video}")
     return np.stack(frames)
+
+
+# First lines of code run in the peer's own interpreter (deface's virtualenv): it holds decoded frames
+# too, so it gets no core dumps and is not dumpable either (a pipe core_pattern ignores RLIMIT_CORE).
+PEER_PRELUDE = ("import ctypes, resource\n"
+                "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+                "ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0\n")

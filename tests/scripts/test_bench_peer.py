@@ -45,3 +45,14 @@ def test_the_peer_gets_the_frames_through_a_pipe_not_a_file(bench, monkeypatch, 
     got = bench.run_peer(Path(sys.executable), frames, threads=1, warmup=0)
     assert got["shape"] == [3, 18, 32, 3] and got["faces"] == [int(frames.sum() % 1000)]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_peer_runs_without_core_dumps_and_not_dumpable(bench, monkeypatch, tmp_path):
+    monkeypatch.setattr(bench, "PEER_CODE", bench.PEER_PRELUDE + (
+        "import json, resource, sys\n"
+        "sys.stdin.buffer.read()\n"
+        "dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE\n"
+        "print(json.dumps({'ms': [], 'faces': [], 'core': resource.getrlimit(resource.RLIMIT_CORE), "
+        "'dumpable': dumpable}))\n"))
+    got = bench.run_peer(Path(sys.executable), np.zeros((1, 2, 2, 3), np.uint8), threads=1, warmup=0)
+    assert got["core"] == [0, 0] and got["dumpable"] == 0
