@@ -155,3 +155,11 @@ def test_the_command_line_switches_telemetry_off_before_onnxruntime_loads() -> N
     r = subprocess.run([sys.executable, "-m", "edge", "check-config", "--no-models", "configs/gpu-1080p.toml"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 0 and "telemetry" not in r.stderr, r.stderr
+
+
+def test_the_runtime_imports_onnx_only_to_rewrite_a_model() -> None:
+    """onnx takes most of a second to import: the service's start-up, and every command, pays it only when a
+    model is rewritten (graph preprocessing, fp16, fixed input dims), never to decode outputs."""
+    code = "import sys, edge.cli, edge.runtime.service, edge.detect.families.yunet; print('onnx' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.stdout.strip() == "False", r.stderr

@@ -22,18 +22,16 @@ import hashlib
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edge.frame import BadDetections
+from edge.detect.filters import CHECK_OUTPUT, FILTER_INPUT, FRAME_INPUT, PREFIX, FilterGroup, filter_output_names
 
 log = logging.getLogger(__name__)
 
-FRAME_INPUT = "frame"
 MIN_OPSET = 11  # dynamic Pad (pads as an input), Resize with sizes, Round
 _P = "edge_pre/"  # prefix of every name this module adds, so nothing collides with the model's own
 FP16_VERSION = 1  # bump when to_fp16 changes: cached conversions of older versions are not reused
@@ -198,33 +196,6 @@ def prepend_preprocess(model: onnx.ModelProto | bytes, *, channels: str = "BGR",
 
 # --- score filter ------------------------------------------------------------------------------------
 
-FILTER_INPUT = "score_floor"
-CHECK_OUTPUT = "edge_filter/check"
-_F = "edge_filter/"
-
-
-@dataclass(frozen=True)
-class FilterGroup:
-    """Rows of a model's outputs that share one score, as a family's decoder reads them.
-
-    `score` lists (output, width, column): the score of row i is the square root of the product of
-    those columns, each clipped to 0..1 (YuNet: cls x obj; LPD-YuNet: conf[:, 1] x iou). `rows` is
-    the output whose row i is the regression the decoder needs, `rows_width` its last dimension.
-    Every output is read as a [-1, width] table, so a batch axis in front is flattened into the
-    row index (row = image * rows_per_image + anchor for YuNet).
-    """
-
-    name: str
-    score: tuple[tuple[str, int, int], ...]
-    rows: str
-    rows_width: int
-
-
-def filter_output_names(group: str) -> tuple[str, str, str]:
-    """(index, score, rows) output names of a filter group."""
-    return f"{_F}{group}/index", f"{_F}{group}/score", f"{_F}{group}/rows"
-
-
 def append_filter(model: onnx.ModelProto | bytes, groups: tuple[FilterGroup, ...]) -> onnx.ModelProto:
     """A copy of `model` whose outputs are, per group, the rows scoring at least the `score_floor` input.
 
@@ -248,7 +219,7 @@ def append_filter(model: onnx.ModelProto | bytes, groups: tuple[FilterGroup, ...
     for name in used:
         if outputs[name].type.tensor_type.elem_type != TensorProto.FLOAT:
             raise GraphError(f"output {name} is not float32")
-    b = _Builder(default_opset(model), _F)
+    b = _Builder(default_opset(model), PREFIX)
     tables: dict[tuple[str, int], str] = {}
 
     def table(name: str, width: int) -> str:
@@ -271,10 +242,10 @@ def append_filter(model: onnx.ModelProto | bytes, groups: tuple[FilterGroup, ...
                      "index", output=index_name)
         b.op("Gather", [score, index], "kept_score", output=score_name, axis=0)
         b.op("Gather", [table(g.rows, g.rows_width), index], "kept_rows", output=rows_name, axis=0)
-        new_outputs += [helper.make_tensor_value_info(index_name, TensorProto.INT64, [f"{_F}{g.name}_K"]),
-                        helper.make_tensor_value_info(score_name, TensorProto.FLOAT, [f"{_F}{g.name}_K"]),
+        new_outputs += [helper.make_tensor_value_info(index_name, TensorProto.INT64, [f"{PREFIX}{g.name}_K"]),
+                        helper.make_tensor_value_info(score_name, TensorProto.FLOAT, [f"{PREFIX}{g.name}_K"]),
                         helper.make_tensor_value_info(rows_name, TensorProto.FLOAT,
-                                                      [f"{_F}{g.name}_K", g.rows_width])]
+                                                      [f"{PREFIX}{g.name}_K", g.rows_width])]
     sums = [b.op("ReduceSum", [name], "sum", keepdims=0) for name in sorted(used)]
     check_sum = sums[0]
     for other in sums[1:]:
@@ -289,20 +260,6 @@ def append_filter(model: onnx.ModelProto | bytes, groups: tuple[FilterGroup, ...
     graph.output.extend(new_outputs)
     check(model)
     return model
-
-
-def check_filter(outputs: dict[str, np.ndarray], groups: tuple[FilterGroup, ...]) -> None:
-    """BadDetections unless the filtered outputs are all there, consistent, and the checksum finite."""
-    check = outputs.get(CHECK_OUTPUT)
-    if check is None or np.asarray(check).size != 1 or not np.isfinite(check).all():
-        raise BadDetections(f"filtered outputs: checksum {check!r} is not a finite number (NaN or inf in the heads)")
-    for g in groups:
-        index, score, rows = (outputs.get(k) for k in filter_output_names(g.name))
-        if (index is None or score is None or rows is None or index.ndim != 1 or score.shape != index.shape
-                or rows.shape != (len(index), g.rows_width)):
-            raise BadDetections(f"filtered outputs of {g.name}: shapes do not match")
-        if not (np.isfinite(score).all() and np.isfinite(rows).all()):
-            raise BadDetections(f"filtered outputs of {g.name}: non-finite values")
 
 
 # --- fp16 -------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import onnxruntime as ort
 from edge.detect.backends.options import SessionOptions
 from edge.detect.backends.session import OnnxModel
 from edge.detect.boxes import fit
-from edge.detect.graph import FILTER_INPUT, FRAME_INPUT, FilterGroup, append_filter, fp16_cached, prepend_preprocess
+from edge.detect.filters import FILTER_INPUT, FRAME_INPUT, FilterGroup
 from edge.timing import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,9 @@ def graph_rewrite(data: bytes, *, sha256: str, channels: str, multiple: int, sca
                   cache_dir: str | Path, rewrite: Callable[[bytes], bytes] | None,
                   filter_groups: tuple[FilterGroup, ...] = (), pad_value: float = 0.0) -> bytes:
     """Source model bytes (already verified) -> the frame-input model for one scale (score-filtered if groups)."""
+    # here, not at the top: onnx takes most of a second to import, and only a rewrite needs it
+    from edge.detect.graph import append_filter, fp16_cached, prepend_preprocess
+
     if rewrite is not None:
         data = rewrite(data)
     if fp16 and is_qdq(data):

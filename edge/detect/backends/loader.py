@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from edge.detect.backends.frames import GPU_PROVIDERS, FilterBackend, GraphBackend, fp16_cached, is_qdq
+from edge.detect.backends.frames import GPU_PROVIDERS, FilterBackend, GraphBackend, is_qdq
 from edge.detect.backends.host import HostBackend
 from edge.detect.backends.options import SessionOptions
 from edge.detect.backends.session import OnnxModel
@@ -36,6 +36,8 @@ def load_backend(path: str | Path, *, name: str, sha256: str, family: str, optio
                     cache_dir=cache_dir, rewrite=rewrite)
     if fp16 and options.provider != "cpu":
         def to_half(data: bytes) -> bytes:
+            from edge.detect.graph import fp16_cached  # onnx only when a model is converted
+
             data = rewrite(data) if rewrite else data
             return data if is_qdq(data) else fp16_cached(data, sha256, cache_dir)
 

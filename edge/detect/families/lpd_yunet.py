@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from edge.detect.graph import FilterGroup, check_filter, filter_output_names
+from edge.detect.filters import FilterGroup, check_filter, filter_output_names
 from edge.frame import BadDetections
 
 MIN_SIZES: tuple[tuple[int, ...], ...] = ((10, 16, 24), (32, 48), (64, 96), (128, 192, 256))

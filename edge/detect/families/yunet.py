@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.detect.graph import FilterGroup, check_filter, filter_output_names
+from edge.detect.filters import FilterGroup, check_filter, filter_output_names
 from edge.frame import BadDetections
 
 STRIDES = (8, 16, 32)
