@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     from edge import config as config_mod
-    from edge.compose import load_config
+    from edge.compose import input_rewrite, load_config
     from edge.eval.evaluate import format_table, load_items
     from edge.models.registry import card as load_source_card, resolve
     from edge.progress import track
@@ -127,14 +127,19 @@ def run(args) -> int:
     except KeyError:  # a class the config has no table for: the model's own defaults
         cls_cfg = config_mod.ClassConfig(model=args.model)
     cfg = dataclasses.replace(cfg, detect=cfg.detect.with_class(class_name, cls_cfg))
-    src_path = resolve(source_card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
+    resolved = resolve(source_card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
+    src_path = resolved
     out_dir = (args.out or default_out_dir()).resolve()
     methods = list(METHODS) if args.method == "all" else [args.method]
 
     report: dict = {"model": args.model, "float_heads": not args.quantize_heads,
                     "source_sha256": source_card.sha256, "config": args.config, "overrides": args.set, "methods": {}}
     failed = []
-    with tempfile.TemporaryDirectory(prefix="calib-cards-") as work:  # model cards only: frames stay in memory
+    with tempfile.TemporaryDirectory(prefix="calib-cards-") as work:  # models and cards only: frames stay in memory
+        rewrite = input_rewrite(source_card)
+        if rewrite is not None:  # calibrate, quantize and time the model with the input dims the runtime gives it
+            src_path = Path(work) / f"{args.model}_dynamic.onnx"
+            src_path.write_bytes(rewrite(resolved.read_bytes()))
         detector, _ = runtime_detector(cfg, class_name)
         frames = track(iter_frames(args.source, every=args.every, per_source=args.per_source), "calibration set",
                        unit="frames")

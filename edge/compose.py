@@ -100,15 +100,20 @@ def build_context_detector(cfg: Config, params: ContextParams, classes: ClassTab
                            groups=tuple(family.GROUPS[c] for c in params.classes), params=params)
 
 
+def input_rewrite(card: registry.ModelCard) -> Callable[[bytes], bytes] | None:
+    """How a card's model bytes are rewritten before they load: fixed or placeholder input dims made
+    dynamic (N, H, W), so any padded size runs; None for a model that takes any size as stored."""
+    if card.input.dynamic:
+        return None
+    return lambda data: set_input_dims(data, ["N", 3, "H", "W"])
+
+
 def load_model(cfg: Config, name: str, scales: tuple[float, ...] = (1.0,)) -> tuple[Backend, registry.ModelCard]:
     """The backend that runs model `name` as the runtime section asks, with sessions for the graph `scales`."""
     cards_dir = cfg.models.cards_dir or None
     card = registry.card(name, cards_dir)
     path = registry.resolve(card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
-    rewrite = None
-    if not card.input.dynamic:
-        # stored with fixed or placeholder dims: make N, H and W dynamic so any padded size runs
-        rewrite = lambda data: set_input_dims(data, ["N", 3, "H", "W"])  # noqa: E731
+    rewrite = input_rewrite(card)
     backend = load_backend(path, name=card.name, sha256=card.sha256, family=card.family,
                            options=cfg.runtime, graph_preprocess=cfg.runtime.graph_preprocess,
                            fp16=cfg.runtime.fp16, scales=scales,
