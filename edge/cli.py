@@ -13,7 +13,6 @@ from typing import Callable
 
 from edge import config as config_mod
 from edge import mask
-from edge.checks import one_line
 from edge.models import registry
 from edge.config import CameraConfig, Config, ConfigError
 from edge.runtime.hardening import harden_tool
@@ -202,73 +201,12 @@ def cmd_subscribe(args) -> int:
     return 1 if "silence" in counts else 0
 
 
-def _start_problems(cfg: Config, for_replay: bool, resolve: bool) -> list[str]:
-    """What `run` (or `replay`, which adds its own camera) would refuse at start-up, found without starting:
-    no camera, a model that is unknown or not of its class (from the cards, always), weights that do not
-    resolve (with `resolve`), a folder output overlapping a replayed input."""
-    from edge.sinks.folder import FolderSinkError, check_apart
-
-    problems = []
-    if not cfg.cameras and not for_replay:
-        problems.append("cameras: no camera configured (`run` refuses to start; a config for `replay` "
-                        "is checked with --replay)")
-    try:
-        cards = registry.load_cards(cfg.models.cards_dir or None)
-    except registry.ModelError as e:
-        return [*problems, f"models.cards_dir: {e}"]
-    sections = [("detect", cfg.detect), *((f"cameras[{i}].detect", c.detect)
-                                          for i, c in enumerate(cfg.cameras) if c.detect is not None)]
-    checked: set[str] = set()
-    for where, section in sections:
-        for class_name, cls_cfg in section.classes():
-            if not cls_cfg.enabled or (where != "detect" and (class_name, cls_cfg) in cfg.detect.classes()):
-                continue  # off, or inherited as it is from [detect]: said once there
-            for key, name in [("model", cls_cfg.model),
-                              *((f"extra_models[{j}]", m) for j, m in enumerate(cls_cfg.extra_models))]:
-                card = cards.get(name)
-                if card is None:
-                    problems.append(f"{where}.{class_name}.{key}: unknown model {name!r}; known models: "
-                                    f"{', '.join(sorted(cards)) or 'none'}")
-                    continue
-                if class_name not in card.classes:
-                    problems.append(f"{where}.{class_name}.{key}: model {name} detects {list(card.classes)}, "
-                                    f"not {class_name}")
-                if resolve and name not in checked:
-                    checked.add(name)
-                    try:
-                        registry.resolve(card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
-                    except registry.ModelError as e:
-                        problems.append(f"{where}.{class_name}.{key}: {one_line(e)}")
-    ctx = cfg.detect.context
-    if ctx.enabled:
-        card = cards.get(ctx.model)
-        if card is None:
-            problems.append(f"detect.context.model: unknown model {ctx.model!r}; known models: "
-                            f"{', '.join(sorted(cards)) or 'none'}")
-        else:
-            missing = [c for c in ctx.classes if c not in card.classes]
-            if missing:
-                problems.append(f"detect.context.classes: model {ctx.model} detects {list(card.classes)}, "
-                                f"not {missing}")
-            if resolve and ctx.model not in checked:
-                try:
-                    registry.resolve(card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
-                except registry.ModelError as e:
-                    problems.append(f"detect.context.model: {one_line(e)}")
-    if cfg.output.kind == "folder":
-        try:
-            check_apart(cfg.output.dir, [c.source for c in cfg.cameras if c.kind == "replay"])
-        except FolderSinkError as e:
-            problems.append(f"output.dir: {e}")
-    return problems
-
-
 def cmd_check_config(args) -> int:
-    from edge.compose import load_config
+    from edge.compose import load_config, start_problems
 
     try:
         cfg = load_config(args.config, args.set)
-        problems = _start_problems(cfg, args.replay, args.models)
+        problems = start_problems(cfg, for_replay=args.replay, resolve=args.models)
     except ConfigError as e:
         print(f"invalid: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import numpy as np
 
 from edge import config as config_mod
 from edge import track
+from edge.checks import one_line
 from edge.config import CameraConfig, ClassConfig, Config, ConfigError
 from edge.detect import Detector
 from edge.detect.backends import Backend
@@ -281,3 +282,57 @@ def stages(cfg: Config, camera_id: str | None = None) -> str:
         parts.append(f"faces grown to heads (side {h.grow_side:g}, up {h.grow_up:g}, down {h.grow_down:g})")
     return ", ".join(parts)
 
+
+def start_problems(cfg: Config, *, for_replay: bool, resolve: bool) -> list[str]:
+    """What `run` (or `replay`, which adds its own camera) would refuse at start-up, found without starting
+    (`check-config`): no camera, a model that is unknown or not of its classes (from the cards, always),
+    weights that do not resolve (with `resolve`), a folder output overlapping a replayed input."""
+    from edge.sinks.folder import FolderSinkError, check_apart
+
+    problems = []
+    if not cfg.cameras and not for_replay:
+        problems.append("cameras: no camera configured (`run` refuses to start; a config for `replay` "
+                        "is checked with --replay)")
+    try:
+        cards = registry.load_cards(cfg.models.cards_dir or None)
+    except registry.ModelError as e:
+        return [*problems, f"models.cards_dir: {e}"]
+    resolved: set[str] = set()
+
+    def check_model(key: str, name: str, classes: list[str], classes_key: str,
+                    wrong: Callable[[list[str]], object]) -> None:
+        """Unknown model or weights that do not resolve: said at `key`; classes it lacks: at `classes_key`."""
+        card = cards.get(name)
+        if card is None:
+            problems.append(f"{key}: unknown model {name!r}; known models: {', '.join(sorted(cards)) or 'none'}")
+            return
+        missing = [c for c in classes if c not in card.classes]
+        if missing:
+            problems.append(f"{classes_key}: model {name} detects {list(card.classes)}, not {wrong(missing)}")
+        if resolve and name not in resolved:
+            resolved.add(name)
+            try:
+                registry.resolve(card, cache_dir=cfg.models.cache_dir or None, mirrors=cfg.models.mirrors)
+            except registry.ModelError as e:
+                problems.append(f"{key}: {one_line(e)}")
+
+    sections = [("detect", cfg.detect), *((f"cameras[{i}].detect", c.detect)
+                                          for i, c in enumerate(cfg.cameras) if c.detect is not None)]
+    for where, section in sections:
+        for class_name, cls_cfg in section.classes():
+            if not cls_cfg.enabled or (where != "detect" and (class_name, cls_cfg) in cfg.detect.classes()):
+                continue  # off, or inherited as it is from [detect]: said once there
+            for key, name in [("model", cls_cfg.model),
+                              *((f"extra_models[{j}]", m) for j, m in enumerate(cls_cfg.extra_models))]:
+                where_key = f"{where}.{class_name}.{key}"
+                check_model(where_key, name, [class_name], where_key, lambda missing: missing[0])
+    ctx = cfg.detect.context
+    if ctx.enabled:
+        check_model("detect.context.model", ctx.model, list(ctx.classes), "detect.context.classes",
+                    lambda missing: missing)
+    if cfg.output.kind == "folder":
+        try:
+            check_apart(cfg.output.dir, [c.source for c in cfg.cameras if c.kind == "replay"])
+        except FolderSinkError as e:
+            problems.append(f"output.dir: {e}")
+    return problems
