@@ -259,7 +259,14 @@ def build_pipeline(cfg: Config, camera: CameraConfig | str | None = None, *, det
     metrics = metrics or Metrics()
     if tracker is None and cam_id is not None:
         tracker = track.for_camera(cfg, cam_id, metrics)
-    return Pipeline(detector, cfg.mask, cfg.service, metrics, tracker=tracker, heads=HeadStage(cfg.heads, class_table(cfg)))
+    classes = class_table(cfg)
+    return Pipeline(detector, cfg.mask, cfg.service, metrics, tracker=tracker, classes=classes,
+                    stages=paint_stages(cfg, classes))
+
+
+def paint_stages(cfg: Config, classes: ClassTable) -> tuple:
+    """The steps from detections to painted regions, in order (edge.pipeline.PaintStage)."""
+    return (HeadStage(cfg.heads, classes),)
 
 
 def camera_detect(cfg: Config, camera_id: str | None):

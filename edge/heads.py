@@ -78,18 +78,12 @@ def faceless(zones: np.ndarray, faces: np.ndarray, share: float) -> np.ndarray:
 
 
 class HeadStage:
-    """Splits a frame's detections into masked and context ones and makes the boxes to paint from them."""
+    """A paint stage (edge.pipeline.PaintStage): faces grown toward heads, head zones of faceless persons."""
 
     def __init__(self, params: HeadParams, classes: ClassTable) -> None:
         self.params, self.classes = params, classes
         self.person = classes.id("person") if "person" in classes.context else None
         self.head = classes.id(HEAD) if HEAD in classes.names and HEAD not in classes.context else None
-
-    def split(self, dets: Detections) -> tuple[Detections, Detections]:
-        """(masked classes, context classes); BadDetections for a class id outside the run's table."""
-        self.classes.names_of(dets.class_id)
-        ctx = self.classes.is_context(dets.class_id)
-        return dets.take(np.flatnonzero(~ctx)), dets.take(np.flatnonzero(ctx))
 
     def to_paint(self, masked: Detections, context: Detections) -> Detections:
         """The masked detections with faces grown toward heads, plus the head zone of every faceless person."""

@@ -5,15 +5,14 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
 from edge import mask
-from edge.heads import HeadStage
 from edge.checks import one_of, within
 from edge.detect import Detector
-from edge.frame import (BadDetections, BadFrame, Detections, DroppedFrame, Frame, MaskedFrame,
+from edge.frame import (BadDetections, BadFrame, ClassTable, Detections, DroppedFrame, Frame, MaskedFrame,
                         check_image)
 from edge.metrics import Metrics
 from edge.timing import Stopwatch
@@ -49,17 +48,33 @@ def failure_reason(exc: BaseException) -> str:
     return "detector_error"
 
 
+class PaintStage(Protocol):
+    """A step from what was detected to what is painted (edge.heads: faces grown to heads, head zones)."""
+
+    def to_paint(self, masked: Detections, context: Detections) -> Detections:
+        """The masked detections to paint (kept, grown or added to), given the frame's context detections."""
+        ...
+
+
+def split(dets: Detections, classes: ClassTable) -> tuple[Detections, Detections]:
+    """(masked classes, context classes); BadDetections for a class id outside the run's table."""
+    classes.names_of(dets.class_id)
+    ctx = classes.is_context(dets.class_id)
+    return dets.take(np.flatnonzero(~ctx)), dets.take(np.flatnonzero(ctx))
+
+
 class Pipeline:
     """Turns a Frame into a MaskedFrame or a DroppedFrame; never returns unmasked pixels."""
 
     def __init__(self, detector: Detector, style: mask.MaskStyle, policy: Policy = Policy(),
                  metrics: Metrics | None = None, tracker=None,
-                 clock_ns: Callable[[], int] = time.monotonic_ns, heads: HeadStage | None = None) -> None:
+                 clock_ns: Callable[[], int] = time.monotonic_ns, classes: ClassTable | None = None,
+                 stages: Sequence[PaintStage] = ()) -> None:
         self.detector, self.style, self.policy = detector, style, policy
         self.metrics = metrics or Metrics()
         self.tracker, self.clock_ns = tracker, clock_ns
-        # without one every detection is of a masked class, painted as found
-        self.heads = heads
+        # without a class table every detection is of a masked class, painted as found
+        self.classes, self.stages = classes, tuple(stages)
 
     def process(self, frame: Frame) -> MaskedFrame | DroppedFrame:
         watch = Stopwatch()
@@ -77,14 +92,14 @@ class Pipeline:
         if not isinstance(dets, Detections):
             raise BadDetections(f"detector returned {type(dets).__name__}, expected Detections")
         context = Detections()
-        if self.heads is not None:
-            dets, context = self.heads.split(dets)
+        if self.classes is not None:
+            dets, context = split(dets, self.classes)
         if self.tracker is not None:
             dets = self.tracker.update(frame, dets)
         t0 = time.perf_counter()
-        if self.heads is not None:
-            # grown faces and head zones are masked regions: the invariant below covers them
-            dets = self.heads.to_paint(dets, context)
+        for stage in self.stages:
+            # grown faces and zones are masked regions: the invariant below covers them
+            dets = stage.to_paint(dets, context)
         boxes = mask.regions(dets, frame.image.shape, self.style)
         mask.apply(frame.image, boxes, self.style)
         missed = mask.uncovered(dets.xyxy, boxes, frame.image.shape)

@@ -31,7 +31,7 @@ def run(rows, params=HeadParams()):
     dets = Detections(np.array([r[1] for r in rows], np.float32).reshape(-1, 4), np.full(len(rows), 0.9),
                       np.array([r[0] for r in rows], np.int32))
     image = np.full((300, 600, 3), 200, np.uint8)
-    pipe = Pipeline(Fixed(dets), MaskStyle(style="solid"), heads=HeadStage(params, CLASSES))
+    pipe = Pipeline(Fixed(dets), MaskStyle(style="solid"), classes=CLASSES, stages=[HeadStage(params, CLASSES)])
     out = pipe.process(Frame(image, "cam", 0, 0, 0))
     assert isinstance(out, MaskedFrame) and out.status == "masked"
     return out
