@@ -98,7 +98,8 @@ def build_context_detector(cfg: Config, params: ContextParams, classes: ClassTab
     if missing:
         raise StartupError(f"detect.context: model {card.name} detects {list(card.classes)}, not {missing}")
     return ContextDetector(backend, family, class_ids=tuple(classes.id(c) for c in params.classes),
-                           groups=tuple(family.GROUPS[c] for c in params.classes), params=params)
+                           groups=tuple(family.GROUPS[c] for c in params.classes), params=params,
+                           max_input_px=cfg.runtime.max_input_px)
 
 
 def input_rewrite(card: registry.ModelCard) -> Callable[[bytes], bytes] | None:
@@ -134,7 +135,8 @@ def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str, cla
         if class_name not in card.classes:
             raise StartupError(f"detect.{class_name}: model {card.name} detects {list(card.classes)}, not {class_name}")
         members.append(OnnxDetector(backend, class_id=classes.id(class_name),
-                                    score_threshold=cls_cfg.score_threshold, nms_iou=cls_cfg.nms_iou, passes=passes))
+                                    score_threshold=cls_cfg.score_threshold, nms_iou=cls_cfg.nms_iou, passes=passes,
+                                    max_input_px=cfg.runtime.max_input_px))
     return members[0] if len(members) == 1 else EnsembleDetector(members, nms_iou=cls_cfg.nms_iou)
 
 

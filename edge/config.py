@@ -20,6 +20,7 @@ from edge import wire
 from edge.checks import at_most_items, each_within, one_of, within
 from edge.detect.backends.options import PROVIDERS, SessionOptions
 from edge.detect.context import ContextParams
+from edge.detect.multiscale import MAX_INPUT_PX
 from edge.frame import CLASS_NAME
 from edge.heads import HeadParams
 from edge.mask import MaskStyle
@@ -102,10 +103,15 @@ class RuntimeConfig(SessionOptions):
     # come back to the host (edge.detect.graph.append_filter); false downloads every output whole.
     graph_filter: bool = True
     fp16: bool = False  # fp16 copy of each model (CUDA / TensorRT only), cached next to the model
+    # Most pixels one network input (and one inference call) may hold: larger passes run as overlapping
+    # tiles, the context letterbox shrinks (edge.detect.multiscale). Memory follows it, about 80 MB (YuNet)
+    # to 200 MB (LPD-YuNet) per megapixel on the CPU; the default keeps the shipped configs whole at 1080p.
+    max_input_px: int = MAX_INPUT_PX
 
     def __post_init__(self) -> None:
         super().__post_init__()
         within(self, "batch_max", 1, 64)
+        within(self, "max_input_px", 2**18, 2**25)
         within(self, "batch_wait_ms", 0.0, 100.0)
 
 

@@ -6,12 +6,15 @@ knows which classes are context; MaskedFrame.context, the wire header's "context
 
 The frame is letterboxed on the host (resized keeping its aspect to fit `width` x `height`, top-left)
 and the backend pads it to the network's multiple with the family's pad value: the backend then only
-ever runs at scale 1, so one graph-preprocessed session serves every frame size. The YOLOX export
+ever runs at scale 1, so one graph-preprocessed session serves every frame size. The letterbox is
+shrunk further when its padded input would exceed the run's cap on one network input
+(runtime.max_input_px, edge.detect.multiscale), as every other detector's windows are. The YOLOX export
 fixes the batch size at 1 inside its Reshape nodes (two frames in one call come back merged), so
 detect_batch runs one frame a call.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from types import ModuleType
@@ -21,7 +24,8 @@ import numpy as np
 
 from edge.checks import within
 from edge.detect.backends import Backend
-from edge.detect.boxes import nms
+from edge.detect.boxes import nms, padded_size
+from edge.detect.multiscale import MAX_INPUT_PX
 from edge.frame import CLASS_NAME, Detections
 from edge.timing import Stopwatch
 
@@ -52,14 +56,27 @@ class ContextParams:
         within(self, "height", 32, 4096)
 
 
+def letterbox(h: int, w: int, width: int, height: int, multiple: int, max_px: int) -> tuple[float, tuple[int, int]]:
+    """The resize ratio and (w, h) of a frame fitted into width x height, shrunk until its input padded
+    to `multiple` holds at most max_px pixels."""
+    ratio = min(width / w, height / h)
+    while True:
+        rw, rh = max(1, round(w * ratio)), max(1, round(h * ratio))
+        ph, pw = padded_size(rh, rw, multiple)
+        if ph * pw <= max_px or (rw, rh) == (1, 1):
+            return ratio, (rw, rh)
+        ratio *= min(0.99, math.sqrt(max_px / (ph * pw)))
+
+
 class ContextDetector:
     """Detector (edge.detect.Detector) of several context classes from one model run per frame."""
 
     def __init__(self, backend: Backend, family: ModuleType, *, class_ids: tuple[int, ...],
-                 groups: tuple[tuple[int, ...], ...], params: ContextParams) -> None:
+                 groups: tuple[tuple[int, ...], ...], params: ContextParams, max_input_px: int = MAX_INPUT_PX) -> None:
         if len(class_ids) != len(groups) or not groups:
             raise ValueError("one run class id per group of model classes")
         self.backend, self.family, self.params = backend, family, params
+        self.max_input_px = max_input_px
         self.class_ids = np.asarray(class_ids, np.int32)
         self.groups = tuple(tuple(g) for g in groups)
         self.models = ((backend.name, backend.sha256),)
@@ -69,8 +86,8 @@ class ContextDetector:
         watch = watch or Stopwatch()
         h, w = image.shape[:2]
         t = time.perf_counter()
-        ratio = min(self.params.width / w, self.params.height / h)
-        rw, rh = max(1, round(w * ratio)), max(1, round(h * ratio))
+        ratio, (rw, rh) = letterbox(h, w, self.params.width, self.params.height, self.family.MULTIPLE,
+                                    self.max_input_px)
         boxed = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR)
         watch.lap("preprocess", t)
         raw, input_hw = self.backend.run([boxed], 1.0, 1.0, self.params.score_threshold, watch)

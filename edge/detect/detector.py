@@ -12,7 +12,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import numpy as np
 
 from edge.detect.backends import Backend
-from edge.detect.multiscale import Candidates, PassSpec, Window, full_frame_passes, merge, plan, select, to_frame
+from edge.detect.multiscale import (MAX_INPUT_PX, Candidates, PassSpec, Window, full_frame_passes, merge, plan,
+                                    select, to_frame, window_px)
 from edge.frame import Detections
 from edge.timing import Stopwatch
 
@@ -58,7 +59,8 @@ class OnnxDetector(_ClassDetector):
 
     def __init__(self, backend: Backend, *, class_id: int, score_threshold: float = 0.5,
                  nms_iou: float = 0.45, scales: tuple[float, ...] = (1.0,),
-                 passes: tuple[PassSpec, ...] | None = None, max_batch: int = 16) -> None:
+                 passes: tuple[PassSpec, ...] | None = None, max_batch: int = 16,
+                 max_input_px: int = MAX_INPUT_PX) -> None:
         if not passes and (not scales or min(scales) <= 0):
             raise ValueError(f"scales must be positive, got {scales}")
         self.backend = backend
@@ -66,6 +68,7 @@ class OnnxDetector(_ClassDetector):
         self.passes = tuple(passes) if passes else full_frame_passes(tuple(scales), score_threshold)
         self.scales = tuple(p.scale for p in self.passes)
         self.max_batch = max(1, max_batch)
+        self.max_input_px = max_input_px
         self.models = ((backend.name, backend.sha256),)
         self.providers = (backend.provider,)
         self._groups: dict[tuple[int, int], tuple[list[Window], ...]] = {}
@@ -83,27 +86,39 @@ class OnnxDetector(_ClassDetector):
             raise ValueError(f"detect_batch needs frames of one size, got {sorted({i.shape for i in images})}")
         h, w = images[0].shape[:2]
         per_image: list[list[Candidates]] = [[] for _ in images]
-        per_call = max(1, self.max_batch // len(images))
-        for group in self._window_groups(h, w):
-            for start in range(0, len(group), per_call):
-                chunk = group[start:start + per_call]
-                thresholds, crops = [], []
-                for win in chunk:
-                    thresholds.append(self.passes[win.pass_index].score_threshold if floor is None else floor)
-                for image in images:
-                    for win in chunk:
-                        crops.append(image[win.y0:win.y1, win.x0:win.x1])
-                raw, input_hw = self.backend.run(crops, chunk[0].sx, chunk[0].sy, min(thresholds), watch)
-                t = time.perf_counter()
-                for i, found in enumerate(per_image):
-                    for j, (win, thr) in enumerate(zip(chunk, thresholds)):
-                        xyxy, score, quad = self.backend.decode(raw, input_hw, thr, i * len(chunk) + j, len(crops))
-                        found.append(to_frame(win, input_hw, xyxy, score, quad, (h, w)))
-                watch.lap("decode", t)
+        for call in self._calls(self._window_groups(h, w), len(images)):
+            thresholds, crops = [], []
+            for i, win in call:
+                thresholds.append(self.passes[win.pass_index].score_threshold if floor is None else floor)
+                crops.append(images[i][win.y0:win.y1, win.x0:win.x1])
+            raw, input_hw = self.backend.run(crops, call[0][1].sx, call[0][1].sy, min(thresholds), watch)
+            t = time.perf_counter()
+            for k, ((i, win), thr) in enumerate(zip(call, thresholds)):
+                xyxy, score, quad = self.backend.decode(raw, input_hw, thr, k, len(crops))
+                per_image[i].append(to_frame(win, input_hw, xyxy, score, quad, (h, w)))
+            watch.lap("decode", t)
         out = []
         for found in per_image:
             merged = Candidates.concat(found)
             out.append(merged if floor is not None else select(merged, self.passes))
+        return out
+
+    def _calls(self, groups: tuple[list[Window], ...], frames: int) -> list[list[tuple[int, Window]]]:
+        """(frame, window) pairs per inference call: one input shape a call, at most max_batch crops and
+        max_input_px pixels (window_px) in all, so a batch of many big tiles is as bounded as one input."""
+        out = []
+        for group in groups:
+            cw, ch = group[0].crop_wh
+            fits = max(1, min(self.max_batch, self.max_input_px // window_px(cw, ch, group[0].sx, group[0].sy)))
+            if fits >= frames:  # whole chunks of windows, each for every frame of the batch
+                per_call = fits // frames
+                for start in range(0, len(group), per_call):
+                    chunk = group[start:start + per_call]
+                    out.append([(i, win) for i in range(frames) for win in chunk])
+            else:  # not even one window of every frame fits: the frames are split too
+                for win in group:
+                    for start in range(0, frames, fits):
+                        out.append([(i, win) for i in range(start, min(start + fits, frames))])
         return out
 
     def _window_groups(self, h: int, w: int) -> tuple[list[Window], ...]:
@@ -111,7 +126,7 @@ class OnnxDetector(_ClassDetector):
         groups = self._groups.get((h, w))
         if groups is None:
             by_shape: dict[tuple, list[Window]] = {}
-            for win in plan(h, w, self.passes):
+            for win in plan(h, w, self.passes, self.max_input_px):
                 by_shape.setdefault(win.group, []).append(win)
             groups = self._groups.setdefault((h, w), tuple(by_shape.values()))
         return groups

@@ -18,6 +18,16 @@ Why "partial" boxes: a face cut by an interior tile border is seen whole by the 
 (the overlap is at least the largest face the tiles keep); the cut tile may still report the part
 it sees. Such a box must never suppress the whole one, so merging ranks it after every complete
 box and drops it when a complete box covers it.
+
+Why a cap on one network input (`max_input_px`): memory grows with the input, not with the frame.
+Measured on the CPU provider, one input costs about 80 MB per megapixel in YuNet and 200 MB in
+LPD-YuNet (activations, the fp32 blob, the outputs), so a 6x pass over a 2048x1536 photo (113 Mpx)
+alone wants over 16 GB. A window whose crop or input would exceed the cap is cut into tiles that do
+not; the tiles overlap by at least the largest box the pass keeps (3x its max_box, for the long
+side of a plate) or, with no max_box, by a share of the tile, so a box cut by one tile is seen whole
+by a neighbour. Windows of one input shape run as one call, and a call never carries more than the
+cap in total either (edge.detect.detector). A frame needing more than `MAX_WINDOWS` windows is
+refused: the caller fails closed (the frame is dropped or masked whole), it is never half-detected.
 """
 from __future__ import annotations
 
@@ -32,6 +42,16 @@ from edge.detect.boxes import Fit, fit, iou_matrix, nms
 
 EDGE_PX = 2.0  # a box within this many input pixels of a cut tile edge is partial
 COVERED = 0.8  # a partial box this much inside a complete kept box adds nothing to the mask
+# Default cap on one network input (and one inference call), in pixels: 12 Mi px keeps every window
+# of the default and the recommended configs at 1080p (recall-faces-fast: 10.8 Mpx) and of the
+# default at 4K (8.4 Mpx) and on a 4000x3000 photo (12.0 Mpx) whole.
+MAX_INPUT_PX = 12 * 2**20
+# Sizes are checked as padded to this multiple: the largest network stride multiple of the families
+# (LPD-YuNet 64; YuNet, CenterFace, YOLOX 32), so the cap holds for every model whose multiple divides it.
+PAD_MULTIPLE = 64
+MAX_WINDOWS = 4096  # windows of one frame, all passes: beyond it the frame is refused (fails closed)
+BOX_REACH = 3.0  # a kept box of sqrt-area m is at most this many m long (a plate is ~2.1 m wide)
+OVERLAP_SHARE = 0.25  # with no max_box: overlap of cap tiles, as a share of the cap's side
 
 
 @dataclass(frozen=True)
@@ -111,18 +131,80 @@ def spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     return [(s, s + tile) for s in (round(i * (length - tile) / (n - 1)) for i in range(n))]
 
 
-def plan(height: int, width: int, passes: tuple[PassSpec, ...]) -> tuple[Window, ...]:
-    """Every window of every pass for a frame of this size."""
+def window_px(crop_w: int, crop_h: int, sx: float, sy: float) -> int:
+    """What one window costs in memory, in pixels: its padded network input or the crop it reads
+    (a graph-preprocessed model converts the whole crop before resizing it), whichever is larger."""
+    ih, iw = fit(crop_h, crop_w, sx, sy, PAD_MULTIPLE).input_hw
+    return max(ih * iw, crop_w * crop_h)
+
+
+def _tallest(tw: int, length: int, sx: float, sy: float, max_px: int) -> int:
+    """The tallest crop (<= length) of width tw within max_px; 0 if not even one row fits."""
+    lo, hi = 0, length
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if window_px(tw, mid, sx, sy) <= max_px:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def capped_tiles(lx: int, ly: int, sx: float, sy: float, ox: int, oy: int, max_px: int) -> tuple[int, int]:
+    """Crop width and height of the fewest tiles covering lx x ly (frame px), neighbours sharing (ox, oy),
+    each within max_px; ValueError if none fit."""
+    best: tuple[int, int, int] | None = None
+    for nx in range(1, lx + 1):
+        if best is not None and nx >= best[0]:
+            break  # one row of nx tiles already costs as many windows as the best
+        tw = lx if nx == 1 else math.ceil((lx - ox) / nx) + ox
+        if nx > 1 and tw <= ox:
+            break
+        th = _tallest(tw, ly, sx, sy, max_px)
+        if th <= oy and th < ly:
+            continue
+        ny = 1 if th >= ly else math.ceil((ly - oy) / (th - oy))
+        th = ly if ny == 1 else math.ceil((ly - oy) / ny) + oy
+        if best is None or nx * ny < best[0]:
+            best = (nx * ny, tw, th)
+    if best is None:
+        raise ValueError(f"no tile of a {lx}x{ly} px region at scale {sx:g}x{sy:g} with overlap {ox}x{oy} "
+                         f"fits in {max_px} px")
+    return best[1], best[2]
+
+
+def _cap_overlap(p: PassSpec, max_px: int) -> tuple[int, int]:
+    """Overlap (frame px, x and y) of the cap tiles of pass p: the largest box it keeps, its own overlap,
+    at most a third of the cap's side so the tiles still advance."""
+    side = math.isqrt(max_px)
+    reach = BOX_REACH * p.max_box * max(p.sx, p.sy) if p.max_box else OVERLAP_SHARE * side
+    over = min(max(p.overlap, reach), side / 3)  # input px
+    return math.ceil(over / p.sx), math.ceil(over / p.sy)
+
+
+def plan(height: int, width: int, passes: tuple[PassSpec, ...], max_input_px: int = MAX_INPUT_PX,
+         max_windows: int = MAX_WINDOWS) -> tuple[Window, ...]:
+    """Every window of every pass for a frame of this size, none costing more than `max_input_px`
+    (window_px); ValueError when the frame needs more than `max_windows`."""
     out = []
     for k, p in enumerate(passes):
         rx0, rx1 = math.floor(p.region[0] * width), max(math.ceil(p.region[2] * width), 1)
         ry0, ry1 = math.floor(p.region[1] * height), max(math.ceil(p.region[3] * height), 1)
         rx0, ry0 = min(rx0, rx1 - 1), min(ry0, ry1 - 1)
+        lx, ly = rx1 - rx0, ry1 - ry0
         # tile and overlap are in input pixels; the crops are in frame pixels
         tw = max(1, round(p.tile / p.sx)) if p.tile else 0
         th = max(1, round(p.tile / p.sy)) if p.tile else 0
-        xs = spans(rx1 - rx0, tw, min(round(p.overlap / p.sx), tw - 1) if tw else 0)
-        ys = spans(ry1 - ry0, th, min(round(p.overlap / p.sy), th - 1) if th else 0)
+        ox = min(round(p.overlap / p.sx), tw - 1) if tw else 0
+        oy = min(round(p.overlap / p.sy), th - 1) if th else 0
+        if window_px(min(tw, lx) if tw else lx, min(th, ly) if th else ly, p.sx, p.sy) > max_input_px:
+            ox, oy = _cap_overlap(p, max_input_px)
+            tw, th = capped_tiles(lx, ly, p.sx, p.sy, ox, oy, max_input_px)
+        xs = spans(lx, tw, ox)
+        ys = spans(ly, th, oy)
+        if len(out) + len(xs) * len(ys) > max_windows:
+            raise ValueError(f"a {width}x{height} frame needs more than {max_windows} windows "
+                             f"(pass {k}: {len(xs) * len(ys)} at scale {p.scale:g})")
         for a, b in ys:
             for c, d in xs:
                 x0, y0, x1, y1 = rx0 + c, ry0 + a, rx0 + d, ry0 + b
