@@ -50,6 +50,9 @@ MAX_INPUT_PX = 12 * 2**20
 # (LPD-YuNet 64; YuNet, CenterFace, YOLOX 32), so the cap holds for every model whose multiple divides it.
 PAD_MULTIPLE = 64
 MAX_WINDOWS = 4096  # windows of one frame, all passes: beyond it the frame is refused (fails closed)
+# A crop pixel costs at most this share of an input pixel: the graph takes the crop as uint8 and makes
+# it fp32 before resizing (15 bytes), where the network's activations take 80-200 bytes per input pixel.
+CROP_SHARE = 0.25
 BOX_REACH = 3.0  # a kept box of sqrt-area m is at most this many m long (a plate is ~2.1 m wide)
 OVERLAP_SHARE = 0.25  # with no max_box: overlap of cap tiles, as a share of the cap's side
 
@@ -132,10 +135,10 @@ def spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
 
 
 def window_px(crop_w: int, crop_h: int, sx: float, sy: float) -> int:
-    """What one window costs in memory, in pixels: its padded network input or the crop it reads
-    (a graph-preprocessed model converts the whole crop before resizing it), whichever is larger."""
+    """What one window costs in memory, in input pixels: its padded network input, or the crop it
+    reads (CROP_SHARE of a pixel each) where a downscaled pass reads more than it feeds the network."""
     ih, iw = fit(crop_h, crop_w, sx, sy, PAD_MULTIPLE).input_hw
-    return max(ih * iw, crop_w * crop_h)
+    return max(ih * iw, math.ceil(crop_w * crop_h * CROP_SHARE))
 
 
 def _tallest(tw: int, length: int, sx: float, sy: float, max_px: int) -> int:
@@ -174,12 +177,17 @@ def capped_tiles(lx: int, ly: int, sx: float, sy: float, ox: int, oy: int, max_p
 
 
 def _cap_overlap(p: PassSpec, max_px: int) -> tuple[int, int]:
-    """Overlap (frame px, x and y) of the cap tiles of pass p: the largest box it keeps, its own overlap,
-    at most a third of the cap's side so the tiles still advance."""
+    """Overlap (frame px, x and y) of the cap tiles of pass p: the longest box it keeps, or a share of
+    the tile, or its own overlap, whichever is larger; at most a third of the cap's side (in frame px:
+    the input bounds an upscaled tile, the crop a strongly downscaled one) so that the tiles advance."""
     side = math.isqrt(max_px)
-    reach = BOX_REACH * p.max_box * max(p.sx, p.sy) if p.max_box else OVERLAP_SHARE * side
-    over = min(max(p.overlap, reach), side / 3)  # input px
-    return math.ceil(over / p.sx), math.ceil(over / p.sy)
+
+    def one(s: float) -> int:
+        tile = side / max(s, math.sqrt(CROP_SHARE))
+        reach = BOX_REACH * p.max_box if p.max_box else OVERLAP_SHARE * tile
+        return math.ceil(min(max(p.overlap / s, reach), tile / 3))
+
+    return one(p.sx), one(p.sy)
 
 
 def plan(height: int, width: int, passes: tuple[PassSpec, ...], max_input_px: int = MAX_INPUT_PX,
