@@ -109,9 +109,30 @@ def test_a_frame_needing_too_many_windows_is_refused(hw, passes, cap):
 
 def test_a_refused_frame_raises_in_the_detector(yunet_model):
     """The detector raises before any inference: the pipeline drops the frame or masks it whole."""
+    with pytest.raises(ValueError):  # first, so that a plan that no longer refuses never reaches the model
+        plan(4096, 4096, (PassSpec(scale=8.0),), 2**18)
     det = OnnxDetector(host(yunet_model, "yunet"), class_id=FACE, passes=(PassSpec(scale=8.0),), max_input_px=2**18)
     with pytest.raises(ValueError, match="windows"):
         det.detect(np.zeros((4096, 4096, 3), np.uint8))
+
+
+@pytest.mark.parametrize("on_failure", ["drop", "mask_whole"])
+def test_a_refused_frame_never_leaves_unmasked(on_failure):
+    import time
+
+    from edge.frame import DroppedFrame, Frame, MaskedFrame
+
+    cfg = compose.load_config(None, ["detect.face.scales=[8.0]", f"runtime.max_input_px={2**18}",
+                                     f"service.on_failure={on_failure}", "service.deadline_ms=0"])
+    image = np.full((4096, 4096, 3), 128, np.uint8)
+    with pytest.raises(ValueError):  # first, so that a plan that no longer refuses never reaches the model
+        plan(4096, 4096, passes_from_config(cfg.detect.face), cfg.runtime.max_input_px)
+    out = compose.build_pipeline(cfg).process(Frame(image, "cam", 0, time.monotonic_ns(), time.time_ns()))
+    if on_failure == "drop":
+        assert isinstance(out, DroppedFrame)
+    else:
+        assert isinstance(out, MaskedFrame) and out.status == "masked_whole"
+        assert (image != 128).any(axis=2).all()  # every pixel painted over
 
 
 def test_every_family_pads_to_a_divisor_of_the_planning_multiple():
