@@ -104,8 +104,9 @@ class RuntimeConfig(SessionOptions):
     graph_filter: bool = True
     fp16: bool = False  # fp16 copy of each model (CUDA / TensorRT only), cached next to the model
     # Most pixels one network input (and one inference call) may hold: larger passes run as overlapping
-    # tiles, the context letterbox shrinks (edge.detect.multiscale). Memory follows it, about 80 MB (YuNet)
-    # to 200 MB (LPD-YuNet) per megapixel on the CPU; the default keeps the shipped configs whole at 1080p.
+    # tiles, the context letterbox shrinks (edge.detect.multiscale). Peak memory follows it: on the CPU
+    # about 80 MB (YuNet) to 350 MB (LPD-YuNet) per megapixel; the default (12 Mi px) keeps the shipped
+    # configs' windows whole at 1080p except recall-faces (3x) and plates-far (5x, 6x).
     max_input_px: int = MAX_INPUT_PX
 
     def __post_init__(self) -> None:

@@ -20,13 +20,15 @@ it sees. Such a box must never suppress the whole one, so merging ranks it after
 box and drops it when a complete box covers it.
 
 Why a cap on one network input (`max_input_px`): memory grows with the input, not with the frame.
-Measured on the CPU provider, one input costs about 80 MB per megapixel in YuNet and 200 MB in
-LPD-YuNet (activations, the fp32 blob, the outputs), so a 6x pass over a 2048x1536 photo (113 Mpx)
-alone wants over 16 GB. A window whose crop or input would exceed the cap is cut into tiles that do
-not; the tiles overlap by at least the largest box the pass keeps (3x its max_box, for the long
-side of a plate) or, with no max_box, by a share of the tile, so a box cut by one tile is seen whole
+Measured on the CPU provider (peak RSS above the loaded process), one input costs about 80 MB per
+megapixel in YuNet and 150-350 MB in LPD-YuNet (activations, the fp32 blob, the outputs; onnxruntime's
+arena grows in steps), so plates-far over a 2048x1536 photo (one input of 28, 79 and 113 Mpx per
+pass) failed for memory under an 8 GB limit. A window whose input (or, downscaled, whose crop) would exceed the cap is cut
+into tiles that do not; the tiles overlap by at least the longest box the pass keeps (3x its max_box:
+a plate is long) or, with no max_box, by a share of the tile, so a box cut by one tile is seen whole
 by a neighbour. Windows of one input shape run as one call, and a call never carries more than the
-cap in total either (edge.detect.detector). A frame needing more than `MAX_WINDOWS` windows is
+cap in total either (edge.detect.detector), so the host buffers of a call (the resized crops, the
+fp32 blob: 12 bytes per input pixel) are bounded with it. A frame needing more than `MAX_WINDOWS` windows is
 refused: the caller fails closed (the frame is dropped or masked whole), it is never half-detected.
 """
 from __future__ import annotations
