@@ -30,20 +30,36 @@ class HeadParams:
     grow_down: float = 0.0
     # with a context stage detecting "person": paint the head zone of every person whose zone holds no face
     fallback: bool = True
-    zone_height: float = 0.2  # head zone: the top of the person box, this fraction of its height...
-    zone_width: float = 0.6  # ...and this centred fraction of its width
+    # the head zone is about head-sized whatever the person box's aspect: its height is the larger of
+    # these fractions of the person box's height (a standing person: a head is ~1/7 of it) and width
+    # (a box cut by the frame bottom, a seated person or a cyclist: its height says nothing). On
+    # berlin_dev (scripts/fit_head_zones.py) head boxes are 0.14 of a standing person's height and 0.42
+    # of a person's width (medians), but YOLOX's boxes are loose: these values are the smallest zones
+    # that hold >= 70% of 90% of the heads of matched persons (on average 3.4x the head box's area)
+    zone_per_height: float = 0.2
+    zone_per_width: float = 0.6
+    zone_aspect: float = 1.2  # zone width / zone height: heads are ~0.85 as wide as high, plus the
+    # sideways spread of the head in the person box (+-0.1 of its width)
+    zone_up: float = 0.05  # the zone starts this fraction of its height above the person box's top
     # a face belongs to a head zone when at least this fraction of its (grown) box lies inside the zone
     face_in_zone: float = 0.5
     min_person_px: float = 0.0  # persons shorter than this (frame px) get no zone
+    person_score: float = 0.0  # persons scored below this get no zone (the context threshold comes first)
 
     def __post_init__(self) -> None:
         within(self, "grow_side", 0.0, 1.0)
         within(self, "grow_up", 0.0, 1.0)
         within(self, "grow_down", 0.0, 1.0)
-        within(self, "zone_height", 0.05, 1.0)
-        within(self, "zone_width", 0.1, 1.0)
+        within(self, "zone_per_height", 0.0, 1.0)
+        within(self, "zone_per_width", 0.0, 1.0)
+        if self.fallback and not (self.zone_per_height or self.zone_per_width):
+            raise ValueError("zone_per_height, zone_per_width: both 0 gives head zones of no size; "
+                             "set one above 0 or fallback = false")
+        within(self, "zone_aspect", 0.25, 4.0)
+        within(self, "zone_up", 0.0, 1.0)
         within(self, "face_in_zone", 0.05, 1.0)
         within(self, "min_person_px", 0.0, 16384.0)
+        within(self, "person_score", 0.0, 1.0)
 
 
 def grow_faces(xyxy: np.ndarray, params: HeadParams) -> np.ndarray:
@@ -58,12 +74,18 @@ def grow_faces(xyxy: np.ndarray, params: HeadParams) -> np.ndarray:
 
 
 def head_zones(persons: np.ndarray, params: HeadParams) -> np.ndarray:
-    """The head zone (xyxy) of each person box: its top `zone_height`, the centred `zone_width`."""
-    pw, ph = persons[:, 2] - persons[:, 0], persons[:, 3] - persons[:, 1]
+    """The head zone (xyxy) of each person box: centred on it, at its top, sized from its height or width.
+
+    The zone's height is the larger of `zone_per_height` x the box height and `zone_per_width` x its width,
+    never more than the box height; its width is `zone_aspect` x that, never more than the box width.
+    """
+    pw = np.clip(persons[:, 2] - persons[:, 0], 0, None)
+    ph = np.clip(persons[:, 3] - persons[:, 1], 0, None)
+    zh = np.minimum(np.maximum(ph * params.zone_per_height, pw * params.zone_per_width), ph)
+    zw = np.minimum(zh * params.zone_aspect, pw)
     cx = (persons[:, 0] + persons[:, 2]) / 2
-    half = pw * params.zone_width / 2
-    return np.column_stack([cx - half, persons[:, 1], cx + half, persons[:, 1] + ph * params.zone_height]
-                           ).astype(np.float32)
+    top = persons[:, 1] - zh * params.zone_up
+    return np.column_stack([cx - zw / 2, top, cx + zw / 2, top + zh]).astype(np.float32)
 
 
 def faceless(zones: np.ndarray, faces: np.ndarray, share: float) -> np.ndarray:
@@ -96,8 +118,9 @@ class HeadStage:
         if self.person is None or self.head is None or not self.params.fallback:
             return masked
         persons = context.take(np.flatnonzero(context.class_id == self.person))
-        tall = (persons.xyxy[:, 3] - persons.xyxy[:, 1]) >= self.params.min_person_px
-        persons = persons.take(np.flatnonzero(tall))
+        keep = ((persons.xyxy[:, 3] - persons.xyxy[:, 1]) >= self.params.min_person_px) & (
+            persons.score >= self.params.person_score)
+        persons = persons.take(np.flatnonzero(keep))
         zones = head_zones(persons.xyxy, self.params)
         need = faceless(zones, xyxy[face], self.params.face_in_zone)
         if not need.any():

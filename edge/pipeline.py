@@ -1,4 +1,5 @@
-"""The per-frame loop: detect, mask in place, hand over; any failure drops the frame or masks it whole."""
+"""The per-frame loop: detect, paint stages, hold, mask in place, hand over; any failure drops the frame or
+masks it whole."""
 from __future__ import annotations
 
 import logging
@@ -94,12 +95,14 @@ class Pipeline:
         context = Detections()
         if self.classes is not None:
             dets, context = split(dets, self.classes)
-        if self.tracker is not None:
-            dets = self.tracker.update(frame, dets)
         t0 = time.perf_counter()
         for stage in self.stages:
             # grown faces and zones are masked regions: the invariant below covers them
             dets = stage.to_paint(dets, context)
+        if self.tracker is not None:
+            # after the paint stages, so what they add (head zones, plate zones) is held like a face
+            # when the detector behind it misses a frame
+            dets = self.tracker.update(frame, dets)
         boxes = mask.regions(dets, frame.image.shape, self.style)
         mask.apply(frame.image, boxes, self.style)
         missed = mask.uncovered(dets.xyxy, boxes, frame.image.shape)
