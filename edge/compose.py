@@ -146,7 +146,11 @@ def build_guided(cfg: Config, context: ContextDetector, classes: ClassTable, sto
                  ) -> Detector:
     """The context stage, followed by the [vehicles] searches in vehicle crops when it detects vehicles."""
     v = cfg.vehicles
-    if VEHICLE not in cfg.detect.context.classes or not v.crops:
+    if VEHICLE not in cfg.detect.context.classes:
+        if v.crops or v.zones:
+            raise StartupError(vehicles_need_vehicles())
+        return context
+    if not v.crops:
         return context
     found = {}
     for key, on, cls_cfg, threshold in (("plate", v.guided, cfg.detect.plate, v.plate_threshold),
@@ -161,6 +165,11 @@ def build_guided(cfg: Config, context: ContextDetector, classes: ClassTable, sto
                                       nms_iou=cls_cfg.nms_iou, passes=full_frame_passes((1.0,), threshold))
     return GuidedDetector(context, vehicle_id=classes.id(VEHICLE), params=v, plates=found.get("plate"),
                           faces=found.get("face"))
+
+
+def vehicles_need_vehicles() -> str:
+    return (f"vehicles: plates guided by vehicles, occupants and plate zones need \"{VEHICLE}\" in "
+            f"detect.context.classes (or vehicles.guided, occupants and zones = false)")
 
 
 def build_detector(cfg: Config, classes: ClassTable | None = None, stop: StopCheck | None = None) -> MultiDetector:
@@ -368,16 +377,18 @@ def start_problems(cfg: Config, *, for_replay: bool, resolve: bool) -> list[str]
                 check_model(where_key, name, [class_name], where_key, lambda missing: missing[0])
     ctx = cfg.detect.context
     if ctx.enabled:
+        before = len(problems)
         check_model("detect.context.model", ctx.model, list(ctx.classes), "detect.context.classes",
                     lambda missing: missing)
         v = cfg.vehicles
-        if VEHICLE not in ctx.classes and (v.guided or v.occupants or v.zones):
-            problems.append(f"vehicles: plates guided by vehicles, occupants and plate zones need \"{VEHICLE}\" in "
-                            f"detect.context.classes (or vehicles.guided / occupants / zones = false)")
-        for on, key in ((v.guided, "plate"), (v.occupants, "face")):
-            if on and VEHICLE in ctx.classes:
-                check_model(f"detect.{key}.model", cfg.detect.get(key).model, [key], f"detect.{key}.model",
-                            lambda missing: missing[0])
+        if len(problems) == before:  # with the context stage itself wrong, what hangs on its vehicles waits
+            if VEHICLE not in ctx.classes and (v.crops or v.zones):
+                problems.append(vehicles_need_vehicles())
+            for on, key in ((v.guided, "plate"), (v.occupants, "face")):
+                said = any(p.startswith(f"detect.{key}.model:") for p in problems)  # by its own enabled table
+                if on and VEHICLE in ctx.classes and not said:
+                    check_model(f"detect.{key}.model", cfg.detect.get(key).model, [key], f"detect.{key}.model",
+                                lambda missing: missing[0])
     if cfg.output.kind == "folder":
         try:
             check_apart(cfg.output.dir, [c.source for c in cfg.cameras if c.kind == "replay"])

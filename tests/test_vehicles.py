@@ -186,3 +186,10 @@ def test_start_problems_refuse_what_start_up_refuses(sets, problem):
 ])
 def test_consistent_vehicle_settings_raise_no_problem(sets):
     assert compose.start_problems(compose.load_config(None, sets), for_replay=True, resolve=False) == []
+
+
+def test_start_up_refuses_vehicle_stages_without_vehicles():
+    cfg = compose.load_config(None, ["detect.context.enabled=true", 'detect.context.classes=["person"]'])
+    with pytest.raises(compose.StartupError) as e:
+        compose.build_detector(cfg)
+    assert str(e.value) in compose.start_problems(cfg, for_replay=True, resolve=False)
