@@ -25,13 +25,15 @@ from edge.detect.backends.session import set_input_dims
 from edge.detect.batching import BatchingDetector
 from edge.detect.context import ContextDetector, ContextParams
 from edge.detect.detector import EnsembleDetector, MultiDetector, OnnxDetector
+from edge.detect.guided import GuidedDetector
 from edge.detect.families import yolox
-from edge.detect.multiscale import extra_passes, passes_from_config
+from edge.detect.multiscale import extra_passes, full_frame_passes, passes_from_config
 from edge.frame import ClassTable
 from edge.heads import HEAD, HeadStage
 from edge.metrics import Metrics
 from edge.models import registry
 from edge.pipeline import Pipeline
+from edge.vehicles import PLATE_ZONE, VEHICLE, PlateZoneStage
 from edge.sinks import Sink
 from edge.sinks.wrappers import NullSink
 
@@ -78,6 +80,8 @@ def class_table(cfg: Config) -> ClassTable:
     names = {name for section in sections for name, _ in section.classes()}
     if "person" in context and cfg.heads.fallback:
         names.add(HEAD)  # the head zones of persons without a face: a masked class of their own
+    if VEHICLE in context and cfg.vehicles.zones:
+        names.add(PLATE_ZONE)
     return ClassTable.of(names, context)
 
 
@@ -140,6 +144,36 @@ def build_class_detector(cfg: Config, cls_cfg: ClassConfig, class_name: str, cla
     return members[0] if len(members) == 1 else EnsembleDetector(members, nms_iou=cls_cfg.nms_iou)
 
 
+def build_guided(cfg: Config, context: ContextDetector, classes: ClassTable, stop: StopCheck | None = None
+                 ) -> Detector:
+    """The context stage, followed by the [vehicles] searches in vehicle crops when it detects vehicles."""
+    v = cfg.vehicles
+    if VEHICLE not in cfg.detect.context.classes:
+        if v.crops or v.zones:
+            raise StartupError(vehicles_need_vehicles())
+        return context
+    if not v.crops:
+        return context
+    found = {}
+    for key, on, cls_cfg, threshold in (("plate", v.guided, cfg.detect.plate, v.plate_threshold),
+                                        ("face", v.occupants, cfg.detect.face, v.face_threshold)):
+        if on:
+            check_stop(stop, f"loading model {cls_cfg.model}")
+            backend, card = load_model(cfg, cls_cfg.model, (1.0,))
+            if key not in card.classes:
+                raise StartupError(f"vehicles: model {card.name} (detect.{key}.model) detects {list(card.classes)}, "
+                                   f"not {key}")
+            found[key] = OnnxDetector(backend, class_id=classes.id(key), score_threshold=threshold,
+                                      nms_iou=cls_cfg.nms_iou, passes=full_frame_passes((1.0,), threshold))
+    return GuidedDetector(context, vehicle_id=classes.id(VEHICLE), params=v, plates=found.get("plate"),
+                          faces=found.get("face"))
+
+
+def vehicles_need_vehicles() -> str:
+    return (f"vehicles: plates guided by vehicles, occupants and plate zones need \"{VEHICLE}\" in "
+            f"detect.context.classes (or vehicles.guided, occupants and zones = false)")
+
+
 def build_detector(cfg: Config, classes: ClassTable | None = None, stop: StopCheck | None = None) -> MultiDetector:
     """The detector of cfg.detect; class ids from `classes` (default: the table of `cfg`); see check_stop."""
     classes = classes or class_table(cfg)
@@ -148,7 +182,8 @@ def build_detector(cfg: Config, classes: ClassTable | None = None, stop: StopChe
         if cls_cfg.enabled:
             detectors.append(build_class_detector(cfg, cls_cfg, class_name, classes, stop))
     if cfg.detect.context.enabled:
-        detectors.append(build_context_detector(cfg, cfg.detect.context, classes, stop))
+        context = build_context_detector(cfg, cfg.detect.context, classes, stop)
+        detectors.append(build_guided(cfg, context, classes, stop))
     # On the CPU every session already uses all cores: running classes at once only oversubscribes
     # them (2 cores, 1080p: 856 ms concurrent vs 380 ms one after another, scripts/bench_plates.py).
     return MultiDetector(detectors, concurrent=cfg.runtime.provider != "cpu")
@@ -268,7 +303,7 @@ def build_pipeline(cfg: Config, camera: CameraConfig | str | None = None, *, det
 
 def paint_stages(cfg: Config, classes: ClassTable) -> tuple:
     """The steps from detections to painted regions, in order (edge.pipeline.PaintStage)."""
-    return (HeadStage(cfg.heads, classes),)
+    return (HeadStage(cfg.heads, classes), PlateZoneStage(cfg.vehicles, classes))
 
 
 def camera_detect(cfg: Config, camera_id: str | None):
@@ -286,6 +321,13 @@ def stages(cfg: Config, camera_id: str | None = None) -> str:
         parts.append(f"context {'+'.join(ctx.classes)} ({ctx.model} {ctx.width}x{ctx.height}, never painted)")
         if "person" in ctx.classes and cfg.heads.fallback:
             parts.append("head zones of faceless persons")
+        v = cfg.vehicles
+        if VEHICLE in ctx.classes:
+            parts += [what for on, what in (
+                (v.guided, f"plates in vehicle crops ({section.plate.model} {v.crop_width}x{v.crop_height})"),
+                (v.occupants, f"occupants' faces in windscreen bands ({section.face.model})"),
+                (v.filter, "implausible plate boxes dropped"),
+                (v.zones, "plate zones of plateless vehicles")) if on]
     h = cfg.heads
     if h.grow_side or h.grow_up or h.grow_down:
         parts.append(f"faces grown to heads (side {h.grow_side:g}, up {h.grow_up:g}, down {h.grow_down:g})")
@@ -337,8 +379,18 @@ def start_problems(cfg: Config, *, for_replay: bool, resolve: bool) -> list[str]
                 check_model(where_key, name, [class_name], where_key, lambda missing: missing[0])
     ctx = cfg.detect.context
     if ctx.enabled:
+        before = len(problems)
         check_model("detect.context.model", ctx.model, list(ctx.classes), "detect.context.classes",
                     lambda missing: missing)
+        v = cfg.vehicles
+        if len(problems) == before:  # with the context stage itself wrong, what hangs on its vehicles waits
+            if VEHICLE not in ctx.classes and (v.crops or v.zones):
+                problems.append(vehicles_need_vehicles())
+            for on, key in ((v.guided, "plate"), (v.occupants, "face")):
+                said = any(p.startswith(f"detect.{key}.model:") for p in problems)  # by its own enabled table
+                if on and VEHICLE in ctx.classes and not said:
+                    check_model(f"detect.{key}.model", cfg.detect.get(key).model, [key], f"detect.{key}.model",
+                                lambda missing: missing[0])
     if cfg.output.kind == "folder":
         try:
             check_apart(cfg.output.dir, [c.source for c in cfg.cameras if c.kind == "replay"])

@@ -26,6 +26,7 @@ from edge.heads import HeadParams
 from edge.mask import MaskStyle
 from edge.pipeline import ON_FAILURE, Policy
 from edge.track import TrackParams
+from edge.vehicles import VehicleParams
 
 LOG_LEVELS = ("info", "debug", "warning", "error")  # the first is the default
 PROVIDER_NAMES = tuple(PROVIDERS)
@@ -331,6 +332,7 @@ class Config(_Checked):
     detect: DetectConfig = DetectConfig()
     mask: MaskStyle = MaskStyle()
     heads: HeadParams = HeadParams()
+    vehicles: VehicleParams = VehicleParams()
     track: TrackConfig = TrackConfig()
     output: OutputConfig = OutputConfig()
     security: SecurityConfig = SecurityConfig()

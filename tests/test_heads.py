@@ -168,7 +168,8 @@ def test_real_frame_head_zones_are_painted_and_persons_are_not():
     """The whole path on a real dashcam frame: real YuNet and YOLOX, head zones inside painted pixels."""
     image = cv2.imread(str(need(SHARED / "data" / "eval" / "dashcam" / "berlin_dev" / "images"
                                 / "a7de82b3-93d5-4641-b412-276d411587e1.jpg")))
-    cfg = compose.load_config(None, ["detect.context.enabled=true", "mask.style=solid", "service.deadline_ms=0"])
+    cfg = compose.load_config(None, ["detect.context.enabled=true", "mask.style=solid", "service.deadline_ms=0",
+                                     "vehicles.guided=false", "vehicles.zones=false"])
     out = compose.build_pipeline(cfg).process(Frame(image, "cam", 0, 0, 0))
     assert isinstance(out, MaskedFrame) and out.status == "masked"
     classes = compose.class_table(cfg)
