@@ -235,6 +235,17 @@ def build_sink(cfg: Config, curve=None) -> Sink:
 
         check_apart(out.dir, [c.source for c in cfg.cameras if c.kind == "replay"])
         return FolderSink(out.dir, classes=class_table(cfg))
+    if out.kind == "video":
+        from edge.sinks.folder import check_apart
+        from edge.sinks.video import DEFAULT_FPS, VideoSink, source_fps
+
+        if len(cfg.cameras) > 1:  # one stream of one size and rate: cameras would interleave in it
+            raise StartupError(f"output.kind = \"video\" takes one camera, the config has {len(cfg.cameras)}")
+        cam = cfg.cameras[0] if cfg.cameras else None
+        if cam is not None and cam.kind == "replay":
+            check_apart(out.file, [cam.source])
+        fps = (cam.fps or (source_fps(cam.source) if cam.kind == "replay" else 0.0)) if cam is not None else 0.0
+        return VideoSink(out.file, fps=fps or DEFAULT_FPS, records=out.records, classes=class_table(cfg))
     if out.kind == "zmq":
         from edge.sinks.zmq_pub import ZmqPublisher
 
@@ -337,9 +348,10 @@ def start_problems(cfg: Config, *, for_replay: bool, resolve: bool) -> list[str]
     if ctx.enabled:
         check_model("detect.context.model", ctx.model, list(ctx.classes), "detect.context.classes",
                     lambda missing: missing)
-    if cfg.output.kind == "folder":
+    if cfg.output.kind in ("folder", "video"):
+        key = "dir" if cfg.output.kind == "folder" else "file"
         try:
-            check_apart(cfg.output.dir, [c.source for c in cfg.cameras if c.kind == "replay"])
+            check_apart(getattr(cfg.output, key), [c.source for c in cfg.cameras if c.kind == "replay"])
         except FolderSinkError as e:
-            problems.append(f"output.dir: {e}")
+            problems.append(f"output.{key}: {e}")
     return problems
