@@ -146,11 +146,12 @@ def actor_shares(cfg: Config) -> tuple[int, float, float]:
 
 def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, camera_id: str = "replay",
               max_chunks: int | None = None, stream: TextIO | None = None,
-              on_chunk: Callable[[int, list], None] | None = None, ray_start_s: float = 0.0) -> BatchResult:
+              on_chunk: Callable[[int, list[int]], None] | None = None, ray_start_s: float = 0.0) -> BatchResult:
     """Anonymize every input into `output_dir` on the Ray instance this process is connected to.
 
     `max_chunks` stops after that many detection chunks (a partial run, resumed by the next one);
-    `on_chunk(done, actors)` runs after every finished chunk (tests kill an actor there).
+    `on_chunk(done, pids)` runs after every finished chunk with the actors' first process ids (tests
+    kill one there).
     """
     import ray
 
@@ -256,7 +257,7 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
                     if max_chunks is not None and done_chunks >= max_chunks:
                         stopped = True
                     if on_chunk is not None:
-                        on_chunk(done_chunks, actors)
+                        on_chunk(done_chunks, [info["pid"] for info in infos])
                 if not stopped:
                     submit_paints()
                 fill()
