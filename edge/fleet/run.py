@@ -107,6 +107,8 @@ class BatchResult:
     wall_s: float
     ray_start_s: float = 0.0
     stopped_early: bool = False
+    actor_ms: float = 0.0  # decode + detect time inside the actors, summed over the chunks of this run
+    actors_start_s: float = 0.0  # from creating the actors to all of them loaded, verified and warmed up
 
     def exit_code(self) -> int:
         bad = any(o.status in ("failed", "not finished") for o in self.outcomes)
@@ -117,7 +119,9 @@ class BatchResult:
         rate = self.frames_detected / self.wall_s if self.wall_s > 0 else 0.0
         return (f"{len(self.outcomes)} input(s): {n['complete']} complete, {n['done before']} done before, "
                 f"{n['failed']} failed, {n['not finished']} not finished; {self.frames_detected} frames detected "
-                f"in {self.wall_s:.1f} s ({rate:.1f} frames/s) on {self.workers} worker(s)")
+                f"in {self.wall_s:.1f} s ({rate:.1f} frames/s) on {self.workers} worker(s)"
+                + (f", {self.actor_ms / self.frames_detected:.0f} ms per frame in an actor" if self.frames_detected else "")
+                + f"; actors ready after {self.actors_start_s:.1f} s")
 
 
 def cluster_cpus() -> float:
@@ -187,6 +191,7 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
             todo.append(item)
     workers = 0
     detected = 0
+    actor_ms = actors_start_s = 0.0
     stopped = False
     if todo:
         workers, cpus_each, gpus_each = actor_shares(cfg)
@@ -195,11 +200,13 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
         actor_cls = ray.remote(worker.DetectWorker).options(
             num_cpus=cpus_each, num_gpus=gpus_each, max_restarts=cfg.fleet.max_retries,
             max_task_retries=cfg.fleet.max_retries)
-        paint = ray.remote(worker.paint_input).options(num_cpus=PAINT_CPUS, max_retries=cfg.fleet.max_retries,
+        paint = ray.remote(worker.paint_task).options(num_cpus=PAINT_CPUS, max_retries=cfg.fleet.max_retries,
                                                        retry_exceptions=False)
+        t_actors = time.monotonic()
         actors = [actor_cls.remote(run_cfg) for _ in range(workers)]
         try:
             infos = ray.get([a.info.remote() for a in actors])
+            actors_start_s = time.monotonic() - t_actors
         except Exception as e:
             raise BatchError(f"the detector actors did not start: {_one_line(e)}") from None
         models, providers = infos[0]["models"], infos[0]["providers"]
@@ -252,6 +259,7 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
                     if chunk.input.key not in failed:
                         ledger.add_chunk(chunk.input.key, chunk.index, result)
                     detected += len(result.seq)
+                    actor_ms += result.detect_ms
                     done_chunks += 1
                     progress.update(detected)
                     if max_chunks is not None and done_chunks >= max_chunks:
@@ -289,7 +297,8 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
     for o in ordered:
         if o.status != "complete":
             print(f"batch: {o.line()}", file=stream, flush=True)
-    return BatchResult(ordered, workers, detected, time.monotonic() - t0, ray_start_s, stopped)
+    return BatchResult(ordered, workers, detected, time.monotonic() - t0, ray_start_s, stopped, actor_ms,
+                       actors_start_s)
 
 
 def _check_apart(out: Path, paths: list[Path]) -> None:

@@ -294,9 +294,8 @@ def paint_input(cfg, item: Input, results: list[ChunkResult], models, providers,
     """Replay one input with its recorded detections into `output_dir/<name>`, renamed there when complete.
 
     Returns the summary: counters, source stats, sink stats, errors and the output path. A failure
-    leaves no output under the final name (the staging folder is removed).
+    leaves no output under the final name (the staging folder is removed). Ray runs it as paint_task.
     """
-    require_hardened()
     import tempfile
 
     import cv2
@@ -350,3 +349,9 @@ def paint_input(cfg, item: Input, results: list[ChunkResult], models, providers,
         raise
     return {"counters": metrics.counters(), "sources": source_stats, "sink": sink.stats(),
             "mismatches": detector.mismatches, "output": str(final), "worker": hardening_state()}
+
+
+def paint_task(*args, **kw) -> dict:
+    """paint_input in a Ray worker: refused unless the process is hardened."""
+    require_hardened()
+    return paint_input(*args, **kw)
