@@ -348,6 +348,8 @@ def start_problems(cfg: Config, *, for_replay: bool, resolve: bool) -> list[str]
     if ctx.enabled:
         check_model("detect.context.model", ctx.model, list(ctx.classes), "detect.context.classes",
                     lambda missing: missing)
+    if cfg.output.kind == "video" and len(cfg.cameras) > 1:
+        problems.append(f"output.kind: \"video\" takes one camera, the config has {len(cfg.cameras)}")
     if cfg.output.kind in ("folder", "video"):
         key = "dir" if cfg.output.kind == "folder" else "file"
         try:
