@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -277,3 +278,36 @@ def test_the_fleet_table_refuses_what_it_cannot_run(key, value):
 
     with pytest.raises(config_mod.ConfigError, match=key):
         config_mod.override(config_mod.Config(), {key: value})
+
+
+def test_ctrl_c_then_a_rerun_gives_the_uninterrupted_result(local_ray, cfg, clip, batched, tmp_path):
+    """SIGINT to `edge-anon batch` once the ledger holds a chunk: exit 130, Ray's folder gone; the rerun
+    (here in-process) does only what is left and writes what an uninterrupted run wrote."""
+    from edge.fleet.plan import LEDGER_DIR, LEDGER_NAME
+    from edge.fleet.run import run_batch
+
+    private = Path(tempfile.mkdtemp(prefix="eb-"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "batch", str(clip), "--output-dir", str(out),
+                             "--set", f"fleet.chunk_frames={CHUNK}", "--set", "fleet.num_cpus=2",
+                             "--set", "fleet.object_store_mb=100"],
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "TMPDIR": str(private)})
+    ledger = out / LEDGER_DIR / LEDGER_NAME
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ledger.exists() and '"chunk"' in ledger.read_text():
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    left = list(private.iterdir())
+    private.rmdir()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and left == []
+    assert not (out / "drive").exists()  # nothing half-done under the final name
+    resumed = run_batch(cfg, [str(clip)], out)
+    assert resumed.exit_code() == 0 and resumed.frames_detected < FRAMES
+    reference = batched[0] / "drive"
+    assert records(out / "drive") == records(reference)
+    for png in reference.glob("*.png"):
+        assert (out / "drive" / png.name).read_bytes() == png.read_bytes()

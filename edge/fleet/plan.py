@@ -74,8 +74,11 @@ def read_inputs(args: list[str]) -> list[Path]:
 
 
 def config_digest(cfg: Config) -> str:
-    """What decides the detections: the whole effective config, without the output's own place."""
-    tree = config_mod.to_dict(dataclasses.replace(cfg, output=config_mod.OutputConfig(), cameras=()))
+    """What decides a chunk's detections and where its frames lie: the config an actor runs (its onnxruntime
+    threads included) and the chunk length; not the output's place nor how many workers share the work."""
+    tree = config_mod.to_dict(dataclasses.replace(cfg, output=config_mod.OutputConfig(), cameras=(),
+                                                  fleet=config_mod.FleetConfig()))
+    tree["chunk_frames"] = cfg.fleet.chunk_frames
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

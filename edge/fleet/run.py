@@ -171,7 +171,9 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
     _check_apart(out, paths)
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out)
-    digest = plan.config_digest(cfg)
+    workers, cpus_each, gpus_each = actor_shares(cfg)
+    run_cfg = worker.actor_config(cfg, cfg.fleet.threads or max(1, round(cpus_each)))
+    digest = plan.config_digest(run_cfg)
     outcomes: dict[str, InputOutcome] = {}
     items: list[Input] = []
     for p, name in zip(paths, plan.output_names(paths)):
@@ -189,14 +191,10 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
         else:
             _remove_staging(out, item.name)
             todo.append(item)
-    workers = 0
     detected = 0
     actor_ms = actors_start_s = 0.0
     stopped = False
     if todo:
-        workers, cpus_each, gpus_each = actor_shares(cfg)
-        threads = cfg.fleet.threads or max(1, round(cpus_each))
-        run_cfg = worker.actor_config(cfg, threads)
         actor_cls = ray.remote(worker.DetectWorker).options(
             num_cpus=cpus_each, num_gpus=gpus_each, max_restarts=cfg.fleet.max_retries,
             max_task_retries=cfg.fleet.max_retries)
@@ -297,7 +295,7 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
     for o in ordered:
         if o.status != "complete":
             print(f"batch: {o.line()}", file=stream, flush=True)
-    return BatchResult(ordered, workers, detected, time.monotonic() - t0, ray_start_s, stopped, actor_ms,
+    return BatchResult(ordered, workers if todo else 0, detected, time.monotonic() - t0, ray_start_s, stopped, actor_ms,
                        actors_start_s)
 
 
