@@ -93,8 +93,10 @@ def check_replay_args(args) -> None:
     """Refuse, naming the flag, what argparse cannot see: conflicts, addresses, non-finite numbers."""
     from edge import wire
 
-    if sum(bool(x) for x in (args.output_dir, args.bind, args.output)) > 1:
-        raise UsageError("--bind, --output-dir and --output: choose one output (ZeroMQ, a folder or a video)")
+    given = [flag for flag, value in (("--bind", args.bind), ("--output-dir", args.output_dir),
+                                      ("--output", args.output)) if value]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)}: choose one output (ZeroMQ, a folder or a video)")
     if args.output and Path(args.output).suffix.lower() not in config_mod.VIDEO_SUFFIXES:
         raise UsageError(f"--output: a {' or '.join(config_mod.VIDEO_SUFFIXES)} file (FFV1 lossless or mp4v), "
                          f"got {args.output!r}")

@@ -3,6 +3,7 @@
 The clip is the first 24 frames of the shared 720p dashcam video, stored losslessly: a face is found
 in frame 9 and held to frame 15, so with 10-frame chunks the hold crosses a chunk border.
 """
+import io
 import json
 import os
 import signal
@@ -93,8 +94,13 @@ def replayed(clip, tmp_path_factory) -> Path:
 def batched(local_ray, cfg, clip, tmp_path_factory):
     from edge.fleet.run import run_batch
 
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
     out = tmp_path_factory.mktemp("batch")
-    result = run_batch(cfg, [str(clip)], out)
+    result = run_batch(cfg, [str(clip)], out, stream=(terminal := Terminal()))
+    result.terminal = terminal.getvalue()
     return out, result
 
 
@@ -121,6 +127,14 @@ def test_batch_writes_the_frames_names_records_and_audit_of_replay(batched, repl
     assert ran(b_start["config"]) == ran(r_start["config"])
     assert b_end["frames"] == r_end["frames"] and b_end["counters"] == r_end["counters"]
     assert b_end["exit_code"] == r_end["exit_code"] == 0
+
+
+def test_a_person_can_follow_the_progress_files_frames_rate_and_the_outcome(batched):
+    text = batched[1].terminal
+    draws = [d for line in text.split("\n") for d in line.split("\r") if d.startswith("batch ")]
+    assert draws[0].startswith(f"batch 0/1 files: {CHUNK}/{FRAMES} frames, ")
+    assert draws[-1].startswith(f"batch 1/1 files: {FRAMES}/{FRAMES} frames, ") and "/s" in draws[-1]
+    assert f"batch: drive: complete, {FRAMES} frames in, {FRAMES} masked, 0 masked whole, 0 dropped" in text
 
 
 def test_every_region_replay_paints_is_painted_by_batch_across_chunk_borders(batched, replayed):

@@ -218,6 +218,11 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
         load = [0] * workers
         done_chunks = 0
         by_key = {item.key: item for item in todo}
+        todo_paths = {item.path for item in todo}
+
+        def files_label() -> str:
+            complete = sum(o.status == "complete" for o in outcomes.values() if o.path in todo_paths)
+            return f"batch {complete}/{len(todo)} files" + (f", {len(failed)} failed" if failed else "")
 
         def submit_paints() -> None:
             for item in todo:
@@ -259,6 +264,7 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
                     detected += len(result.seq)
                     actor_ms += result.detect_ms
                     done_chunks += 1
+                    progress.label = files_label()
                     progress.update(detected)
                     if max_chunks is not None and done_chunks >= max_chunks:
                         stopped = True
@@ -279,7 +285,10 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
                                            "counters": summary["counters"]})
                 outcomes[item.name] = InputOutcome(item.name, item.path, "complete", summary["counters"],
                                                    summary["output"])
-                print(f"batch: {outcomes[item.name].line()}", file=stream, flush=True)
+                progress.label = files_label()
+                progress.update(detected, force=True)
+                print(("\n" if progress.enabled else "") + f"batch: {outcomes[item.name].line()}", file=stream,
+                      flush=True)
         progress.close()
         for key, error in failed.items():
             item = by_key[key]
