@@ -9,6 +9,7 @@ pixels: see edge.fleet.worker) never spills, and the hardening hook in every wor
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -172,7 +173,9 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out)
     workers, cpus_each, gpus_each = actor_shares(cfg)
-    run_cfg = worker.actor_config(cfg, cfg.fleet.threads or max(1, round(cpus_each)))
+    # without the config's own cameras: their [cameras.detect] classes would number the class table
+    # differently from the one replay camera each paint task runs
+    run_cfg = worker.actor_config(dataclasses.replace(cfg, cameras=()), cfg.fleet.threads or max(1, round(cpus_each)))
     digest = plan.config_digest(run_cfg)
     outcomes: dict[str, InputOutcome] = {}
     items: list[Input] = []
@@ -184,7 +187,7 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
             log.error("batch: %s: %s", p, e)
     todo = []
     for item in items:
-        if item.key in ledger.done and (out / item.name).exists():
+        if ledger.done.get(item.key, {}).get("name") == item.name and (out / item.name).exists():
             outcomes[item.name] = InputOutcome(item.name, item.path, "done before",
                                                counters=ledger.done[item.key].get("counters", {}),
                                                output=str(out / item.name))
