@@ -93,8 +93,13 @@ def check_replay_args(args) -> None:
     """Refuse, naming the flag, what argparse cannot see: conflicts, addresses, non-finite numbers."""
     from edge import wire
 
-    if args.output_dir and args.bind:
-        raise UsageError("--bind and --output-dir: choose one output (ZeroMQ or a folder)")
+    given = [flag for flag, value in (("--bind", args.bind), ("--output-dir", args.output_dir),
+                                      ("--output", args.output)) if value]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)}: choose one output (ZeroMQ, a folder or a video)")
+    if args.output and Path(args.output).suffix.lower() not in config_mod.VIDEO_SUFFIXES:
+        raise UsageError(f"--output: a {' or '.join(config_mod.VIDEO_SUFFIXES)} file (FFV1 lossless or mp4v), "
+                         f"got {args.output!r}")
     if args.bind:
         try:
             wire.check_endpoint(args.bind, bind=True)
@@ -105,8 +110,8 @@ def check_replay_args(args) -> None:
     if args.wait_subscribers is not None:
         if args.wait_subscribers < 1:
             raise UsageError(f"--wait-subscribers: must be >= 1, got {args.wait_subscribers}")
-        if args.output_dir:
-            raise UsageError("--wait-subscribers: needs a ZeroMQ output (--bind ADDRESS), not --output-dir")
+        if args.output_dir or args.output:
+            raise UsageError("--wait-subscribers: needs a ZeroMQ output (--bind ADDRESS), not a file output")
     if args.wait_timeout is not None:
         if args.wait_subscribers is None:
             raise UsageError("--wait-timeout: only with --wait-subscribers N")
@@ -131,6 +136,8 @@ def cmd_replay(args) -> int:
     cfg = dataclasses.replace(cfg, cameras=(cam,))
     if args.output_dir:
         cfg = _apply(cfg, output__kind="folder", output__dir=str(Path(args.output_dir).resolve()))
+    elif args.output:
+        cfg = _apply(cfg, output__kind="video", output__file=str(Path(args.output).resolve()), output__records="")
     elif args.bind:
         cfg = _apply(cfg, output__kind="zmq", output__bind=args.bind)
     if not args.realtime:
@@ -163,6 +170,52 @@ def cmd_replay(args) -> int:
         return None
 
     return _serve(cfg, prepare)
+
+
+BATCH_FORMATS = ("png", "mkv", "mp4")
+
+
+def cmd_batch(args) -> int:
+    harden_tool()  # the driver: before onnxruntime or a decoder loads; every Ray worker hardens itself
+    from edge.compose import load_config
+
+    if args.max_chunks is not None and args.max_chunks < 1:
+        print(f"edge-anon batch: --max-chunks: must be >= 1, got {args.max_chunks}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not CAMERA_ID.fullmatch(args.camera_id):
+        print(f"edge-anon batch: --camera-id: letters, digits, '-' and '_' only, got {args.camera_id!r}",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    cfg = load_config(args.config, args.set)
+    if args.format != "png":
+        cfg = _apply(cfg, output__kind="video", output__file=f"batch.{args.format}")
+    cfg = _apply(cfg, mask__style=args.mask, runtime__provider=args.provider, service__log_level=args.log_level)
+    _setup_logging(cfg.service.log_level)
+    try:
+        from edge.fleet.run import BatchError, connect, run_batch
+        from edge.fleet.plan import PlanError
+    except ImportError as e:
+        print(f"edge-anon batch: needs Ray: pip install 'edge-anon[fleet]' ({e})", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    import time
+
+    try:
+        t0 = time.monotonic()
+        with connect(cfg, args.address):
+            started = time.monotonic() - t0
+            result = run_batch(cfg, args.inputs, args.output_dir, camera_id=args.camera_id,
+                               max_chunks=args.max_chunks, ray_start_s=started)
+    except (BatchError, PlanError, OSError, UnicodeDecodeError) as e:
+        print(f"edge-anon batch: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("batch: interrupted; finished chunks are in the ledger, rerun the same command to go on",
+              file=sys.stderr)
+        return 130
+    print(f"batch: {result.summary()} (Ray start-up {started:.1f} s)", file=sys.stderr, flush=True)
+    if result.stopped_early:
+        print(f"batch: stopped after {args.max_chunks} chunk(s) (--max-chunks); rerun to finish", file=sys.stderr)
+    return result.exit_code()
 
 
 def _client_hook(args):
@@ -354,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("source", help="video file or folder of images")
     with_config(sp, False)
     sp.add_argument("--output-dir", help="write masked frames as PNG + detections.jsonl here")
+    sp.add_argument("--output", metavar="FILE", help="write one masked video: FILE.mkv (FFV1, lossless) or FILE.mp4 "
+                                                     "(mp4v, lossy), records in FILE's stem .jsonl beside it")
     sp.add_argument("--bind", help="publish over ZeroMQ on this address instead (tcp://HOST:PORT or ipc://PATH)")
     sp.add_argument("--wait-subscribers", type=int, metavar="N",
                     help="with --bind: send nothing until N subscribers are connected")
@@ -368,6 +423,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--camera-id", default="replay")
     sp.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
     sp.set_defaults(func=cmd_replay)
+
+    sp = sub.add_parser("batch", help="anonymize many recordings on Ray (local by default, or a cluster)",
+                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Inputs are video files, image folders or text files listing them (.txt, "
+                                    ".list, .lst). Per input a folder in --output-dir with its masked frames (PNGs, "
+                                    "or one video with --format mkv/mp4), detections.jsonl and audit.jsonl, the same "
+                                    "as `replay` writes. A rerun does only what a ledger in --output-dir lacks.")
+    sp.add_argument("inputs", nargs="+", metavar="INPUT")
+    sp.add_argument("--output-dir", required=True, help="one folder per input is made here")
+    with_config(sp, False)
+    sp.add_argument("--address", help="join a Ray cluster (auto, or ray://HOST:PORT); default: a local instance "
+                                      "inside this process, sized by [fleet] num_cpus or the machine's cores")
+    sp.add_argument("--format", choices=BATCH_FORMATS, default="png",
+                    help="png: a folder of PNG frames; mkv: FFV1 video (lossless); mp4: mp4v video (lossy)")
+    sp.add_argument("--mask", choices=mask.STYLES)
+    sp.add_argument("--provider", choices=config_mod.PROVIDER_NAMES)
+    sp.add_argument("--camera-id", default="replay", help="camera id of the records (as replay's --camera-id)")
+    sp.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
+    sp.add_argument("--max-chunks", type=int, metavar="N",
+                    help="stop after N detection chunks (a partial run; the next run goes on from the ledger)")
+    sp.set_defaults(func=cmd_batch)
 
     sp = sub.add_parser("subscribe", help="receive clean frames; optionally save them")
     sp.add_argument("--connect", default="tcp://127.0.0.1:5555")

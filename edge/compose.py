@@ -272,6 +272,17 @@ def build_sink(cfg: Config, curve=None) -> Sink:
 
         check_apart(out.dir, [c.source for c in cfg.cameras if c.kind == "replay"])
         return FolderSink(out.dir, classes=class_table(cfg))
+    if out.kind == "video":
+        from edge.sinks.folder import check_apart
+        from edge.sinks.video import DEFAULT_FPS, VideoSink, source_fps
+
+        if len(cfg.cameras) > 1:  # one stream of one size and rate: cameras would interleave in it
+            raise StartupError(f"output.kind = \"video\" takes one camera, the config has {len(cfg.cameras)}")
+        cam = cfg.cameras[0] if cfg.cameras else None
+        if cam is not None and cam.kind == "replay":
+            check_apart(out.file, [cam.source])
+        fps = (cam.fps or (source_fps(cam.source) if cam.kind == "replay" else 0.0)) if cam is not None else 0.0
+        return VideoSink(out.file, fps=fps or DEFAULT_FPS, records=out.records, classes=class_table(cfg))
     if out.kind == "zmq":
         from edge.sinks.zmq_pub import ZmqPublisher
 
@@ -391,9 +402,12 @@ def start_problems(cfg: Config, *, for_replay: bool, resolve: bool) -> list[str]
                 if on and VEHICLE in ctx.classes and not said:
                     check_model(f"detect.{key}.model", cfg.detect.get(key).model, [key], f"detect.{key}.model",
                                 lambda missing: missing[0])
-    if cfg.output.kind == "folder":
+    if cfg.output.kind == "video" and len(cfg.cameras) > 1:
+        problems.append(f"output.kind: \"video\" takes one camera, the config has {len(cfg.cameras)}")
+    if cfg.output.kind in ("folder", "video"):
+        key, path = ("dir", cfg.output.dir) if cfg.output.kind == "folder" else ("file", cfg.output.file)
         try:
-            check_apart(cfg.output.dir, [c.source for c in cfg.cameras if c.kind == "replay"])
+            check_apart(path, [c.source for c in cfg.cameras if c.kind == "replay"])
         except FolderSinkError as e:
-            problems.append(f"output.dir: {e}")
+            problems.append(f"output.{key}: {e}")
     return problems

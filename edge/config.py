@@ -30,7 +30,8 @@ from edge.vehicles import VehicleParams
 
 LOG_LEVELS = ("info", "debug", "warning", "error")  # the first is the default
 PROVIDER_NAMES = tuple(PROVIDERS)
-OUTPUT_KINDS = ("zmq", "folder", "none")
+OUTPUT_KINDS = ("zmq", "folder", "video", "none")
+VIDEO_SUFFIXES = (".mkv", ".mp4")  # FFV1 in Matroska (lossless), mp4v in MP4 (lossy): edge.sinks.video
 CAMERA_KINDS = ("camera", "replay")
 # Largest frame side and box size (px) a setting may name: beyond any camera this service runs, and
 # a bound on what a size can make it allocate.
@@ -259,6 +260,8 @@ class OutputConfig(_Checked):
     sndhwm: int = 4  # frames queued per subscriber before they are dropped (and counted)
     linger_ms: int = 500
     dir: str = ""  # for kind = "folder"
+    file: str = ""  # for kind = "video": the masked video, .mkv (FFV1, lossless) or .mp4 (mp4v, lossy)
+    records: str = ""  # for kind = "video": its JSON lines; "" = beside it, <stem>.jsonl
 
     def check(self) -> None:
         wire.check_encoding(self.encoding, self.jpeg_quality)
@@ -268,6 +271,34 @@ class OutputConfig(_Checked):
             wire.check_endpoint(self.bind, bind=True, name="bind")
         if self.kind == "folder" and not self.dir:
             raise ConfigError("dir: required when kind = \"folder\"")
+        if self.kind == "video":
+            if Path(self.file).suffix.lower() not in VIDEO_SUFFIXES:
+                raise ConfigError(f"file: a {' or '.join(VIDEO_SUFFIXES)} file is required when kind = \"video\", "
+                                  f"got {self.file!r}")
+            if self.records and Path(self.records).suffix != ".jsonl":
+                raise ConfigError(f"records: a .jsonl file, got {self.records!r}")
+
+
+@dataclass(frozen=True)
+class FleetConfig(_Checked):
+    """`edge-anon batch` on Ray (edge.fleet): how the work is split and how many workers share a machine."""
+
+    workers: int = 0  # detector actors; 0 = the cluster's CPUs (GPUs where present) / cpus_per_actor
+    cpus_per_actor: float = 1.0  # Ray CPU share of one detector actor (fractional on a small machine)
+    threads: int = 0  # onnxruntime threads of an actor when runtime.threads is 0; 0 = its CPU share, at least 1
+    chunk_frames: int = 64  # frames of one detection task: a long video is shared by many actors
+    num_cpus: int = 0  # the embedded local instance's CPUs; 0 = the machine's cores
+    object_store_mb: int = 256  # the local instance's object store (detections only, never pixels)
+    max_retries: int = 3  # per task, and restarts per actor, after a worker process died
+
+    def check(self) -> None:
+        within(self, "workers", 0, 4096)
+        within(self, "cpus_per_actor", 0.05, 256.0)
+        within(self, "threads", 0, 64)
+        within(self, "chunk_frames", 1, 100000)
+        within(self, "num_cpus", 0, 4096)
+        within(self, "object_store_mb", 80, 1 << 20)  # Ray refuses less than ~75 MB
+        within(self, "max_retries", 0, 100)
 
 
 @dataclass(frozen=True)
@@ -337,6 +368,7 @@ class Config(_Checked):
     output: OutputConfig = OutputConfig()
     security: SecurityConfig = SecurityConfig()
     metrics: MetricsConfig = MetricsConfig()
+    fleet: FleetConfig = FleetConfig()
     cameras: tuple[CameraConfig, ...] = ()
 
     def check(self) -> None:
@@ -489,7 +521,8 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
         cfg,
         models=dataclasses.replace(cfg.models, cache_dir=rel(cfg.models.cache_dir), cards_dir=rel(cfg.models.cards_dir),
                                    mirrors=tuple(rel(m) for m in cfg.models.mirrors)),
-        output=dataclasses.replace(cfg.output, dir=rel(cfg.output.dir)),
+        output=dataclasses.replace(cfg.output, dir=rel(cfg.output.dir), file=rel(cfg.output.file),
+                                   records=rel(cfg.output.records)),
         service=dataclasses.replace(cfg.service, audit_path=rel(cfg.service.audit_path)),
         security=dataclasses.replace(cfg.security, server_secret_key=rel(cfg.security.server_secret_key),
                                      client_keys_dir=rel(cfg.security.client_keys_dir)),

@@ -52,6 +52,7 @@ START_REFUSALS = [
      "cameras[0].detect.plate.model: model yunet_n detects ['face'], not plate"),
     ("[output]\nkind = \"folder\"\ndir = \"{source}/masked\"\n{camera}", "overlaps the input"),
     ("[output]\nkind = \"folder\"\ndir = \"{source}\"\n{camera}", "overlaps the input"),
+    ("[output]\nkind = \"video\"\nfile = \"{source}/masked.mkv\"\n{camera}", "overlaps the input"),
 ]
 
 

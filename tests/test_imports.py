@@ -16,9 +16,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "edge"
-# The service, the library it is built from, and everything they import: never the evaluation or fetching.
+# The service, the library it is built from, and everything they import: never the evaluation, fetching
+# or the fleet batch (Ray).
 RUNTIME_ROOTS = ("edge.runtime.service", "edge.compose", "edge.pipeline")
-TOOLING = ("edge.eval", "edge.models.fetch")
+TOOLING = ("edge.eval", "edge.models.fetch", "edge.fleet")
 
 
 def module_name(path: Path) -> str:
@@ -145,6 +146,12 @@ def test_no_private_name_is_imported_across_modules(folder) -> None:
                 if private:
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}: {', '.join(private)}")
     assert offenders == []
+
+
+def test_the_command_line_loads_neither_ray_nor_the_fleet_code_at_import() -> None:
+    code = "import sys, edge.cli; edge.cli.build_parser(); print([m for m in ('ray', 'edge.fleet') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_command_line_switches_telemetry_off_before_onnxruntime_loads() -> None:

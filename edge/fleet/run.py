@@ -1,0 +1,351 @@
+"""The driver of `edge-anon batch`: plan, start or join Ray, detect chunks on actors, paint inputs in tasks.
+
+Ray is the engine (actors and tasks of Ray core; no scheduler of ours beyond keeping every actor
+busy). Without an address a local instance is started inside the process, with its temp folder,
+sockets, logs and spill folder inside one private folder (0700) that is removed at the end, an
+object store sized so that the little that goes through it (detections and summaries, never
+pixels: see edge.fleet.worker) never spills, and the hardening hook in every worker process.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TextIO
+
+from edge.config import Config
+from edge.fleet import plan
+from edge.fleet.plan import Chunk, Input, Ledger, PlanError
+
+log = logging.getLogger(__name__)
+
+PAINT_CPUS = 0.5  # a paint task's share: decode, mask and encode are cheap beside detection
+IN_FLIGHT_PER_ACTOR = 2  # one running, one queued: an actor never waits for the driver between chunks
+SETUP_HOOK = "edge.fleet.worker.setup_worker"
+
+
+class BatchError(RuntimeError):
+    """The batch cannot start (named, one line): bad inputs list, no CPU left for painting, models refused."""
+
+
+def worker_env() -> dict:
+    """The runtime_env of every worker process: hardened by the hook, telemetry off from the first import."""
+    return {"worker_process_setup_hook": SETUP_HOOK,
+            "env_vars": {"ORT_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}}
+
+
+class LocalRay:
+    """An embedded Ray instance whose every file lies in one private folder, removed at close()."""
+
+    def __init__(self, num_cpus: int, object_store_mb: int, temp_root: str | None = None) -> None:
+        import json
+
+        import ray
+
+        self.private = Path(tempfile.mkdtemp(prefix="edge-batch-", dir=temp_root))  # 0700
+        self.spill = self.private / "spill"
+        self.spill.mkdir(mode=0o700)
+        try:
+            ray.init(num_cpus=num_cpus, object_store_memory=object_store_mb * 2**20,
+                     _temp_dir=str(self.private / "ray"), include_dashboard=False, log_to_driver=False,
+                     configure_logging=False, runtime_env=worker_env(),
+                     _system_config={"object_spilling_config": json.dumps(
+                         {"type": "filesystem", "params": {"directory_path": str(self.spill)}})})
+        except BaseException:
+            shutil.rmtree(self.private, ignore_errors=True)
+            raise
+
+    def close(self) -> None:
+        import ray
+
+        try:
+            ray.shutdown()
+        finally:
+            shutil.rmtree(self.private, ignore_errors=True)
+
+    def __enter__(self) -> "LocalRay":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass
+class InputOutcome:
+    name: str
+    path: str
+    status: str  # complete | done before | failed | not finished
+    counters: dict = field(default_factory=dict)
+    output: str = ""
+    error: str = ""
+
+    def line(self) -> str:
+        from edge.runtime.audit import frame_counts
+
+        if self.status in ("failed", "not finished"):
+            return f"{self.name}: {self.status}" + (f" ({self.error})" if self.error else "") + f", input {self.path}"
+        f = frame_counts(self.counters)
+        whole = ", ".join(f"{k} {v}" for k, v in f["masked_whole_by_reason"].items() if v)
+        dropped = ", ".join(f"{k} {v}" for k, v in f["dropped_by_reason"].items() if v)
+        return (f"{self.name}: {self.status}, {f['in']} frames in, {f['masked']} masked, "
+                f"{f['masked_whole']} masked whole" + (f" ({whole})" if whole else "")
+                + f", {f['dropped']} dropped" + (f" ({dropped})" if dropped else "") + f", output {self.output}")
+
+
+@dataclass
+class BatchResult:
+    outcomes: list[InputOutcome]
+    workers: int
+    frames_detected: int
+    wall_s: float
+    ray_start_s: float = 0.0
+    stopped_early: bool = False
+    actor_ms: float = 0.0  # decode + detect time inside the actors, summed over the chunks of this run
+    actors_start_s: float = 0.0  # from creating the actors to all of them loaded, verified and warmed up
+
+    def exit_code(self) -> int:
+        bad = any(o.status in ("failed", "not finished") for o in self.outcomes)
+        return 1 if bad or self.stopped_early else 0
+
+    def summary(self) -> str:
+        n = {s: sum(o.status == s for o in self.outcomes) for s in ("complete", "done before", "failed", "not finished")}
+        rate = self.frames_detected / self.wall_s if self.wall_s > 0 else 0.0
+        return (f"{len(self.outcomes)} input(s): {n['complete']} complete, {n['done before']} done before, "
+                f"{n['failed']} failed, {n['not finished']} not finished; {self.frames_detected} frames detected "
+                f"in {self.wall_s:.1f} s ({rate:.1f} frames/s) on {self.workers} worker(s)"
+                + (f", {self.actor_ms / self.frames_detected:.0f} ms per frame in an actor" if self.frames_detected else "")
+                + f"; actors ready after {self.actors_start_s:.1f} s")
+
+
+def cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 0.0))
+
+
+def actor_shares(cfg: Config) -> tuple[int, float, float]:
+    """(actors, CPUs each, GPUs each) for the cluster: GPU actors where GPUs are and the provider uses them."""
+    import ray
+
+    fleet = cfg.fleet
+    resources = ray.cluster_resources()
+    gpus = float(resources.get("GPU", 0.0))
+    cpus = float(resources.get("CPU", 0.0))
+    if gpus and cfg.runtime.provider != "cpu":
+        workers = fleet.workers or int(gpus)
+        return workers, min(fleet.cpus_per_actor, max(0.05, (cpus - PAINT_CPUS) / workers)), min(1.0, gpus / workers)
+    workers = fleet.workers or max(1, math.floor((cpus - PAINT_CPUS) / fleet.cpus_per_actor))
+    if workers * fleet.cpus_per_actor + PAINT_CPUS > cpus + 1e-9:
+        raise BatchError(f"fleet.workers {workers} x fleet.cpus_per_actor {fleet.cpus_per_actor:g} leaves less than "
+                         f"{PAINT_CPUS:g} of the {cpus:g} CPUs for painting: lower one of them")
+    return workers, fleet.cpus_per_actor, 0.0
+
+
+def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, camera_id: str = "replay",
+              max_chunks: int | None = None, stream: TextIO | None = None,
+              on_chunk: Callable[[int, list[int]], None] | None = None, ray_start_s: float = 0.0) -> BatchResult:
+    """Anonymize every input into `output_dir` on the Ray instance this process is connected to.
+
+    `max_chunks` stops after that many detection chunks (a partial run, resumed by the next one);
+    `on_chunk(done, pids)` runs after every finished chunk with the actors' first process ids (tests
+    kill one there).
+    """
+    import ray
+
+    from edge.fleet import worker
+    from edge.progress import Progress
+
+    stream = stream if stream is not None else sys.stderr
+    t0 = time.monotonic()
+    out = Path(output_dir).resolve()
+    paths = plan.read_inputs(inputs)
+    if not paths:
+        raise BatchError("no inputs")
+    _check_apart(out, paths)
+    out.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(out)
+    workers, cpus_each, gpus_each = actor_shares(cfg)
+    # without the config's own cameras: their [cameras.detect] classes would number the class table
+    # differently from the one replay camera each paint task runs
+    run_cfg = worker.actor_config(dataclasses.replace(cfg, cameras=()), cfg.fleet.threads or max(1, round(cpus_each)))
+    digest = plan.config_digest(run_cfg)
+    outcomes: dict[str, InputOutcome] = {}
+    items: list[Input] = []
+    for p, name in zip(paths, plan.output_names(paths)):
+        try:
+            items.append(plan.plan_input(p, name, digest))
+        except (OSError, PlanError) as e:
+            outcomes[name] = InputOutcome(name, str(p), "failed", error=str(e))
+            log.error("batch: %s: %s", p, e)
+    todo = []
+    for item in items:
+        if ledger.done.get(item.key, {}).get("name") == item.name and (out / item.name).exists():
+            outcomes[item.name] = InputOutcome(item.name, item.path, "done before",
+                                               counters=ledger.done[item.key].get("counters", {}),
+                                               output=str(out / item.name))
+        else:
+            _remove_staging(out, item.name)
+            todo.append(item)
+    detected = 0
+    actor_ms = actors_start_s = 0.0
+    stopped = False
+    if todo:
+        actor_cls = ray.remote(worker.DetectWorker).options(
+            num_cpus=cpus_each, num_gpus=gpus_each, max_restarts=cfg.fleet.max_retries,
+            max_task_retries=cfg.fleet.max_retries)
+        paint = ray.remote(worker.paint_task).options(num_cpus=PAINT_CPUS, max_retries=cfg.fleet.max_retries,
+                                                       retry_exceptions=False)
+        t_actors = time.monotonic()
+        actors = [actor_cls.remote(run_cfg) for _ in range(workers)]
+        try:
+            infos = ray.get([a.info.remote() for a in actors])
+            actors_start_s = time.monotonic() - t_actors
+        except Exception as e:
+            raise BatchError(f"the detector actors did not start: {_one_line(e)}") from None
+        models, providers = infos[0]["models"], infos[0]["providers"]
+        chunks_of = {item.key: plan.chunks(item, cfg.fleet.chunk_frames) for item in todo}
+        waiting = [c for item in todo for c in chunks_of[item.key] if not ledger.has_chunk(item.key, c.index)]
+        total = sum(item.frames or 0 for item in todo)
+        progress = Progress(total or None, stream, label="batch", counts_drops=False)
+        failed: dict[str, str] = {}
+        in_flight: dict = {}  # ref -> (chunk, actor index)
+        paints: dict = {}  # ref -> item
+        load = [0] * workers
+        done_chunks = 0
+        by_key = {item.key: item for item in todo}
+        todo_paths = {item.path for item in todo}
+
+        def files_label() -> str:
+            complete = sum(o.status == "complete" for o in outcomes.values() if o.path in todo_paths)
+            return f"batch {complete}/{len(todo)} files" + (f", {len(failed)} failed" if failed else "")
+
+        def submit_paints() -> None:
+            for item in todo:
+                if item.key in failed or item.name in outcomes or any(v is item for v in paints.values()):
+                    continue
+                n = len(chunks_of[item.key])
+                if all(ledger.has_chunk(item.key, i) for i in range(n)):
+                    results = ledger.load_chunks(item.key, n)
+                    paints[paint.remote(run_cfg, item, results, models, providers, str(out), camera_id)] = item
+
+        def fill() -> None:
+            while waiting and not stopped:
+                k = min(range(workers), key=lambda i: load[i])
+                if load[k] >= IN_FLIGHT_PER_ACTOR:
+                    return
+                chunk = waiting.pop(0)
+                if chunk.input.key in failed:
+                    continue
+                in_flight[actors[k].detect.remote(chunk)] = (chunk, k)
+                load[k] += 1
+
+        submit_paints()
+        fill()
+        while in_flight or paints:
+            ready, _ = ray.wait([*in_flight, *paints], num_returns=1)
+            ref = ready[0]
+            if ref in in_flight:
+                chunk, k = in_flight.pop(ref)
+                load[k] -= 1
+                try:
+                    result = ray.get(ref)
+                except Exception as e:  # an input that cannot be decoded, or a chunk out of retries
+                    if chunk.input.key not in failed:
+                        failed[chunk.input.key] = _one_line(e)
+                        log.error("batch: %s: chunk %d failed: %s", chunk.input.path, chunk.index, failed[chunk.input.key])
+                else:
+                    if chunk.input.key not in failed:
+                        ledger.add_chunk(chunk.input.key, chunk.index, result)
+                    detected += len(result.seq)
+                    actor_ms += result.detect_ms
+                    done_chunks += 1
+                    progress.label = files_label()
+                    progress.update(detected)
+                    if max_chunks is not None and done_chunks >= max_chunks:
+                        stopped = True
+                    if on_chunk is not None:
+                        on_chunk(done_chunks, [info["pid"] for info in infos])
+                if not stopped:
+                    submit_paints()
+                fill()
+            else:
+                item = paints.pop(ref)
+                try:
+                    summary = ray.get(ref)
+                except Exception as e:
+                    failed[item.key] = _one_line(e)
+                    log.error("batch: %s: painting failed: %s", item.path, failed[item.key])
+                    continue
+                ledger.add_done(item.key, {"name": item.name, "output": summary["output"],
+                                           "counters": summary["counters"]})
+                outcomes[item.name] = InputOutcome(item.name, item.path, "complete", summary["counters"],
+                                                   summary["output"])
+                progress.label = files_label()
+                progress.update(detected, force=True)
+                print(("\n" if progress.enabled else "") + f"batch: {outcomes[item.name].line()}", file=stream,
+                      flush=True)
+        progress.close()
+        for key, error in failed.items():
+            item = by_key[key]
+            outcomes[item.name] = InputOutcome(item.name, item.path, "failed", error=error)
+        for item in todo:
+            outcomes.setdefault(item.name, InputOutcome(item.name, item.path, "not finished",
+                                                        error="stopped early; rerun to finish"))
+            _remove_staging(out, item.name)
+        for a in actors:
+            ray.kill(a)
+    ledger.close()
+    ordered = [outcomes[n] for n in plan.output_names(paths)]
+    for o in ordered:
+        if o.status != "complete":
+            print(f"batch: {o.line()}", file=stream, flush=True)
+    return BatchResult(ordered, workers if todo else 0, detected, time.monotonic() - t0, ray_start_s, stopped, actor_ms,
+                       actors_start_s)
+
+
+def _check_apart(out: Path, paths: list[Path]) -> None:
+    from edge.sinks.folder import FolderSinkError, check_apart
+
+    try:
+        check_apart(out, paths)
+    except FolderSinkError as e:
+        raise BatchError(str(e)) from None
+
+
+def _remove_staging(out: Path, name: str) -> None:
+    """Staging folders of an input left by a killed paint attempt: masked frames only, never complete."""
+    for p in out.glob(f".{name}.*.partial"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    # Ray wraps a worker's exception in its traceback: the last line is the exception itself
+    return (text[-1] if text else type(e).__name__)[:500]
+
+
+@contextlib.contextmanager
+def connect(cfg: Config, address: str | None, temp_root: str | None = None):
+    """Ray for this run: a cluster at `address` (joined, left alone at the end), else an embedded instance."""
+    import ray
+
+    if address:
+        ray.init(address=address, runtime_env=worker_env(), log_to_driver=False, configure_logging=False)
+        try:
+            yield None
+        finally:
+            ray.shutdown()
+        return
+    local = LocalRay(cfg.fleet.num_cpus or os.cpu_count() or 1, cfg.fleet.object_store_mb, temp_root)
+    try:
+        yield local
+    finally:
+        local.close()

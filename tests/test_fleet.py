@@ -1,0 +1,327 @@
+"""`edge-anon batch` on a real local Ray instance (2 CPUs, one per module) with the real models and clips.
+
+The clip is the first 24 frames of the shared 720p dashcam video, stored losslessly: a face is found
+in frame 9 and held to frame 15, so with 10-frame chunks the hold crosses a chunk border.
+"""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, VIDEO
+
+ray = pytest.importorskip("ray")
+
+CLIP = VIDEO / "udacity_CarND-Vehicle-Detection_test_video.mp4"
+FRAMES = 24
+CHUNK = 10
+
+pytestmark = [pytest.mark.slow]
+
+
+def decode(path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        out.append(image)
+    cap.release()
+    return out
+
+
+def records(folder: Path, name: str = "detections.jsonl") -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "timings_ms"}
+            for line in (folder / name).read_text().splitlines()]
+
+
+def audit(folder: Path) -> tuple[dict, dict]:
+    start, end = [json.loads(line) for line in (folder / "audit.jsonl").read_text().splitlines()]
+    return start, end
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    if not CLIP.exists():
+        pytest.skip("shared clip missing")
+    path = tmp_path_factory.mktemp("clips") / "drive.mkv"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (1280, 720))
+    for image in decode(CLIP)[:FRAMES]:
+        writer.write(image)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    from edge.fleet.run import LocalRay
+
+    with LocalRay(num_cpus=2, object_store_mb=100) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    from edge.compose import load_config
+
+    return load_config(None, [f"fleet.chunk_frames={CHUNK}"])
+
+
+@pytest.fixture(scope="module")
+def replayed(clip, tmp_path_factory) -> Path:
+    """`replay` of the clip to PNGs with its audit record: what batch must reproduce."""
+    from edge import cli
+
+    out = tmp_path_factory.mktemp("replay") / "out"
+    rc = cli.main(["replay", str(clip), "--output-dir", str(out), "--set", f"service.audit_path={out}.audit",
+                   "--set", "runtime.threads=1", "--set", f"fleet.chunk_frames={CHUNK}"])
+    assert rc == 0
+    os.replace(f"{out}.audit", out / "audit.jsonl")
+    return out
+
+
+@pytest.fixture(scope="module")
+def batched(local_ray, cfg, clip, tmp_path_factory):
+    from edge.fleet.run import run_batch
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = tmp_path_factory.mktemp("batch")
+    result = run_batch(cfg, [str(clip)], out, stream=(terminal := Terminal()))
+    result.terminal = terminal.getvalue()
+    return out, result
+
+
+def assert_same_as_replay(folder: Path, replayed: Path) -> None:
+    assert sorted(p.name for p in folder.glob("*.png")) == sorted(p.name for p in replayed.glob("*.png"))
+    assert len(list(folder.glob("*.png"))) == FRAMES
+    assert records(folder) == records(replayed)
+    for png in replayed.glob("*.png"):
+        np.testing.assert_array_equal(cv2.imread(str(folder / png.name)), cv2.imread(str(png)))
+
+
+def test_batch_writes_the_frames_names_records_and_audit_of_replay(batched, replayed):
+    out, result = batched
+    assert result.exit_code() == 0 and [o.status for o in result.outcomes] == ["complete"]
+    folder = out / "drive"
+    assert_same_as_replay(folder, replayed)
+    (b_start, b_end), (r_start, r_end) = audit(folder), audit(replayed)
+    for key in ("models", "thresholds"):
+        assert b_start[key] == r_start[key]
+    def ran(config: dict) -> dict:  # what decides the outcome: all but where the outputs went
+        return {**{k: v for k, v in config.items() if k != "output"},
+                "service": {k: v for k, v in config["service"].items() if k != "audit_path"}}
+
+    assert ran(b_start["config"]) == ran(r_start["config"])
+    assert b_end["frames"] == r_end["frames"] and b_end["counters"] == r_end["counters"]
+    assert b_end["exit_code"] == r_end["exit_code"] == 0
+
+
+def test_a_person_can_follow_the_progress_files_frames_rate_and_the_outcome(batched):
+    text = batched[1].terminal
+    draws = [d for line in text.split("\n") for d in line.split("\r") if d.startswith("batch ")]
+    assert draws[0].startswith(f"batch 0/1 files: {CHUNK}/{FRAMES} frames, ")
+    assert draws[-1].startswith(f"batch 1/1 files: {FRAMES}/{FRAMES} frames, ") and "/s" in draws[-1]
+    assert f"batch: drive: complete, {FRAMES} frames in, {FRAMES} masked, 0 masked whole, 0 dropped" in text
+
+
+def test_every_region_replay_paints_is_painted_by_batch_across_chunk_borders(batched, replayed):
+    """The hold carries across chunks (it runs over the recorded detections in order, in one task)."""
+    out, _ = batched
+    by_frame = {r["frame"]: r for r in records(out / "drive")}
+    painted = [r for r in records(replayed) if r["boxes"]]
+    assert painted, "the clip must have painted regions for this test to mean anything"
+    seqs = [r["seq"] for r in painted]
+    assert min(seqs) < CHUNK <= max(seqs), "the held face must cross a chunk border"
+    for r in painted:
+        assert by_frame[r["frame"]]["boxes"] == r["boxes"]
+    _, end = audit(out / "drive")
+    assert end["counters"].get("track_held", 0) > 0
+
+
+def test_every_ray_worker_is_hardened(local_ray):
+    from edge.fleet import worker
+
+    states = ray.get([ray.remote(worker.hardening_state).options(num_cpus=0.5).remote() for _ in range(2)])
+    for state in states:
+        assert state["rlimit_core"] == [0, 0]
+        assert state["dumpable"] == 0
+        assert state["ort_telemetry_off"] is True
+        assert state["pid"] != os.getpid()
+
+
+def test_a_worker_killed_mid_run_costs_a_retry_never_a_missing_or_unmasked_frame(local_ray, clip, replayed,
+                                                                                  tmp_path):
+    from edge.compose import load_config
+    from edge.fleet.run import run_batch
+
+    cfg = load_config(None, [f"fleet.chunk_frames={CHUNK}", "fleet.workers=2", "fleet.cpus_per_actor=0.75"])
+    killed = []
+
+    def kill_first(done: int, pids: list[int]) -> None:
+        if done == 1 and not killed:
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+    result = run_batch(cfg, [str(clip)], tmp_path, on_chunk=kill_first)
+    assert killed and result.workers == 2
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)
+    assert result.exit_code() == 0
+    assert_same_as_replay(tmp_path / "drive", replayed)
+
+
+def test_an_interrupted_run_resumed_gives_the_uninterrupted_result(local_ray, cfg, clip, batched, tmp_path):
+    from edge.fleet.run import run_batch
+
+    first = run_batch(cfg, [str(clip)], tmp_path, max_chunks=1)
+    assert first.stopped_early and first.exit_code() == 1
+    assert [o.status for o in first.outcomes] == ["not finished"]
+    assert not (tmp_path / "drive").exists() and not list(tmp_path.glob(".drive.*"))
+    second = run_batch(cfg, [str(clip)], tmp_path)
+    assert second.exit_code() == 0
+    assert 0 < second.frames_detected < FRAMES  # only the chunks the first run had not finished
+    reference = batched[0] / "drive"
+    assert sorted(p.name for p in (tmp_path / "drive").iterdir()) == sorted(p.name for p in reference.iterdir())
+    assert records(tmp_path / "drive") == records(reference)
+    for png in reference.glob("*.png"):
+        assert (tmp_path / "drive" / png.name).read_bytes() == png.read_bytes()
+    third = run_batch(cfg, [str(clip)], tmp_path)
+    assert [o.status for o in third.outcomes] == ["done before"] and third.frames_detected == 0
+
+
+def test_mkv_output_matches_replay_output_mkv(local_ray, cfg, clip, tmp_path):
+    from edge import cli, config as config_mod
+    from edge.fleet.run import run_batch
+
+    assert cli.main(["replay", str(clip), "--output", str(tmp_path / "r.mkv"), "--set", "runtime.threads=1"]) == 0
+    video_cfg = config_mod.override(cfg, {"output.kind": "video", "output.file": "batch.mkv"})
+    assert run_batch(video_cfg, [str(clip)], tmp_path / "b").exit_code() == 0
+    folder = tmp_path / "b" / "drive"
+    assert sorted(p.name for p in folder.iterdir()) == ["audit.jsonl", "detections.jsonl", "drive.mkv"]
+    batch_frames, replay_frames = decode(folder / "drive.mkv"), decode(tmp_path / "r.mkv")
+    assert len(batch_frames) == len(replay_frames) == FRAMES
+    for a, b in zip(batch_frames, replay_frames):
+        np.testing.assert_array_equal(a, b)
+    assert records(folder) == records(tmp_path, "r.jsonl")
+
+
+def test_no_raw_pixels_under_the_output_or_rays_private_folder(local_ray, batched, clip, tmp_path):
+    """A raw row of the face that frame 9 masks appears in no file Ray or the batch wrote (spill included)."""
+    out, _ = batched
+    face = next(r for r in records(out / "drive") if r["boxes"])
+    x1, y1, x2, y2 = face["boxes"][0]
+    raw = decode(clip)[face["seq"]]
+    needle = raw[(y1 + y2) // 2, x1:x2].tobytes()
+    assert len(needle) >= 24
+
+    def holders(root: Path) -> list[str]:
+        found = []
+        for p in root.rglob("*"):
+            if p.is_file() and not p.is_symlink():
+                try:
+                    if needle in p.read_bytes():
+                        found.append(str(p))
+                except OSError:
+                    continue
+        return found
+
+    control = tmp_path / "control.npy"
+    np.save(control, raw)  # the scan finds raw pixels where they are
+    assert holders(tmp_path) == [str(control)]
+    assert local_ray.private.stat().st_mode & 0o077 == 0
+    assert holders(out) == []
+    assert holders(local_ray.private) == []
+    assert not any(local_ray.spill.rglob("*"))
+
+
+def test_a_corrupt_input_fails_alone_and_is_reported(clip, tmp_path):
+    """Through the command line (its own embedded Ray): the good inputs complete, exit status 1."""
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(os.urandom(50_000))
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"{clip}\n{bad}\n{tmp_path / 'missing.mkv'}\n")
+    # short: Ray's socket paths live under it, and a Unix socket path has at most 107 bytes
+    private = Path(tempfile.mkdtemp(prefix="eb-"))
+    env = {**os.environ, "TMPDIR": str(private)}
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "edge", "batch", str(listing), "--output-dir", str(out),
+                           "--set", f"fleet.chunk_frames={CHUNK}", "--set", "fleet.num_cpus=2",
+                           "--set", "fleet.object_store_mb=100"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=400)
+    assert proc.returncode == 1, proc.stderr
+    assert "drive: complete, 24 frames in" in proc.stderr
+    assert "broken: failed" in proc.stderr and "missing: failed" in proc.stderr
+    assert "1 complete" in proc.stderr and "2 failed" in proc.stderr
+    assert len(list((out / "drive").glob("*.png"))) == FRAMES
+    assert not (out / "broken").exists() and not list(out.glob(".broken*"))
+    left = list(private.iterdir())
+    private.rmdir()
+    assert left == []  # Ray's private folder is gone
+
+
+@pytest.mark.parametrize("changes, message", [
+    (["fleet.workers=2"], "leaves less than"),
+    (["fleet.cpus_per_actor=2"], "leaves less than"),
+])
+def test_shares_that_leave_no_cpu_for_painting_are_refused(local_ray, clip, tmp_path, changes, message):
+    from edge.compose import load_config
+    from edge.fleet.run import BatchError, run_batch
+
+    with pytest.raises(BatchError, match=message):
+        run_batch(load_config(None, changes), [str(clip)], tmp_path)
+
+
+@pytest.mark.parametrize("key, value", [("fleet.chunk_frames", 0), ("fleet.cpus_per_actor", 0.0),
+                                        ("fleet.object_store_mb", 10), ("fleet.max_retries", -1),
+                                        ("fleet.workers", 5000), ("fleet.bogus", 1)])
+def test_the_fleet_table_refuses_what_it_cannot_run(key, value):
+    from edge import config as config_mod
+
+    with pytest.raises(config_mod.ConfigError, match=key):
+        config_mod.override(config_mod.Config(), {key: value})
+
+
+def test_ctrl_c_then_a_rerun_gives_the_uninterrupted_result(local_ray, cfg, clip, batched, tmp_path):
+    """SIGINT to `edge-anon batch` once the ledger holds a chunk: exit 130, Ray's folder gone; the rerun
+    (here in-process) does only what is left and writes what an uninterrupted run wrote."""
+    from edge.fleet.plan import LEDGER_DIR, LEDGER_NAME
+    from edge.fleet.run import run_batch
+
+    private = Path(tempfile.mkdtemp(prefix="eb-"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "batch", str(clip), "--output-dir", str(out),
+                             "--set", f"fleet.chunk_frames={CHUNK}", "--set", "fleet.num_cpus=2",
+                             "--set", "fleet.object_store_mb=100"],
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "TMPDIR": str(private)})
+    ledger = out / LEDGER_DIR / LEDGER_NAME
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ledger.exists() and '"chunk"' in ledger.read_text():
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    left = list(private.iterdir())
+    private.rmdir()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and left == []
+    assert not (out / "drive").exists()  # nothing half-done under the final name
+    resumed = run_batch(cfg, [str(clip)], out)
+    assert resumed.exit_code() == 0 and resumed.frames_detected < FRAMES
+    reference = batched[0] / "drive"
+    assert records(out / "drive") == records(reference)
+    for png in reference.glob("*.png"):
+        assert (out / "drive" / png.name).read_bytes() == png.read_bytes()

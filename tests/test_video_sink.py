@@ -1,0 +1,169 @@
+"""The video sink (FFV1 .mkv lossless, mp4v .mp4) and `replay --output FILE.mkv` on a real clip."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from edge import config as config_mod
+from edge.config import ConfigError
+from edge.frame import FACE, Detections, DroppedFrame, Frame, MaskedFrame
+from edge.sinks.video import VideoSink, VideoSinkError, records_path, source_fps
+from tests.conftest import VIDEO
+
+CLIP = VIDEO / "udacity_CarND-Vehicle-Detection_test_video.mp4"
+
+
+def masked(seq: int, shape=(48, 64, 3)) -> MaskedFrame:
+    img = np.random.default_rng(seq).integers(0, 256, shape, dtype=np.uint8)
+    frame = Frame(img, "front", seq, 100, 200, f"{seq:06d}")
+    det = Detections(np.array([[1, 1, 5, 5]], np.float32), [0.9], [FACE])
+    return MaskedFrame(frame, np.array([[0, 0, 6, 6]], np.int32), det, "masked", {"detect": 1.0}, (("m", "00" * 32),))
+
+
+def dropped(seq: int) -> DroppedFrame:
+    return DroppedFrame.of(Frame(np.zeros((48, 64, 3), np.uint8), "front", seq, 0, 0, f"{seq:06d}"), "bad_output")
+
+
+def decode(path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        out.append(image)
+    cap.release()
+    return out
+
+
+def lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_ffv1_mkv_reads_back_bit_for_bit_and_is_renamed_into_place_at_close(tmp_path):
+    path = tmp_path / "drive.mkv"
+    items = [masked(i) for i in range(5)]
+    sink = VideoSink(path, fps=25.0)
+    for item in items:
+        assert sink.send(item) is True
+    # while open only the temporary name exists: a half-written video never looks finished
+    assert not path.exists() and [p.name for p in tmp_path.glob(".drive.mkv.*.partial.mkv")]
+    sink.close()
+    assert path.exists() and not list(tmp_path.glob("*.partial*"))
+    frames = decode(path)
+    assert len(frames) == 5
+    for item, frame in zip(items, frames):
+        np.testing.assert_array_equal(frame, item.frame.image)
+    records = lines(records_path(path))
+    assert [r["frame"] for r in records] == [f"{i:06d}" for i in range(5)]
+    assert [r["video_frame"] for r in records] == list(range(5))
+    assert records[0]["boxes"] == [[0, 0, 6, 6]] and records[0]["detections"] == items[0].detections.to_list()
+
+
+def test_mp4v_is_the_lossy_option_with_every_frame(tmp_path):
+    path = tmp_path / "drive.mp4"
+    with VideoSink(path, fps=10.0) as sink:
+        for i in range(4):
+            sink.send(masked(i))
+    frames = decode(path)
+    assert len(frames) == 4 and frames[0].shape == (48, 64, 3)
+
+
+def test_a_dropped_frame_has_its_line_and_no_video_frame(tmp_path):
+    path = tmp_path / "d.mkv"
+    with VideoSink(path, records=tmp_path / "detections.jsonl") as sink:
+        sink.send(masked(0))
+        sink.send(dropped(1))
+        sink.send(masked(2))
+    assert len(decode(path)) == 2
+    records = lines(tmp_path / "detections.jsonl")
+    assert [r["status"] for r in records] == ["masked", "dropped", "masked"]
+    assert records[1]["reason"] == "bad_output" and "video_frame" not in records[1]
+    assert records[2]["video_frame"] == 1
+
+
+def test_a_frame_of_another_size_is_refused_and_no_incomplete_video_is_left(tmp_path):
+    path = tmp_path / "d.mkv"
+    sink = VideoSink(path)
+    assert sink.send(masked(0)) is True
+    assert sink.send(masked(1, shape=(40, 64, 3))) is False
+    assert sink.stats()["write_errors"] == 1
+    sink.close()
+    assert not path.exists() and not list(tmp_path.glob("*.partial*"))
+
+
+def test_a_symlink_at_the_final_name_is_replaced_not_followed(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    path = tmp_path / "d.mkv"
+    os.symlink(victim, path)
+    with VideoSink(path) as sink:
+        sink.send(masked(0))
+    assert victim.read_text() == "keep" and not path.is_symlink() and len(decode(path)) == 1
+
+
+def test_sinks_take_only_outcomes_of_the_mask_step(tmp_path):
+    with VideoSink(tmp_path / "d.mkv") as sink, pytest.raises(TypeError):
+        sink.send(Frame(np.zeros((4, 4, 3), np.uint8), "c", 0, 0, 0))
+
+
+@pytest.mark.parametrize("name", ["d.avi", "d.h264", "d"])
+def test_other_containers_are_refused(tmp_path, name):
+    with pytest.raises(VideoSinkError):
+        VideoSink(tmp_path / name)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"output.kind": "video"}, "output.file"),
+    ({"output.kind": "video", "output.file": "/tmp/x.avi"}, "output.file"),
+    ({"output.kind": "video", "output.file": "/tmp/x.mkv", "output.records": "/tmp/x.txt"}, "output.records"),
+])
+def test_the_config_refuses_a_video_output_it_cannot_write(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        config_mod.override(config_mod.Config(), changes)
+
+
+def test_source_fps_is_the_files_own_or_the_default(tmp_path):
+    assert source_fps(CLIP) == pytest.approx(25.0)
+    assert source_fps(tmp_path) == 10.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--output", "x.avi"], "--output"),
+    (["--output", "x.mkv", "--output-dir", "d"], "choose one output"),
+    (["--output", "x.mkv", "--bind", "tcp://127.0.0.1:5999"], "choose one output"),
+])
+def test_replay_refuses_a_video_output_it_cannot_write(tmp_path, capsys, argv, message):
+    from edge import cli
+
+    assert cli.main(["replay", str(CLIP), *argv]) == cli.EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_replay_output_mkv_holds_the_same_frames_as_the_png_folder(tmp_path):
+    """The same clip replayed to PNGs and to FFV1: identical masked pixels and records (timings aside)."""
+    from edge import cli
+
+    if not CLIP.exists():
+        pytest.skip("shared clip missing")
+    short = tmp_path / "short.mkv"
+    with VideoSink(short, fps=25.0) as sink:  # the clip's first frames, losslessly
+        for i, image in enumerate(decode(CLIP)[:12]):
+            sink.send(MaskedFrame(Frame(image, "c", i, 0, 0), np.zeros((0, 4), np.int32), Detections(), "masked", {}))
+    video = tmp_path / "out" / "masked.mkv"
+    assert cli.main(["replay", str(short), "--output", str(video)]) == 0
+    assert cli.main(["replay", str(short), "--output-dir", str(tmp_path / "png")]) == 0
+    frames = decode(video)
+    pngs = sorted((tmp_path / "png").glob("*.png"))
+    assert len(frames) == len(pngs) == 12
+    for frame, png in zip(frames, pngs):
+        np.testing.assert_array_equal(frame, cv2.imread(str(png)))
+
+    def strip(r):
+        return {k: v for k, v in r.items() if k not in ("timings_ms", "video_frame")}
+
+    assert [strip(r) for r in lines(tmp_path / "out" / "masked.jsonl")] == \
+        [strip(r) for r in lines(tmp_path / "png" / "detections.jsonl")]
