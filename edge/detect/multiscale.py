@@ -22,14 +22,14 @@ box and drops it when a complete box covers it.
 Why a cap on one network input (`max_input_px`): memory grows with the input, not with the frame.
 Measured on the CPU provider (peak RSS above the loaded process), one input costs about 80 MB per
 megapixel in YuNet and 150-350 MB in LPD-YuNet (activations, the fp32 blob, the outputs; onnxruntime's
-arena grows in steps), so plates-far over a 2048x1536 photo (one input of 28, 79 and 113 Mpx per
-pass) failed for memory under an 8 GB limit. A window whose input (or, downscaled, whose crop) would exceed the cap is cut
-into tiles that do not; the tiles overlap by at least the longest box the pass keeps (3x its max_box:
-a plate is long) or, with no max_box, by a share of the tile, so a box cut by one tile is seen whole
-by a neighbour. Windows of one input shape run as one call, and a call never carries more than the
-cap in total either (edge.detect.detector), so the host buffers of a call (the resized crops, the
-fp32 blob: 12 bytes per input pixel) are bounded with it. A frame needing more than `MAX_WINDOWS` windows is
-refused: the caller fails closed (the frame is dropped or masked whole), it is never half-detected.
+arena grows in steps), so plates-far over a 2048x1536 photo (one input of 28, 79 and 113 Mpx per pass)
+failed for memory under an 8 GB limit. A window whose input (or, downscaled, whose crop) would exceed
+the cap is cut into tiles that do not; the tiles overlap by at least the longest box the pass keeps (3x
+its max_box: a plate is long) or, with no max_box, by a share of the tile, so a box cut by one tile is
+seen whole by a neighbour. Windows of one input shape run as one call, and a call never carries more
+than the cap in total either (edge.detect.detector), so the host buffers of a call (the resized crops,
+the fp32 blob: 12 bytes per input pixel) are bounded with it. A frame needing more than `MAX_WINDOWS`
+windows is refused: the caller fails closed (the frame is dropped or masked whole), never half-detected.
 """
 from __future__ import annotations
 
