@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp, False)
     sp.add_argument("--output-dir", help="write masked frames as PNG + detections.jsonl here")
     sp.add_argument("--output", metavar="FILE", help="write one masked video: FILE.mkv (FFV1, lossless) or FILE.mp4 "
-                                                     "(mp4v, lossy), records in FILE's stem .jsonl beside it")
+                                                     "(mp4v, lossy); its records beside it, FILE with .jsonl")
     sp.add_argument("--bind", help="publish over ZeroMQ on this address instead (tcp://HOST:PORT or ipc://PATH)")
     sp.add_argument("--wait-subscribers", type=int, metavar="N",
                     help="with --bind: send nothing until N subscribers are connected")
