@@ -208,8 +208,7 @@ def test_check_config_line_names_the_stages():
     assert "context" not in compose.stages(compose.load_config(None))
 
 
-@pytest.mark.parametrize("fallback", [True, False])
-def test_real_frame_annotated_heads_are_protected_by_the_zones(fallback):
+def test_real_frame_annotated_heads_are_protected_by_the_zones():
     """berlin_dev: 12 annotated heads, 8-46 px, mostly distant pedestrians; the head zones of the persons
     YOLOX-Nano finds protect those YuNet misses (>= 70% of each box painted)."""
     from edge.eval.evaluate import protected_flags, read_list
@@ -217,12 +216,14 @@ def test_real_frame_annotated_heads_are_protected_by_the_zones(fallback):
     root = need(SHARED / "data" / "eval" / "dashcam" / "berlin_dev")
     item = next(i for i in read_list(root / "gt_xyxy.txt", root / "images")
                 if i.path.name == "a7de82b3-93d5-4641-b412-276d411587e1.jpg")
-    cfg = compose.load_config(None, ["detect.context.enabled=true", "mask.style=solid", "service.deadline_ms=0",
-                                     "detect.context.score_threshold=0.2", f"heads.fallback={str(fallback).lower()}"])
-    out = compose.build_pipeline(cfg).process(Frame(cv2.imread(str(item.path)), "cam", 0, 0, 0))
-    assert isinstance(out, MaskedFrame) and out.status == "masked"
-    faces = item.boxes[item.labels() == compose.class_table(cfg).id("face")]
-    assert len(faces) == 12
-    protected = int(protected_flags(painted_map(out.frame.image.shape, out.regions), faces).sum())
-    # measured: 10 with the zones, 7 from the face model alone (the zones' share is what is tested)
-    assert protected >= 9 if fallback else protected <= 7
+    protected = {}
+    for fallback in (True, False):
+        cfg = compose.load_config(None, ["detect.context.enabled=true", "mask.style=solid", "service.deadline_ms=0",
+                                         "detect.context.score_threshold=0.2", f"heads.fallback={str(fallback).lower()}"])
+        out = compose.build_pipeline(cfg).process(Frame(cv2.imread(str(item.path)), "cam", 0, 0, 0))
+        assert isinstance(out, MaskedFrame) and out.status == "masked"
+        faces = item.boxes[item.labels() == compose.class_table(cfg).id("face")]
+        assert len(faces) == 12
+        protected[fallback] = int(protected_flags(painted_map(out.frame.image.shape, out.regions), faces).sum())
+    # measured: 11 with the zones, 8 from the (grown) faces alone
+    assert protected[True] >= 10 and protected[True] >= protected[False] + 2, protected
