@@ -57,6 +57,10 @@ class VehicleParams:
     zone_y: float = 0.64
     zone_width: float = 1.0  # zone size, fractions of the vehicle box's width / height
     zone_height: float = 0.56
+    # vehicles at least this wide (frame px) get no zone; 0 = every vehicle. A near vehicle's plate is large
+    # and found by the model when it shows; its zone is most of the fallback's paint (berlin_dev: vehicles
+    # of 400+ px hold 4% of frame area in zones, 28 of 130 plates)
+    zone_max_vehicle_px: float = 0.0
     # occupants: the face model on the windscreen band of each vehicle, zoomed
     occupants: bool = False
     band_top: float = 0.0  # the band: from this fraction of the vehicle box's height...
@@ -86,6 +90,7 @@ class VehicleParams:
         within(self, "zone_y", 0.0, 1.0)
         within(self, "zone_width", 0.05, 1.0)
         within(self, "zone_height", 0.05, 1.0)
+        within(self, "zone_max_vehicle_px", 0.0, 16384.0)
         within(self, "band_top", 0.0, 0.9)
         within(self, "band_bottom", 0.1, 1.0)
         if not self.band_bottom > self.band_top:
@@ -223,7 +228,9 @@ class PlateZoneStage:
                 is_plate = masked.class_id == PLATE
         if self.zone is None or not self.params.zones or len(vehicles) == 0:
             return masked
-        wide = vehicles[widths(vehicles) >= self.params.min_vehicle_px]
+        w = widths(vehicles)
+        wide = vehicles[(w >= self.params.min_vehicle_px)
+                        & ((w < self.params.zone_max_vehicle_px) | (self.params.zone_max_vehicle_px == 0))]
         need = plateless(wide, masked.xyxy[is_plate], self.params.plate_in_vehicle)
         if not need.any():
             return masked

@@ -152,7 +152,8 @@ def test_without_vehicles_in_the_context_stage_plates_are_left_alone():
     ("max_vehicles", 0), ("max_vehicles", 1000), ("min_vehicle_px", float("nan")), ("crop_width", 8),
     ("crop_height", 100000), ("max_zoom", float("inf")), ("plate_threshold", 0.0), ("min_aspect", -1.0),
     ("max_aspect", 0.5), ("max_width_share", 0.0), ("zone_y", 1.5), ("zone_width", 0.0), ("band_bottom", 0.0),
-    ("face_threshold", 2.0), ("keep_below_px", -1.0), ("crop_lower", 0.0),
+    ("face_threshold", 2.0), ("keep_below_px", -1.0), ("crop_lower", 0.0), ("zone_max_vehicle_px", -1.0),
+    ("lone_max_px", float("nan")),
 ])
 def test_bad_vehicle_settings_are_refused_in_one_line(key, value):
     with pytest.raises(ConfigError) as e:
@@ -193,3 +194,8 @@ def test_start_up_refuses_vehicle_stages_without_vehicles():
     with pytest.raises(compose.StartupError) as e:
         compose.build_detector(cfg)
     assert str(e.value) in compose.start_problems(cfg, for_replay=True, resolve=False)
+
+
+@pytest.mark.parametrize("limit, expected", [(0.0, [ZONE]), (250.0, [ZONE]), (200.0, []), (150.0, [])])
+def test_vehicles_wider_than_the_zone_limit_get_no_zone(limit, expected):
+    assert run([(VEHICLE, CAR)], VehicleParams(zone_max_vehicle_px=limit)).detections.class_id.tolist() == expected
