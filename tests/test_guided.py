@@ -57,7 +57,7 @@ def test_the_guided_stage_finds_plates_the_full_frame_pass_misses(detectors):
 def test_every_painted_region_covers_its_boxes_on_a_real_frame():
     """The whole pipeline with guided plates, the filter and plate zones: the invariant holds, plates are painted."""
     image, gt = annotated(FRAME)
-    cfg = compose.load_config(None, SETS)
+    cfg = compose.load_config(None, SETS + ["vehicles.filter=true"])
     out = compose.build_pipeline(cfg).process(Frame(image.copy(), "cam", 0, 0, 0))
     assert isinstance(out, MaskedFrame) and out.status == "masked"
     painted = painted_map(image.shape, out.regions)

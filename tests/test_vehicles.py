@@ -16,7 +16,7 @@ CFG = compose.load_config(None, ["detect.context.enabled=true"])
 CLASSES = compose.class_table(CFG)
 ZONE, VEHICLE, PERSON = (CLASSES.id(n) for n in ("plate_zone", "vehicle", "person"))
 CAR = [300.0, 150.0, 500.0, 260.0]  # 200 x 110
-PARAMS = VehicleParams()
+PARAMS = VehicleParams(filter=True)
 
 
 def boxes(*rows) -> np.ndarray:
@@ -106,9 +106,7 @@ class Fixed(FakeDetector):
 def run(rows, params=PARAMS):
     dets = Detections(boxes(*[r[1] for r in rows]), np.full(len(rows), 0.9), np.array([r[0] for r in rows], np.int32))
     image = np.full((300, 600, 3), 200, np.uint8)
-    pipe = Pipeline(Fixed(dets), MaskStyle(style="solid"), classes=CLASSES,
-                    stages=compose.paint_stages(compose.load_config(None, ["detect.context.enabled=true"]), CLASSES)
-                    if params is PARAMS else [veh.PlateZoneStage(params, CLASSES)])
+    pipe = Pipeline(Fixed(dets), MaskStyle(style="solid"), classes=CLASSES, stages=[veh.PlateZoneStage(params, CLASSES)])
     out = pipe.process(Frame(image, "cam", 0, 0, 0))
     assert isinstance(out, MaskedFrame) and out.status == "masked"
     return out
@@ -132,7 +130,7 @@ def test_the_plate_zone_stage(rows, expected):
 
 @pytest.mark.parametrize("params, expected", [
     (VehicleParams(filter=False), [PLATE]),  # the implausible box is kept and counts as the car's plate
-    (VehicleParams(zones=False), []),
+    (VehicleParams(filter=True, zones=False), []),
     (VehicleParams(filter=False, zones=False), [PLATE]),
 ])
 def test_filter_and_zones_are_switched_apart(params, expected):
@@ -198,4 +196,4 @@ def test_start_up_refuses_vehicle_stages_without_vehicles():
 
 @pytest.mark.parametrize("limit, expected", [(0.0, [ZONE]), (250.0, [ZONE]), (200.0, []), (150.0, [])])
 def test_vehicles_wider_than_the_zone_limit_get_no_zone(limit, expected):
-    assert run([(VEHICLE, CAR)], VehicleParams(zone_max_vehicle_px=limit)).detections.class_id.tolist() == expected
+    assert run([(VEHICLE, CAR)], VehicleParams(filter=True, zone_max_vehicle_px=limit)).detections.class_id.tolist() == expected
