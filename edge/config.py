@@ -140,6 +140,7 @@ class TilesConfig(_Checked):
     def check(self) -> None:
         _check_region(self.region)
         within(self, "scale", 0.25, 8.0)
+        within(self, "overlap", 0, 4096)  # bounded even where unused (size 0): a wrong value is refused when typed
         if self.size != 0:  # 0: no tiles, the fully convolutional models take the region whole
             within(self, "size", 32, 4096)
             within(self, "overlap", 0, self.size // 2)
@@ -150,6 +151,12 @@ class TilesConfig(_Checked):
             # no box could pass: the tiles would silently detect nothing
             raise ConfigError(f"max_box_px: must be 0 (no limit) or above min_box_px ({self.min_box_px}), "
                               f"got {self.max_box_px}")
+
+
+# a 2x pass over the horizon band of a forward camera, as one input (YuNet is fully convolutional: tiles
+# would only add cut faces), kept to the small boxes an upscaled pass is good at
+HORIZON_BAND = TilesConfig(enabled=True, region=(0.0, 0.3, 1.0, 0.7), scale=2.0, size=0, score_threshold=0.25,
+                           max_box_px=48.0)
 
 
 @dataclass(frozen=True)
@@ -210,11 +217,17 @@ class DetectConfig(_Checked):
     """One [detect.<class>] table per class: the built-in face and plate, and any class a model card
     declares (e.g. [detect.person] with `model` naming a card whose classes include "person")."""
 
-    face: ClassConfig = ClassConfig()
-    plate: ClassConfig = ClassConfig(enabled=False, model="lpd_yunet", score_threshold=0.5, nms_iou=0.3)
+    # The privacy-first operating point (README "Defaults"): faces at a recall threshold plus a 2x pass
+    # over the horizon band, where distant pedestrians of a forward camera are small; plates on (their
+    # search in vehicle crops and the plate zones: [vehicles]). A cheaper mode is a config that says
+    # what it gives up (configs/fast-faces-only.toml).
+    face: ClassConfig = ClassConfig(score_threshold=0.3, tiles=HORIZON_BAND)
+    # the whole-frame plate pass at half size finds the large plates of close vehicles the context stage
+    # misses (they fill or leave the frame); small plates are searched in vehicle crops ([vehicles])
+    plate: ClassConfig = ClassConfig(enabled=True, model="lpd_yunet", score_threshold=0.3, nms_iou=0.3, scales=(0.5,))
     more: tuple[tuple[str, ClassConfig], ...] = ()  # the other classes' tables, by class name
     # [detect.context]: persons and vehicles from one general detector, never painted themselves
-    context: ContextParams = ContextParams()
+    context: ContextParams = ContextParams(enabled=True, score_threshold=0.2)
 
     def classes(self) -> list[tuple[str, ClassConfig]]:
         """(class name, its table) for every class, the built-ins first."""
@@ -239,7 +252,9 @@ class DetectConfig(_Checked):
         if self.context.enabled:
             clash = sorted(set(self.context.classes) & {n for n, _ in self.more})
             if clash:
-                raise ConfigError(f"detect.context.classes: {clash} also have their own masked [detect.<class>] table")
+                raise ConfigError(f"detect.context.classes: {clash} also have their own masked [detect.<class>] table "
+                                  f"(the context stage, on by default, detects {list(self.context.classes)}: "
+                                  f"list the classes it should keep, or set detect.context.enabled = false)")
 
 
 @dataclass(frozen=True)
@@ -455,7 +470,7 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         default = known[key].default
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
             # a partial table overlays the field's own default (the plate detector keeps its plate model)
-            value = {**_as_dict(default), **value}
+            value = _overlay(_as_dict(default), value)
         converted = _convert(value, hints[key], full)
         choices = known[key].metadata.get("choices")
         if choices and converted not in choices:
@@ -614,6 +629,15 @@ def _put(tree: dict, dotted: str, value: Any) -> None:
     for part in parents:
         tree = tree.setdefault(part, {})
     tree[last] = value
+
+
+def _overlay(default: dict, value: dict) -> dict:
+    """`value` over `default`, table by table: a partial [detect.face.tiles] keeps the other keys of the
+    default face's tiles, not those of a bare TilesConfig."""
+    out = dict(default)
+    for key, v in value.items():
+        out[key] = _overlay(out[key], v) if isinstance(v, dict) and isinstance(out.get(key), dict) else v
+    return out
 
 
 def _as_dict_value(v: Any) -> Any:

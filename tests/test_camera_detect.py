@@ -14,6 +14,8 @@ score_threshold = 0.55
 enabled = true
 score_threshold = 0.4
 scales = [1.0]
+[detect.context]
+enabled = false
 """
 
 

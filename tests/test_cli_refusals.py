@@ -149,11 +149,12 @@ def test_check_config_checks_the_context_model_too(tmp_path, text, line):
 
 def test_a_missing_model_is_one_line_per_model(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[detect.context]\nenabled = true\n")
+    cfg.write_text("")  # the defaults: faces, plates and the context stage
     env = {k: v for k, v in os.environ.items() if k != "EDGE_MODEL_PATH"}
     r = subprocess.run([sys.executable, "-m", "edge", "check-config", "--replay", str(cfg)], capture_output=True,
                        text=True, timeout=60, cwd=ROOT, env={**env, "XDG_CACHE_HOME": str(tmp_path / "empty")})
     lines = r.stderr.splitlines()
-    assert r.returncode == 2 and len(lines) == 2, r.stderr
+    assert r.returncode == 2 and len(lines) == 3, r.stderr
     assert lines[0].startswith("invalid: detect.face.model: model 'yunet_n': no verified copy")
-    assert lines[1].startswith("invalid: detect.context.model: model 'yolox_nano': no verified copy")
+    assert lines[1].startswith("invalid: detect.plate.model: model 'lpd_yunet': no verified copy")
+    assert lines[2].startswith("invalid: detect.context.model: model 'yolox_nano': no verified copy")

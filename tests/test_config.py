@@ -47,7 +47,7 @@ def test_shipped_configs_load(name):
     ("[detect.face]\nscales = []\n", "detect.face.scales"),
     ("[detect.face]\nscales = [1.0, 2.0]\naspects = [1.3]\n", "detect.face.aspects: one value per entry of scales"),
     ("[detect.face]\naspects = [9.0]\n", "detect.face.aspects: each must be in"),
-    ("[detect.face]\nenabled = false\n", "at least one of face / plate"),
+    ("[detect.face]\nenabled = false\n[detect.plate]\nenabled = false\n", "at least one of face / plate"),
     ("[mask]\nstyle = \"swirl\"\n", "mask.style"),
     ("[detect.face.tiles]\nsize = 16\n", "detect.face.tiles.size: must be within"),
     ("[runtime]\nbatch_max = 0\n", "runtime.batch_max: must be within"),
@@ -154,7 +154,7 @@ INT_BOUNDS = [
     ("runtime", "trt_workspace_mb", ["-1", "100000000"]),
     ("runtime", "batch_max", ["0", "65"]),
     ("detect.face.tiles", "size", ["-1", "16", "5000"]),
-    ("detect.face.tiles", "overlap", ["-1", "400"]),
+    ("detect.face.tiles", "overlap", ["-1", "5000"]),
     ("track", "hold_frames", ["-1", "1001"]),
     ("track", "min_hits", ["0", "1001"]),
     ("track", "max_tracks", ["0", "5000"]),
@@ -362,6 +362,6 @@ def test_dump_holds_toml_keys_only(tmp_path):
 
 def test_a_whole_table_problem_names_the_table_once():
     with pytest.raises(ConfigError) as info:
-        config.override(config.Config(), {"detect.face.enabled": False})
+        config.override(config.Config(), {"detect.face.enabled": False, "detect.plate.enabled": False})
     assert str(info.value).endswith("detect: at least one of face / plate must be enabled")
     assert "detect.detect" not in str(info.value)

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import SHARED, FakeDetector, need
+from conftest import ROOT, SHARED, FakeDetector, need
 from edge import compose, wire
 from edge.config import ConfigError
 from edge.frame import Detections, Frame, MaskedFrame
@@ -169,7 +169,7 @@ def test_real_frame_head_zones_are_painted_and_persons_are_not():
     image = cv2.imread(str(need(SHARED / "data" / "eval" / "dashcam" / "berlin_dev" / "images"
                                 / "a7de82b3-93d5-4641-b412-276d411587e1.jpg")))
     cfg = compose.load_config(None, ["detect.context.enabled=true", "mask.style=solid", "service.deadline_ms=0",
-                                     "vehicles.guided=false", "vehicles.zones=false"])
+                                     "vehicles.guided=false", "vehicles.zones=false", "detect.plate.enabled=false"])
     out = compose.build_pipeline(cfg).process(Frame(image, "cam", 0, 0, 0))
     assert isinstance(out, MaskedFrame) and out.status == "masked"
     classes = compose.class_table(cfg)
@@ -205,7 +205,8 @@ def test_check_config_line_names_the_stages():
     cfg = compose.load_config(None, ["detect.context.enabled=true", "heads.grow_up=0.35"])
     line = compose.stages(cfg)
     assert "face (yunet_n)" in line and "context person+vehicle (yolox_nano" in line and "head zones" in line
-    assert "context" not in compose.stages(compose.load_config(None))
+    assert "context person+vehicle" in compose.stages(compose.load_config(None))  # the defaults run it
+    assert "context" not in compose.stages(compose.load_config(ROOT / "configs" / "fast-faces-only.toml"))
 
 
 def test_real_frame_annotated_heads_are_protected_by_the_zones():
@@ -219,7 +220,10 @@ def test_real_frame_annotated_heads_are_protected_by_the_zones():
     protected = {}
     for fallback in (True, False):
         cfg = compose.load_config(None, ["detect.context.enabled=true", "mask.style=solid", "service.deadline_ms=0",
-                                         "detect.context.score_threshold=0.2", f"heads.fallback={str(fallback).lower()}"])
+                                         "detect.context.score_threshold=0.2", f"heads.fallback={str(fallback).lower()}",
+                                         # the face model at its native pass only: the zones' own share
+                                         "detect.face.tiles.enabled=false", "detect.face.score_threshold=0.5",
+                                         "detect.plate.enabled=false"])
         out = compose.build_pipeline(cfg).process(Frame(cv2.imread(str(item.path)), "cam", 0, 0, 0))
         assert isinstance(out, MaskedFrame) and out.status == "masked"
         faces = item.boxes[item.labels() == compose.class_table(cfg).id("face")]

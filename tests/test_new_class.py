@@ -16,6 +16,7 @@ import pytest
 from conftest import MODELS, ROOT, WIDER, need
 from edge import config as config_mod
 from edge import wire
+from edge.detect.context import ContextParams
 from edge.frame import Frame
 
 IMAGE = "7_Cheering_Cheering_7_118.jpg"
@@ -40,6 +41,10 @@ def write_config(tmp_path: Path, cards: Path, person: str = 'model = "person_dem
 cards_dir = "{cards}"
 mirrors = ["{MODELS}"]
 [detect.face]
+enabled = false
+[detect.plate]
+enabled = false
+[detect.context]
 enabled = false
 [detect.person]
 {person}
@@ -107,7 +112,7 @@ def test_override_and_dump_carry_the_new_class(tmp_path, decoder_family):
 
 @pytest.mark.parametrize("name", ["face", "person"])
 def test_with_class_replaces_or_adds_a_table(name):
-    detect = config_mod.DetectConfig()
+    detect = config_mod.DetectConfig(context=ContextParams())  # a masked person: no context stage finding persons
     table = config_mod.ClassConfig(model="m", score_threshold=0.42)
     changed = detect.with_class(name, table)
     assert changed.get(name) == table

@@ -23,6 +23,11 @@ def street_images(tmp_path_factory) -> Path:
     return folder
 
 
+def native_faces() -> Config:
+    """The face model's full-frame passes only (the default's horizon band adds inputs of its own)."""
+    return config_mod.override(Config(), {"detect.face.tiles.enabled": False})
+
+
 def _blobs(reader: RuntimeCalibrationReader) -> list[np.ndarray]:
     reader.rewind()
     out = []
@@ -33,7 +38,7 @@ def _blobs(reader: RuntimeCalibrationReader) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("scales", [(1.0,), (0.5, 2.0)])
 def test_reader_yields_the_runtime_preprocessing(street_images, tmp_path, scales):
-    cfg = config_mod.override(Config(), {"detect.face.scales": list(scales)})
+    cfg = config_mod.override(native_faces(), {"detect.face.scales": list(scales)})
     detector, card = runtime_detector(cfg, "face")
     reader = RuntimeCalibrationReader(detector, iter_frames([street_images]))
     images = [cv2.imread(str(p)) for p in sorted(street_images.iterdir())]
@@ -48,7 +53,7 @@ def test_reader_yields_the_runtime_preprocessing(street_images, tmp_path, scales
 
 
 def test_set_range_serves_one_input_at_a_time(street_images, tmp_path):
-    detector, _ = runtime_detector(Config(), "face")
+    detector, _ = runtime_detector(native_faces(), "face")
     reader = RuntimeCalibrationReader(detector, iter_frames([street_images]))
     reader.set_range(1, 2)
     first = reader.get_next()
@@ -76,13 +81,13 @@ def test_iter_frames_refuses_unknown_sources(tmp_path):
 
 
 def test_reader_without_frames_is_an_error(tmp_path):
-    detector, _ = runtime_detector(Config(), "face")
+    detector, _ = runtime_detector(native_faces(), "face")
     with pytest.raises(ValueError, match="no calibration frames"):
         RuntimeCalibrationReader(detector, iter([]))
 
 
 def test_describe_names_sources_and_shapes(street_images, tmp_path):
-    detector, _ = runtime_detector(Config(), "face")
+    detector, _ = runtime_detector(native_faces(), "face")
     reader = RuntimeCalibrationReader(detector, iter_frames([street_images]))
     text = reader.describe()
     assert text.startswith("2 frames from calib_images") and "1x3x96x192" in text and "1x3x128x224" in text

@@ -159,6 +159,7 @@ def test_the_app_runs_classes_one_after_another_on_the_cpu():
     from edge.compose import build_detector
     from edge.config import Config, override
 
-    multi = build_detector(override(Config(), {"detect.plate.enabled": True, "runtime.provider": "cpu"}))
+    multi = build_detector(override(Config(), {"detect.plate.enabled": True, "runtime.provider": "cpu",
+                                               "detect.context.enabled": False}))
     assert [d.class_id for d in multi.detectors] == [FACE, PLATE]
     assert not multi.concurrent

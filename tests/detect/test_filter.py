@@ -176,7 +176,8 @@ def test_config_switch(graph_filter):
     from edge.detect.backends.frames import FilterBackend
 
     cfg = override(Config(), {"runtime.graph_preprocess": True, "runtime.graph_filter": graph_filter,
-                              "detect.plate.enabled": True})
+                              "detect.plate.enabled": True, "detect.plate.scales": [1.0],
+                              "detect.context.enabled": False})
     det = build_detector(cfg)
     try:
         assert [isinstance(d.backend, FilterBackend) for d in det.detectors] == [graph_filter, graph_filter]

@@ -164,7 +164,9 @@ def test_filtered_batch_of_cameras_equals_per_frame(frames):
 def test_config_switch_builds_frame_models(frames):
     from edge.compose import build_detector
 
-    cfg = override(Config(), {"runtime.graph_preprocess": True, "detect.face.scales": [1.0, 2.0]})
+    cfg = override(Config(), {"runtime.graph_preprocess": True, "detect.face.scales": [1.0, 2.0],
+                              "detect.face.tiles.enabled": False, "detect.plate.enabled": False,
+                              "detect.context.enabled": False})
     det = build_detector(cfg)
     model = det.detectors[0].backend
     assert isinstance(model, GraphBackend) and set(model.runners) == {1.0, 2.0}

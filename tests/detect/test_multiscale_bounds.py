@@ -167,9 +167,21 @@ def test_shipped_configs_plan_the_same_windows_at_1080p(name):
 
 
 @pytest.mark.parametrize("hw", [(2160, 3840), (3000, 4000)])
-def test_the_default_config_plans_the_same_windows_at_4k_and_on_a_12_mpx_photo(hw):
+def test_the_default_config_at_4k_and_on_a_12_mpx_photo_stays_under_the_cap(hw):
+    """The default's native passes stay whole; its 2x horizon band (13 Mpx of input at 4K) is tiled."""
+    tiled = 0
     for passes in all_passes(load("DEFAULT")):
-        assert plan(*hw, passes) == plan(*hw, passes, NO_CAP)
+        capped, whole = plan(*hw, passes), plan(*hw, passes, NO_CAP)
+        assert all(window_px(*w.crop_wh, w.sx, w.sy) <= MAX_INPUT_PX for w in capped)
+        for k, p in enumerate(passes):
+            mine = [w for w in capped if w.pass_index == k]
+            theirs = [w for w in whole if w.pass_index == k]
+            if mine != theirs:
+                tiled += 1
+                assert p.scale > 1 and len(mine) > len(theirs)
+                assert (min(w.x0 for w in mine), min(w.y0 for w in mine), max(w.x1 for w in mine),
+                        max(w.y1 for w in mine)) == (theirs[0].x0, theirs[0].y0, theirs[0].x1, theirs[0].y1)
+    assert tiled == 1
 
 
 class Recording:

@@ -8,7 +8,6 @@ import pytest
 from conftest import SHARED, need
 from edge import compose
 from edge.detect.backends.host import host_blob
-from edge.detect.context import ContextParams
 from edge.detect.families import family_module, yolox
 from edge.frame import BadDetections
 
@@ -45,9 +44,8 @@ def test_real_frame_finds_persons_and_vehicles(context, name, cls, at_least):
 
 def test_host_and_graph_agree(context):
     detector, _ = context
-    other = compose.build_context_detector(compose.load_config(None, ["detect.context.enabled=true"]),
-                                           ContextParams(enabled=True), compose.class_table(
-                                               compose.load_config(None, ["detect.context.enabled=true"])))
+    cfg = compose.load_config(None, ["detect.context.enabled=true"])
+    other = compose.build_context_detector(cfg, cfg.detect.context, compose.class_table(cfg))
     image = frame(BUSY)
     a, b = detector.detect(image), other.detect(image)
     assert abs(len(a) - len(b)) <= max(2, len(b) // 10)
