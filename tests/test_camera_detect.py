@@ -109,3 +109,15 @@ def test_audit_model_records_name_every_model_and_the_cameras_it_runs_for(tmp_pa
     assert by_name["yunet_n"]["cameras"] == ["rear"]  # front runs plates only
     assert by_name["lpd_yunet"]["cameras"] == ["front", "rear"]
     assert all(len(r["sha256"]) == 64 for r in records)
+
+
+def test_a_model_two_stages_run_is_recorded_once_per_camera():
+    """The defaults run LPD-YuNet twice (whole frame, vehicle crops): the audit names each camera once."""
+    from types import SimpleNamespace
+
+    from edge.runtime.service import model_records
+
+    both = SimpleNamespace(models=(("lpd_yunet", "ab"), ("yolox_nano", "cd"), ("lpd_yunet", "ab")))
+    assert model_records(both, {}, ["front", "rear"]) == [
+        {"name": "lpd_yunet", "sha256": "ab", "cameras": ["front", "rear"]},
+        {"name": "yolox_nano", "sha256": "cd", "cameras": ["front", "rear"]}]
