@@ -167,3 +167,48 @@ def test_replay_output_mkv_holds_the_same_frames_as_the_png_folder(tmp_path):
 
     assert [strip(r) for r in lines(tmp_path / "out" / "masked.jsonl")] == \
         [strip(r) for r in lines(tmp_path / "png" / "detections.jsonl")]
+
+
+@pytest.mark.parametrize("existing_partial", [False, True])
+def test_a_run_cut_short_never_leaves_its_video_under_the_final_name(tmp_path, existing_partial):
+    path = tmp_path / "drive.mkv"
+    partial = tmp_path / "drive.partial.mkv"
+    if existing_partial:
+        partial.write_bytes(b"an earlier run's")
+    sink = VideoSink(path, fps=25.0)
+    for i in range(3):
+        sink.send(masked(i))
+    sink.close(complete=False)
+    assert not path.exists()
+    if existing_partial:  # never overwritten: the new frames stay under the temporary name
+        assert partial.read_bytes() == b"an earlier run's"
+        assert len(decode(next(tmp_path.glob(".drive.mkv.*.partial.mkv")))) == 3
+    else:
+        assert len(decode(partial)) == 3
+
+
+def test_replay_to_a_video_interrupted_by_sigint_leaves_a_partial_file(tmp_path):
+    """SIGINT mid-replay: exit 130 and NAME.partial.mkv, never NAME.mkv (a short video looking complete)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    if not CLIP.exists():
+        pytest.skip("shared clip missing")
+    video = tmp_path / "masked.mkv"
+    proc = subprocess.Popen([sys.executable, "-m", "edge", "replay", str(CLIP), "--output", str(video),
+                             "-c", str(ROOT / "configs" / "fast-faces-only.toml")],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    records = records_path(video)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if records.exists() and records.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not video.exists() and len(decode(tmp_path / "masked.partial.mkv")) >= 2

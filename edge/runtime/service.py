@@ -347,7 +347,10 @@ class Service:
     def close(self) -> None:
         for source in self.sources.values():
             source.close()
-        self.sink.close()
+        # a replay cut short is not its whole feed; for `run` a signal is the normal end of a live stream
+        interrupted = bool(self.errors) or (self.signal_exit and isinstance(self.stop, StopFlag)
+                                            and bool(self.stop.signum))
+        self.sink.close(complete=not interrupted)
         if self.metrics_server is not None:
             self.metrics_server.close()
         for det in {id(d): d for d in (self.detector, *self.camera_detectors.values())}.values():

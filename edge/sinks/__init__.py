@@ -13,8 +13,10 @@ class Sink(Protocol):
     def stats(self) -> dict:
         """Counters: sent, dropped and why."""
 
-    def close(self) -> None:
-        """Flush what can be flushed within a bounded linger, then release resources."""
+    def close(self, complete: bool = True) -> None:
+        """Flush what can be flushed within a bounded linger, then release resources. complete=False:
+        the run was cut short (a signal, a failed loop); an output that is one file must not then look
+        finished under its final name."""
 
 
 def require_outcome(item: object) -> MaskedFrame | DroppedFrame:

@@ -165,7 +165,7 @@ class FolderSink:
         with self._lock:
             return dict(self._stats)
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         with self._lock:
             if self._closed:
                 return

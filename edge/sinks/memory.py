@@ -65,6 +65,6 @@ class MemorySink:
                 "dropped_closed": self._after_close,
             }
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         with self._lock:
             self._closed = True

@@ -153,8 +153,9 @@ class VideoSink:
         with self._lock:
             return dict(self._stats)
 
-    def close(self) -> None:
-        """Finish the video and rename it into place; a video that missed a frame is removed instead."""
+    def close(self, complete: bool = True) -> None:
+        """Finish the video and rename it into place; a video that missed a frame is removed instead, and
+        one of a run cut short (complete=False) is kept as NAME.partial.SUFFIX, never under the final name."""
         with self._lock:
             if self._closed:
                 return
@@ -162,10 +163,19 @@ class VideoSink:
             self._jsonl.close()
             if self._writer is not None:
                 self._writer.release()
-            complete = self._writer is not None and not self._stats["write_errors"]
+            whole = self._writer is not None and not self._stats["write_errors"]
             try:
-                if complete:
+                if whole and complete:
                     os.replace(self._tmp, self.path)
+                    return
+                if whole:
+                    partial = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
+                    kept = self._tmp
+                    if not partial.exists():
+                        os.replace(self._tmp, partial)
+                        kept = partial
+                    log.warning("video sink %s: the run was cut short; the frames written so far are in %s",
+                                self.path, kept)
                     return
             except OSError as exc:
                 log.error("video sink %s: cannot rename the finished video into place: %s", self.path, exc)

@@ -24,7 +24,7 @@ class NullSink:
     def stats(self) -> dict:
         return {"sent": self.sent}
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         pass
 
 
@@ -54,9 +54,9 @@ class LockedSink:
     def stats(self) -> dict:
         return self.sink.stats()
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         try:
-            self.sink.close()
+            self.sink.close(complete)
         finally:
             for fn in self.on_close:
                 fn()

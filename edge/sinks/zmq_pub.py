@@ -202,7 +202,7 @@ class ZmqPublisher:
         with self._lock:
             return dict(self._stats, endpoint=self._endpoint)
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
         """Flush queued messages for at most `linger_ms`, then release the socket; idempotent."""
         with self._lock:
             if self._closed:
