@@ -58,14 +58,17 @@ def test_bench_timing_table_formats_every_size():
 
 @pytest.mark.parametrize("max_box_px, expect_boxes", [((200.0,), False), ((0.0,), True)])
 def test_gpu_config_plate_cap_removes_the_huge_boxes_of_flat_frames(max_box_px, expect_boxes):
-    """At 1080p LPD-YuNet scores huge boxes on a flat grey frame; the 200 px cap of gpu-1080p.toml drops them."""
+    """At 1080p LPD-YuNet's 1x pass scores huge boxes on a flat grey frame; a 200 px cap drops them (the
+    defaults' whole-frame plate pass runs at half size instead)."""
     import numpy as np
 
     from edge.compose import build_detector
 
     cfg = config.override(config.load(ROOT / "configs/gpu-1080p.toml"),
                           {"runtime.provider": "cpu", "runtime.graph_preprocess": False, "runtime.fp16": False,
-                           "detect.face.enabled": False, "detect.plate.max_box_px": list(max_box_px)})
+                           "detect.face.enabled": False, "detect.context.enabled": False,
+                           "detect.plate.scales": [1.0], "detect.plate.score_threshold": 0.3,
+                           "detect.plate.max_box_px": list(max_box_px)})
     detector = build_detector(cfg)
     counts = [len(detector.detect(np.full((1080, 1920, 3), v, np.uint8))) for v in (0, 128, 255)]
     print(f"plate boxes on flat 1080p frames (0, 128, 255), max_box_px={max_box_px}: {counts}")
