@@ -212,3 +212,4 @@ def test_replay_to_a_video_interrupted_by_sigint_leaves_a_partial_file(tmp_path)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert not video.exists() and len(decode(tmp_path / "masked.partial.mkv")) >= 2
+    assert "replay: interrupted (SIGINT)" in err and f"output {video}" in err

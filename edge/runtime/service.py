@@ -312,8 +312,8 @@ class Service:
         else:
             ending = "complete"
         out = self.cfg.output
-        where = out.dir if out.kind == "folder" else self.sink.stats().get("endpoint", out.bind) if out.kind == "zmq" \
-            else out.kind
+        where = {"folder": out.dir, "video": out.file}.get(out.kind) or (
+            self.sink.stats().get("endpoint", out.bind) if out.kind == "zmq" else out.kind)
         parts = [ending, f"{c.get('frames_in', 0)} frames in", f"{c.get('frames_masked', 0)} masked",
                  f"{c.get('frames_masked_whole', 0)} masked whole" + (f" ({_fmt(whole)})" if whole else ""),
                  f"{c.get('frames_dropped', 0)} dropped" + (f" ({_fmt(dropped)})" if dropped else ""),
