@@ -129,16 +129,13 @@ class FolderSink:
                 self._write(item)
             except OSError as exc:
                 self._stats["write_errors"] += 1
-                log.error("folder sink %s: cannot write %s: %s", self.output_dir, _ident(item), exc)
+                log.error("folder sink %s: cannot write %s: %s", self.output_dir, ident(item), exc)
                 return False
             return True
 
     def _write(self, item: MaskedFrame | DroppedFrame) -> None:
         if isinstance(item, DroppedFrame):
-            self._append(self._stem(item.camera_id, item.seq, item.name), {
-                "camera_id": item.camera_id, "seq": item.seq, "status": "dropped", "reason": item.reason,
-                "boxes": [], "detections": [], "timings_ms": wire.clean_timings(item.timings_ms),
-            })
+            self._append(self._stem(item.camera_id, item.seq, item.name), dropped_record(item))
             self._stats["sent_dropped_records"] += 1
             return
         frame = item.frame
@@ -147,18 +144,12 @@ class FolderSink:
         t0 = time.perf_counter_ns()
         size = write_png(path, frame.image, self._compression)
         write_ms = (time.perf_counter_ns() - t0) / 1e6
-        self._append(stem, {
-            "camera_id": frame.camera_id, "seq": frame.seq, "status": item.status,
-            "boxes": wire.painted_boxes(item), "detections": item.detections.to_list(self.classes),
-            "context": item.context.to_list(self.classes),
-            "timings_ms": wire.clean_timings({**item.timings_ms, "write": write_ms}),
-        })
+        self._append(stem, masked_record(item, self.classes, write_ms))
         self._stats["sent"] += 1
         self._stats["bytes"] += size
 
     def _append(self, name: str, record: dict) -> None:
-        line = json.dumps({"frame": name, **record}, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-        self._jsonl.write(line + "\n")
+        self._jsonl.write(record_line(name, record))
         self._jsonl.flush()
 
     def stats(self) -> dict:
@@ -179,6 +170,27 @@ class FolderSink:
         self.close()
 
 
-def _ident(item: MaskedFrame | DroppedFrame) -> str:
-    ident = item.frame if isinstance(item, MaskedFrame) else item
-    return f"{ident.camera_id}#{ident.seq}"
+def ident(item: MaskedFrame | DroppedFrame) -> str:
+    """camera#seq of an outcome, for log lines."""
+    frame = item.frame if isinstance(item, MaskedFrame) else item
+    return f"{frame.camera_id}#{frame.seq}"
+
+
+def dropped_record(item: DroppedFrame) -> dict:
+    """The detections.jsonl record of a dropped frame (the folder and video sinks write the same)."""
+    return {"camera_id": item.camera_id, "seq": item.seq, "status": "dropped", "reason": item.reason,
+            "boxes": [], "detections": [], "timings_ms": wire.clean_timings(item.timings_ms)}
+
+
+def masked_record(item: MaskedFrame, classes: ClassTable, write_ms: float, **extra) -> dict:
+    """The detections.jsonl record of a written frame; `extra` keys follow the status (a video's frame index)."""
+    frame = item.frame
+    return {"camera_id": frame.camera_id, "seq": frame.seq, "status": item.status, **extra,
+            "boxes": wire.painted_boxes(item), "detections": item.detections.to_list(classes),
+            "context": item.context.to_list(classes),
+            "timings_ms": wire.clean_timings({**item.timings_ms, "write": write_ms})}
+
+
+def record_line(name: str, record: dict) -> str:
+    """One JSON line of a frame's record, strict JSON (no NaN)."""
+    return json.dumps({"frame": name, **record}, separators=(",", ":"), allow_nan=False, ensure_ascii=False) + "\n"

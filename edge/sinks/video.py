@@ -11,7 +11,6 @@ the file it is.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -22,10 +21,9 @@ from pathlib import Path
 
 import cv2
 
-from edge import wire
 from edge.frame import BUILTIN_CLASSES, ClassTable, DroppedFrame, MaskedFrame
 from edge.sinks import require_outcome
-from edge.sinks.folder import frame_stem
+from edge.sinks.folder import dropped_record, frame_stem, ident, masked_record, record_line
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +104,7 @@ class VideoSink:
                 self._write(item)
             except OSError as exc:
                 self._stats["write_errors"] += 1
-                log.error("video sink %s: cannot write %s: %s", self.path, _ident(item), exc)
+                log.error("video sink %s: cannot write %s: %s", self.path, ident(item), exc)
                 return False
             return True
 
@@ -119,10 +117,7 @@ class VideoSink:
 
     def _write(self, item: MaskedFrame | DroppedFrame) -> None:
         if isinstance(item, DroppedFrame):
-            self._append(frame_stem(item.camera_id, item.seq, item.name), {
-                "camera_id": item.camera_id, "seq": item.seq, "status": "dropped", "reason": item.reason,
-                "boxes": [], "detections": [], "timings_ms": wire.clean_timings(item.timings_ms),
-            })
+            self._append(frame_stem(item.camera_id, item.seq, item.name), dropped_record(item))
             self._stats["sent_dropped_records"] += 1
             return
         frame = item.frame
@@ -134,19 +129,13 @@ class VideoSink:
         t0 = time.perf_counter_ns()
         self._writer.write(frame.image)
         write_ms = (time.perf_counter_ns() - t0) / 1e6
-        self._append(frame_stem(frame.camera_id, frame.seq, frame.name), {
-            "camera_id": frame.camera_id, "seq": frame.seq, "status": item.status,
-            "video_frame": self._stats["frames"],
-            "boxes": wire.painted_boxes(item), "detections": item.detections.to_list(self.classes),
-            "context": item.context.to_list(self.classes),
-            "timings_ms": wire.clean_timings({**item.timings_ms, "write": write_ms}),
-        })
+        self._append(frame_stem(frame.camera_id, frame.seq, frame.name),
+                     masked_record(item, self.classes, write_ms, video_frame=self._stats["frames"]))
         self._stats["frames"] += 1
         self._stats["sent"] += 1
 
     def _append(self, name: str, record: dict) -> None:
-        line = json.dumps({"frame": name, **record}, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-        self._jsonl.write(line + "\n")
+        self._jsonl.write(record_line(name, record))
         self._jsonl.flush()
 
     def stats(self) -> dict:
@@ -190,8 +179,3 @@ class VideoSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _ident(item: MaskedFrame | DroppedFrame) -> str:
-    ident = item.frame if isinstance(item, MaskedFrame) else item
-    return f"{ident.camera_id}#{ident.seq}"
