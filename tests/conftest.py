@@ -7,6 +7,7 @@ import sys
 import types
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -190,3 +191,15 @@ def load_wider_gt() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="session")
 def wider_gt():
     return load_wider_gt()
+
+
+def video_frames(path) -> list[np.ndarray]:
+    """Every frame OpenCV decodes from a video file, in order."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            cap.release()
+            return frames
+        frames.append(image)

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 
-from conftest import FakeDetector
+from conftest import FakeDetector, video_frames
 from edge.eval import clips as evalclips
 from edge.eval.clips import Clip, ClipSpec, TrackPlan, ground_truth, load_face_crops, make_clip, measure, render
 from edge.frame import Detections, FACE
@@ -106,14 +105,7 @@ def test_rendered_face_fills_its_ground_truth_box(crops):
 def test_written_clip_reads_back(tmp_path, crops):
     clip = make_clip(ClipSpec(PETS, 10, 8, 4, seed=7, name="rt"), crops)
     video, gt = evalclips.write_clip(clip, tmp_path)
-    cap = cv2.VideoCapture(str(video))
-    decoded = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        decoded.append(image)
-    cap.release()
+    decoded = video_frames(video)
     assert len(decoded) == 8 and decoded[0].shape == (360, 480, 3)
     for got, want in zip(decoded, evalclips.frames(clip)):
         assert np.abs(got.astype(int) - want.astype(int)).mean() < 6  # lossy mp4v, same picture

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import MODELS, VIDEO, WIDER, WrappedDetector, need
+from conftest import MODELS, VIDEO, WIDER, WrappedDetector, need, video_frames
 from edge import compose
 from edge import config as config_mod
 from edge.compose import StartupError
@@ -206,17 +206,6 @@ def assert_nothing_unmasked(out_dir: Path, detector, original) -> tuple[int, int
 
 def from_folder(folder: Path):
     return lambda name: cv2.imread(str(folder / f"{name}.png"))
-
-
-def decoded(video: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            cap.release()
-            return frames
-        frames.append(image)
 
 
 def from_video_frames(images: list[np.ndarray]):
@@ -430,7 +419,7 @@ def test_truncated_video_masks_what_decodes_then_ends(tmp_path, run, shared_dete
     cfg = make_config(tmp_path, str(cut))
     service, rc, statuses = run(cfg)
     assert rc == 0
-    written, _ = assert_nothing_unmasked(tmp_path / "out", shared_detector, from_video_frames(decoded(cut)))
+    written, _ = assert_nothing_unmasked(tmp_path / "out", shared_detector, from_video_frames(video_frames(cut)))
     assert 0 < written < 2 * len(FACES)
     assert service.faults()["source_truncated"] == 1
     assert "source truncated 1" in statuses[-1]

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, VIDEO
+from tests.conftest import ROOT, VIDEO, video_frames
 
 ray = pytest.importorskip("ray")
 
@@ -26,18 +26,6 @@ FRAMES = 24
 CHUNK = 10
 
 pytestmark = [pytest.mark.slow]
-
-
-def decode(path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        out.append(image)
-    cap.release()
-    return out
 
 
 def records(folder: Path, name: str = "detections.jsonl") -> list[dict]:
@@ -56,7 +44,7 @@ def clip(tmp_path_factory) -> Path:
         pytest.skip("shared clip missing")
     path = tmp_path_factory.mktemp("clips") / "drive.mkv"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (1280, 720))
-    for image in decode(CLIP)[:FRAMES]:
+    for image in video_frames(CLIP)[:FRAMES]:
         writer.write(image)
     writer.release()
     return path
@@ -211,7 +199,7 @@ def test_mkv_output_matches_replay_output_mkv(local_ray, cfg, clip, tmp_path):
     assert run_batch(video_cfg, [str(clip)], tmp_path / "b").exit_code() == 0
     folder = tmp_path / "b" / "drive"
     assert sorted(p.name for p in folder.iterdir()) == ["audit.jsonl", "detections.jsonl", "drive.mkv"]
-    batch_frames, replay_frames = decode(folder / "drive.mkv"), decode(tmp_path / "r.mkv")
+    batch_frames, replay_frames = video_frames(folder / "drive.mkv"), video_frames(tmp_path / "r.mkv")
     assert len(batch_frames) == len(replay_frames) == FRAMES
     for a, b in zip(batch_frames, replay_frames):
         np.testing.assert_array_equal(a, b)
@@ -223,7 +211,7 @@ def test_no_raw_pixels_under_the_output_or_rays_private_folder(local_ray, batche
     out, _ = batched
     face = next(r for r in records(out / "drive") if r["boxes"])
     x1, y1, x2, y2 = face["boxes"][0]
-    raw = decode(clip)[face["seq"]]
+    raw = video_frames(clip)[face["seq"]]
     needle = raw[(y1 + y2) // 2, x1:x2].tobytes()
     assert len(needle) >= 24
 

@@ -10,7 +10,7 @@ from edge import config as config_mod
 from edge.config import ConfigError
 from edge.frame import FACE, Detections, DroppedFrame, Frame, MaskedFrame
 from edge.sinks.video import VideoSink, VideoSinkError, records_path, source_fps
-from tests.conftest import VIDEO
+from tests.conftest import VIDEO, video_frames
 
 CLIP = VIDEO / "udacity_CarND-Vehicle-Detection_test_video.mp4"
 
@@ -24,18 +24,6 @@ def masked(seq: int, shape=(48, 64, 3)) -> MaskedFrame:
 
 def dropped(seq: int) -> DroppedFrame:
     return DroppedFrame.of(Frame(np.zeros((48, 64, 3), np.uint8), "front", seq, 0, 0, f"{seq:06d}"), "bad_output")
-
-
-def decode(path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        out.append(image)
-    cap.release()
-    return out
 
 
 def lines(path) -> list[dict]:
@@ -52,7 +40,7 @@ def test_ffv1_mkv_reads_back_bit_for_bit_and_is_renamed_into_place_at_close(tmp_
     assert not path.exists() and [p.name for p in tmp_path.glob(".drive.mkv.*.partial.mkv")]
     sink.close()
     assert path.exists() and not list(tmp_path.glob("*.partial*"))
-    frames = decode(path)
+    frames = video_frames(path)
     assert len(frames) == 5
     for item, frame in zip(items, frames):
         np.testing.assert_array_equal(frame, item.frame.image)
@@ -67,7 +55,7 @@ def test_mp4v_is_the_lossy_option_with_every_frame(tmp_path):
     with VideoSink(path, fps=10.0) as sink:
         for i in range(4):
             sink.send(masked(i))
-    frames = decode(path)
+    frames = video_frames(path)
     assert len(frames) == 4 and frames[0].shape == (48, 64, 3)
 
 
@@ -77,7 +65,7 @@ def test_a_dropped_frame_has_its_line_and_no_video_frame(tmp_path):
         sink.send(masked(0))
         sink.send(dropped(1))
         sink.send(masked(2))
-    assert len(decode(path)) == 2
+    assert len(video_frames(path)) == 2
     records = lines(tmp_path / "detections.jsonl")
     assert [r["status"] for r in records] == ["masked", "dropped", "masked"]
     assert records[1]["reason"] == "bad_output" and "video_frame" not in records[1]
@@ -101,7 +89,7 @@ def test_a_symlink_at_the_final_name_is_replaced_not_followed(tmp_path):
     os.symlink(victim, path)
     with VideoSink(path) as sink:
         sink.send(masked(0))
-    assert victim.read_text() == "keep" and not path.is_symlink() and len(decode(path)) == 1
+    assert victim.read_text() == "keep" and not path.is_symlink() and len(video_frames(path)) == 1
 
 
 def test_sinks_take_only_outcomes_of_the_mask_step(tmp_path):
@@ -151,12 +139,12 @@ def test_replay_output_mkv_holds_the_same_frames_as_the_png_folder(tmp_path):
         pytest.skip("shared clip missing")
     short = tmp_path / "short.mkv"
     with VideoSink(short, fps=25.0) as sink:  # the clip's first frames, losslessly
-        for i, image in enumerate(decode(CLIP)[:12]):
+        for i, image in enumerate(video_frames(CLIP)[:12]):
             sink.send(MaskedFrame(Frame(image, "c", i, 0, 0), np.zeros((0, 4), np.int32), Detections(), "masked", {}))
     video = tmp_path / "out" / "masked.mkv"
     assert cli.main(["replay", str(short), "--output", str(video)]) == 0
     assert cli.main(["replay", str(short), "--output-dir", str(tmp_path / "png")]) == 0
-    frames = decode(video)
+    frames = video_frames(video)
     pngs = sorted((tmp_path / "png").glob("*.png"))
     assert len(frames) == len(pngs) == 12
     for frame, png in zip(frames, pngs):
@@ -182,9 +170,9 @@ def test_a_run_cut_short_never_leaves_its_video_under_the_final_name(tmp_path, e
     assert not path.exists()
     if existing_partial:  # never overwritten: the new frames stay under the temporary name
         assert partial.read_bytes() == b"an earlier run's"
-        assert len(decode(next(tmp_path.glob(".drive.mkv.*.partial.mkv")))) == 3
+        assert len(video_frames(next(tmp_path.glob(".drive.mkv.*.partial.mkv")))) == 3
     else:
-        assert len(decode(partial)) == 3
+        assert len(video_frames(partial)) == 3
 
 
 def test_replay_to_a_video_interrupted_by_sigint_leaves_a_partial_file(tmp_path):
@@ -211,5 +199,5 @@ def test_replay_to_a_video_interrupted_by_sigint_leaves_a_partial_file(tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert not video.exists() and len(decode(tmp_path / "masked.partial.mkv")) >= 2
+    assert not video.exists() and len(video_frames(tmp_path / "masked.partial.mkv")) >= 2
     assert "replay: interrupted (SIGINT)" in err and f"output {video}" in err
