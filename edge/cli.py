@@ -23,9 +23,37 @@ CAMERA_ID = re.compile(r"[A-Za-z0-9_-]+")  # the rule of [[cameras]] id, checked
 DEFAULT_WAIT_S = 60.0  # --wait-timeout's default
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _setup_logging(level: str, *, tool: bool = False, quiet: bool = False, log_file: str | None = None) -> None:
+    """The log at `level` on stderr (the service: journald keeps it) and in `log_file` when given.
+
+    `quiet` (a tool on a terminal, or one with a log file): stderr shows warnings and errors only, so a
+    person sees the progress line and the summary, not the periodic stats; the log file gets everything.
+    Raises OSError when the log file cannot be opened.
+    """
+    from edge.progress import LogHandler
+
+    number = getattr(logging, level.upper())
+    # a tool's records go above its progress line, never through it
+    screen = LogHandler(sys.stderr) if tool else logging.StreamHandler(sys.stderr)
+    screen.setLevel(max(number, logging.WARNING) if quiet else number)
+    handlers: list[logging.Handler] = [screen]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    logging.basicConfig(level=number, format=LOG_FORMAT, handlers=handlers)
+
+
+def _tool_logging(command: str, level: str, args, *, quiet_off_terminal: bool = False) -> int | None:
+    """Logging for a tool (replay, batch, eval): quiet on a terminal unless -v; None, or 2 for a bad --log-file."""
+    quiet = not args.verbose and (bool(args.log_file) or quiet_off_terminal or sys.stderr.isatty())
+    try:
+        _setup_logging(level, tool=True, quiet=quiet, log_file=args.log_file)
+    except OSError as e:
+        print(f"edge-anon {command}: --log-file {args.log_file!r}: cannot write: {e.strerror or e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return None
 
 
 def _apply(cfg: Config, **changes) -> Config:
@@ -52,15 +80,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see --help)\n")
 
 
-def _serve(cfg: Config, prepare: Callable | None = None) -> int:
+def _serve(cfg: Config, prepare: Callable | None = None, tool_args=None) -> int:
     """Build and run the service; `prepare(service)` runs between start-up and the first frame and may
-    return an exit code to stop there."""
+    return an exit code to stop there. `tool_args` (replay's): log as a tool does (_tool_logging)."""
     from edge.compose import StartupError
     from edge.runtime.service import build_service
     from edge.runtime.hardening import HardeningError, harden_process
     from edge.runtime.systemd import Notifier, StopFlag, install_stop_handlers
 
-    _setup_logging(cfg.service.log_level)
+    if tool_args is None:
+        _setup_logging(cfg.service.log_level)
+    elif (rc := _tool_logging("replay", cfg.service.log_level, tool_args)) is not None:
+        return rc
     stop = StopFlag()
     install_stop_handlers(stop)
     notifier = Notifier()
@@ -175,7 +206,7 @@ def cmd_replay(args) -> int:
         service.progress = Progress(service.total_frames(), sys.stderr, label="replay")
         return None
 
-    return _serve(cfg, prepare)
+    return _serve(cfg, prepare, tool_args=args)
 
 
 BATCH_FORMATS = ("png", "mkv", "mp4")
@@ -196,7 +227,8 @@ def cmd_batch(args) -> int:
     if args.format != "png":
         cfg = _apply(cfg, output__kind="video", output__file=f"batch.{args.format}")
     cfg = _apply(cfg, mask__style=args.mask, runtime__provider=args.provider, service__log_level=args.log_level)
-    _setup_logging(cfg.service.log_level)
+    if (rc := _tool_logging("batch", cfg.service.log_level, args)) is not None:
+        return rc
     try:
         from edge.fleet.run import BatchError, connect, run_batch
         from edge.fleet.plan import PlanError
@@ -363,6 +395,9 @@ def cmd_eval(args) -> int:
         print(f"eval: --limit {args.limit}: expected at least 1", file=sys.stderr)
         return 2
     cfg = load_config(args.config, args.set)
+    # the evaluation's stderr has always been warnings only, on a terminal or not: -v or --log-file for more
+    if (rc := _tool_logging("eval", cfg.service.log_level, args, quiet_off_terminal=True)) is not None:
+        return rc
     try:
         if args.all:
             sets = [s.limited(args.limit)
@@ -390,6 +425,15 @@ def cmd_eval(args) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
+
+
+def add_log_flags(sp) -> None:
+    sp.add_argument("--log-file", metavar="PATH",
+                    help="append the log (start-up, periodic stats JSON, warnings) to PATH; stderr keeps the "
+                         "warnings")
+    sp.add_argument("-v", "--verbose", action="store_true",
+                    help="the log on stderr too (on a terminal, stderr shows only the progress line, the summary "
+                         "and warnings)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -431,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--provider", choices=config_mod.PROVIDER_NAMES)
     sp.add_argument("--camera-id", default="replay")
     sp.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
+    add_log_flags(sp)
     sp.set_defaults(func=cmd_replay)
 
     sp = sub.add_parser("batch", help="anonymize many recordings on Ray (local by default, or a cluster)",
@@ -450,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--provider", choices=config_mod.PROVIDER_NAMES)
     sp.add_argument("--camera-id", default="replay", help="camera id of the records (as replay's --camera-id)")
     sp.add_argument("--log-level", choices=config_mod.LOG_LEVELS)
+    add_log_flags(sp)
     sp.add_argument("--max-chunks", type=int, metavar="N",
                     help="stop after N detection chunks (a partial run; the next run goes on from the ledger)")
     sp.set_defaults(func=cmd_batch)
@@ -514,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--all-classes", action="store_true",
                     help="--dataset: keep the config's other detectors on (their masks count as over-masking)")
     sp.add_argument("--per-image", action="store_true", help="add per-image counts to the JSON")
+    add_log_flags(sp)
     sp.set_defaults(func=cmd_eval)
     return p
 

@@ -1,100 +1,100 @@
-"""One progress line for long commands (replay, eval, calibration) and the summary line they end with.
+"""The progress line of long commands (replay, batch, eval, calibration), and log lines that do not break it.
 
-A few lines of our own rather than tqdm: tqdm is not a dependency of the vehicle image, and the line
-has to carry the product's own numbers (frames dropped so far beside done / total), which a tqdm
-postfix would only bolt on. The line is drawn only when the stream is a terminal, so systemd's journal
-and CI logs get the summary and nothing else.
+tqdm draws the line: it is well kept, one small module with no dependencies, and its rate, time left and
+terminal handling (width, redraw throttling, writing above the bar) are what we would otherwise keep
+by hand. The product's own number, frames dropped so far, rides in its postfix. The line is drawn only
+when the stream is a terminal, so systemd's journal and CI logs get the summary and nothing else.
 """
 from __future__ import annotations
 
-import math
+import logging
+import os
 import sys
-import time
 from collections.abc import Sized
-from typing import Callable, Iterable, Iterator, TextIO, TypeVar
+from typing import Iterable, Iterator, TextIO, TypeVar
 
-__all__ = ["Progress", "format_duration", "track"]
+from tqdm import tqdm
+
+__all__ = ["LogHandler", "Progress", "track"]
 
 T = TypeVar("T")
 
 REDRAW_S = 0.25  # at most four redraws a second: a terminal, not a log
 
 
-def format_duration(seconds: float) -> str:
-    """'42s', '3m07s', '1h02m'."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+FALLBACK_SIZE = (100, 24)  # columns, lines
+# tqdm's own layout with the drops (its postfix) beside the counts: a narrow terminal cuts a line's end,
+# and the drops matter more than the rate
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix} [{elapsed}<{remaining}, {rate_fmt}]"
+COUNT_FORMAT = "{desc}: {n_fmt} {unit}{postfix} [{elapsed}, {rate_fmt}]"  # no total: a loop, a camera
+
+
+def _sized(stream: TextIO) -> bool:
+    """Whether the terminal says its size (a serial console or a bare pty says 0 x 0)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # not a file descriptor, or not a terminal
+        return False
+    return size.columns > 0 and size.lines > 0
+
+
+class _Bar(tqdm):
+    # no monitor thread: a bar is redrawn from the loop that counts, and a service thread more is a thread
+    # more to stop
+    monitor_interval = 0
 
 
 class Progress:
-    """`label: done/total frames, N/s, dropped D, ETA` redrawn in place on `stream` while it is a terminal.
+    """`replay:  40%|████  | 12/30, dropped=0 [00:08<00:12, 1.40frame/s]` on `stream` while it is a terminal.
 
-    `total` is None when unknown (a looping replay, a camera): the line then has no total and no time
+    `total` is None when unknown (a looping replay, a camera): the line then has no bar and no time
     left. `enabled` defaults to whether `stream` is a terminal. Callers report absolute counts with
     :meth:`update` as often as they like; the line is redrawn at most every REDRAW_S seconds.
     """
 
     def __init__(self, total: int | None, stream: TextIO, *, label: str = "frames", enabled: bool | None = None,
-                 unit: str = "frames", counts_drops: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 unit: str = "frame", counts_drops: bool = True) -> None:
         if total is not None and total < 0:
             raise ValueError(f"total: must be >= 0, got {total}")
-        self.total, self.stream, self.label, self.unit, self.clock = total, stream, label, unit, clock
+        self.total, self.stream = total, stream
         self.counts_drops = counts_drops  # False: the caller cannot see drops, so the line does not claim 0
         self.enabled = stream.isatty() if enabled is None else enabled
         self.done = self.dropped = 0
-        self._t0 = clock()
-        self._last_draw = float("-inf")
-        self._width = 0
-        self._closed = False
+        # follows the terminal's width; one that does not say its size would get no line at all from
+        # tqdm (it takes 0 x 0 for a screen with no room), so it gets a fixed size
+        sized = self.enabled and _sized(stream)
+        self._bar = _Bar(total=total, file=stream, desc=label, unit=unit, disable=not self.enabled,
+                         mininterval=REDRAW_S, miniters=1, dynamic_ncols=sized, leave=True,
+                         ncols=None if sized else FALLBACK_SIZE[0], nrows=None if sized else FALLBACK_SIZE[1],
+                         postfix="dropped=0" if counts_drops else None,
+                         bar_format=BAR_FORMAT if total is not None else COUNT_FORMAT)
+
+    @property
+    def label(self) -> str:
+        return self._bar.desc
+
+    @label.setter
+    def label(self, text: str) -> None:
+        self._bar.set_description_str(text, refresh=False)
 
     def update(self, done: int, dropped: int = 0, *, force: bool = False) -> None:
+        """Report `done` items so far, `dropped` of them dropped; `force` redraws now."""
+        if self.counts_drops and dropped != self.dropped and self.enabled:
+            self._bar.set_postfix_str(f"dropped={dropped}", refresh=False)
         self.done, self.dropped = done, dropped
-        if not self.enabled or self._closed:
+        if not self.enabled:
             return
-        now = self.clock()
-        if force or now - self._last_draw >= REDRAW_S:
-            self._last_draw = now
-            self._draw(self.line(now))
+        self._bar.update(done - self._bar.n)  # redraws when REDRAW_S has passed
+        if force:
+            self._bar.refresh()
 
     def advance(self, n: int = 1, dropped: int = 0) -> None:
         """Add `n` done (and `dropped` of them dropped): for loops that count one item at a time."""
         self.update(self.done + n, self.dropped + dropped)
 
-    def line(self, now: float | None = None) -> str:
-        elapsed = (self.clock() if now is None else now) - self._t0
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        parts = [f"{self.label}: {self.done}/{self.total}" if self.total is not None else f"{self.label}: {self.done}"]
-        parts[0] += f" {self.unit}"
-        parts.append(f"{rate:.1f}/s")
-        if self.counts_drops:
-            parts.append(f"dropped {self.dropped}")
-        if self.total is not None:
-            left = (self.total - self.done) / rate if rate > 0 else float("nan")
-            parts.append(f"left {format_duration(left) if self.done < self.total else '0s'}")
-        return ", ".join(parts)
-
-    def _draw(self, text: str) -> None:
-        pad = " " * max(0, self._width - len(text))
-        self._width = len(text)
-        self.stream.write("\r" + text + pad)
-        self.stream.flush()
-
     def close(self) -> None:
         """Draw the final counts and end the line, so whatever is printed next starts on its own line."""
-        if self._closed:
-            return
-        if self.enabled:
-            self._draw(self.line())
-            self.stream.write("\n")
-            self.stream.flush()
-        self._closed = True
+        self._bar.close()
 
     def __enter__(self) -> "Progress":
         return self
@@ -103,7 +103,17 @@ class Progress:
         self.close()
 
 
-def track(items: Iterable[T], label: str, *, total: int | None = None, unit: str = "images",
+class LogHandler(logging.StreamHandler):
+    """A stream handler that writes each record above a progress line on the same stream, never through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # as logging.StreamHandler: a broken stream must not raise into the frame loop
+            self.handleError(record)
+
+
+def track(items: Iterable[T], label: str, *, total: int | None = None, unit: str = "image",
           stream: TextIO | None = None) -> Iterator[T]:
     """`items`, drawing a progress line as they are consumed (total: len(items) when it has one).
 

@@ -120,8 +120,9 @@ def test_batch_writes_the_frames_names_records_and_audit_of_replay(batched, repl
 def test_a_person_can_follow_the_progress_files_frames_rate_and_the_outcome(batched):
     text = batched[1].terminal
     draws = [d for line in text.split("\n") for d in line.split("\r") if d.startswith("batch ")]
-    assert draws[0].startswith(f"batch 0/1 files: {CHUNK}/{FRAMES} frames, ")
-    assert draws[-1].startswith(f"batch 1/1 files: {FRAMES}/{FRAMES} frames, ") and "/s" in draws[-1]
+    assert any(d.startswith("batch 0/1 files: ") and f"| {CHUNK}/{FRAMES} [" in d for d in draws), draws
+    assert draws[-1].startswith("batch 1/1 files: 100%|") and f"| {FRAMES}/{FRAMES} [" in draws[-1]
+    assert "frame/s]" in draws[-1]
     assert f"batch: drive: complete, {FRAMES} frames in, {FRAMES} masked, 0 masked whole, 0 dropped" in text
 
 

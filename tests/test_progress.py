@@ -1,27 +1,52 @@
-"""edge.progress: a line a person can follow on a terminal, nothing at all in a log."""
+"""edge.progress: a line a person can follow on a real terminal (tqdm), nothing at all in a log."""
 from __future__ import annotations
 
+import fcntl
 import io
+import logging
 import os
 import pty
+import struct
+import termios
+import threading
 
 import pytest
 
-from edge.progress import Progress, format_duration, track
+from edge.progress import LogHandler, Progress, track
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
+def on_terminal(draw, size: tuple[int, int] | None = (100, 24)) -> str:
+    """What `draw(stream)` puts on a real pty of `size` (columns, lines; None: one that says 0 x 0)."""
+    master, slave = pty.openpty()
+    if size is not None:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+    chunks: list[bytes] = []
 
-    def __call__(self) -> float:
-        return self.t
+    def read() -> None:  # on a thread: a pty's buffer is small, and a writer that fills it blocks
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the other side closed
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        with os.fdopen(os.dup(slave), "w") as tty:
+            draw(tty)
+    finally:
+        os.close(slave)
+        reader.join(timeout=10)
+        os.close(master)
+    return b"".join(chunks).decode()
 
 
-@pytest.mark.parametrize("seconds, text", [(0, "0s"), (42.4, "42s"), (187, "3m07s"), (3720, "1h02m"),
-                                           (float("nan"), "?"), (float("inf"), "?"), (-1, "?")])
-def test_format_duration(seconds, text):
-    assert format_duration(seconds) == text
+def last_line(screen: str) -> str:
+    """The line as it stands at the end: what follows the last carriage return of the last line."""
+    return screen.rstrip("\r\n").rsplit("\r", 1)[-1]
 
 
 def test_nothing_is_written_when_the_stream_is_not_a_terminal():
@@ -33,54 +58,73 @@ def test_nothing_is_written_when_the_stream_is_not_a_terminal():
     assert bar.enabled is False and log.getvalue() == ""
 
 
-def test_a_real_terminal_gets_the_line_redrawn_in_place_and_ended():
-    master, slave = pty.openpty()
-    try:
-        with os.fdopen(slave, "w", closefd=False) as tty:
-            bar = Progress(4, tty, label="replay")
-            assert bar.enabled is True
-            bar.update(1, force=True)
-            bar.close()
-        screen = ""
-        while not screen.endswith("\n"):  # the terminal hands the bytes over in as many reads as it likes
-            screen += os.read(master, 4096).decode()
-    finally:
-        os.close(master)
-        os.close(slave)
-    assert screen.startswith("\rreplay: 1/4 frames, ") and screen.endswith("\r\n")
-    assert "\rreplay: 1/4 frames, " in screen and screen.count("replay: ") == 2
+@pytest.mark.parametrize("size", [(100, 24), (60, 10), None])
+def test_a_real_terminal_gets_the_line_redrawn_in_place_and_ended(size):
+    def draw(tty):
+        bar = Progress(4, tty, label="replay")
+        assert bar.enabled is True
+        bar.update(1, force=True)
+        bar.update(4, dropped=1)
+        bar.close()
+
+    screen = on_terminal(draw, size)
+    assert screen.startswith("\rreplay: ") and screen.endswith("\r\n")
+    final = last_line(screen)
+    # the counts and drops first: a narrow terminal cuts only the times and rate at the end
+    assert final.startswith("replay: 100%|") and "| 4/4, dropped=1 [" in final
+    assert len(final) <= (size or (100,))[0]  # fits the terminal, or the fixed width where it says none
 
 
-@pytest.mark.parametrize("total, done, dropped, elapsed, line", [
-    (100, 25, 3, 5.0, "eval: 25/100 frames, 5.0/s, dropped 3, left 15s"),
-    (100, 100, 0, 10.0, "eval: 100/100 frames, 10.0/s, dropped 0, left 0s"),
-    (100, 0, 0, 1.0, "eval: 0/100 frames, 0.0/s, dropped 0, left ?"),
-    (None, 30, 30, 3.0, "eval: 30 frames, 10.0/s, dropped 30"),  # a loop: no total, no time left
+@pytest.mark.parametrize("total, done, dropped, counts_drops, parts", [
+    (100, 25, 3, True, ["eval:  25%|", "| 25/100, dropped=3 ["]),
+    (100, 100, 0, True, ["eval: 100%|", "| 100/100, dropped=0 ["]),
+    (None, 30, 30, True, ["eval: 30 frame, dropped=30 ["]),  # a loop: no total, no bar, no time left
+    (10, 10, 0, False, ["eval: 100%|", "| 10/10 ["]),  # the caller cannot see drops: the line claims none
 ])
-def test_line_says_done_total_rate_dropped_and_time_left(total, done, dropped, elapsed, line):
-    clock = Clock()
-    bar = Progress(total, io.StringIO(), label="eval", enabled=True, clock=clock)
-    clock.t += elapsed
-    bar.update(done, dropped)
-    assert bar.line() == line
+def test_line_says_done_total_rate_and_dropped(total, done, dropped, counts_drops, parts):
+    def draw(tty):
+        bar = Progress(total, tty, label="eval", counts_drops=counts_drops)
+        bar.update(done, dropped, force=True)
+        bar.close()
 
-
-def test_redraws_are_rate_limited_but_close_draws_the_final_counts():
-    clock, out = Clock(), io.StringIO()
-    bar = Progress(1000, out, enabled=True, clock=clock)
-    for i in range(1000):
-        bar.update(i + 1)  # the clock stands still: one draw, then none until REDRAW_S has passed
-    assert out.getvalue().count("\r") == 1
-    bar.close()
-    assert out.getvalue().endswith("1000/1000 frames, 0.0/s, dropped 0, left 0s\n")
+    final = last_line(on_terminal(draw))
+    assert all(p in final for p in parts), final
+    assert ("dropped" in final) == counts_drops
+    assert ("<" in final) == (total is not None)  # time left only with a total
 
 
 def test_track_counts_what_the_loop_consumed_and_does_not_claim_drops():
-    out = io.StringIO()
-    out.isatty = lambda: True  # a terminal as far as the progress line can tell
-    assert list(track([1, 2, 3], "gate", stream=out)) == [1, 2, 3]
-    final = out.getvalue().rsplit("\r", 1)[1]
-    assert final.startswith("gate: 3/3 images, ") and "dropped" not in final and final.endswith("\n")
+    seen = []
+
+    def draw(tty):
+        seen.extend(track([1, 2, 3], "gate", stream=tty))
+
+    final = last_line(on_terminal(draw))
+    assert seen == [1, 2, 3]
+    assert final.startswith("gate: 100%|") and "| 3/3 [" in final and "image/s" in final and "dropped" not in final
+
+
+def test_a_log_record_goes_above_the_line_and_the_line_comes_back():
+    logger = logging.getLogger("edge.test_progress")
+
+    def draw(tty):
+        handler = LogHandler(tty)
+        logger.addHandler(handler)
+        try:
+            bar = Progress(5, tty, label="replay")
+            bar.update(2, force=True)
+            logger.warning("pacing: slow")
+            bar.update(5, force=True)
+            bar.close()
+        finally:
+            logger.removeHandler(handler)
+
+    screen = on_terminal(draw)
+    lines = screen.split("\r\n")
+    warning = next(i for i, line in enumerate(lines) if "pacing: slow" in line)
+    # the warning has a line of its own (the bar's text cleared from it), and the bar is drawn again after it
+    assert "replay:" not in lines[warning].split("pacing: slow")[0].rsplit("\r", 1)[-1]
+    assert "| 5/5, dropped=0 [" in last_line("\r\n".join(lines[warning + 1:]))
 
 
 def test_negative_total_is_refused():
@@ -94,21 +138,15 @@ def _eval_on_a_terminal(*args: str) -> tuple[int, str]:
 
     from conftest import ROOT
 
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "edge", "eval", *args], stdout=slave, stderr=slave,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:  # EIO: the other side closed
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return proc.wait(timeout=120), b"".join(chunks).decode()
+    out: dict = {}
+
+    def draw(tty):
+        proc = subprocess.Popen([sys.executable, "-m", "edge", "eval", *args], stdout=tty, stderr=tty,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        out["rc"] = proc.wait(timeout=120)
+
+    screen = on_terminal(draw)
+    return out["rc"], screen
 
 
 def test_eval_draws_its_progress_on_a_terminal_only():
@@ -120,7 +158,8 @@ def test_eval_draws_its_progress_on_a_terminal_only():
     need(WIDER)
     rc, screen = _eval_on_a_terminal("--limit", "2")
     assert rc == 0, screen
-    assert "\reval faces: 2/2 images, " in screen and "left 0s" in screen
+    assert "\reval faces: 100%|" in screen and "| 2/2 [" in screen
+    assert " INFO " not in screen  # a terminal gets the progress and the tables, not the log
     piped = subprocess.run([sys.executable, "-m", "edge", "eval", "--limit", "2"], capture_output=True, text=True,
                            timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert piped.returncode == 0, piped.stderr

@@ -83,10 +83,10 @@ def faces_folder(tmp_path: Path) -> Path:
     return src
 
 
-def test_progress_is_drawn_on_a_terminal_and_ends_with_the_summary(tmp_path, faces_folder):
+def on_terminal(*args) -> tuple[int, str]:
+    """Run `edge-anon ARGS` with stderr on a real pty (one that says no size, as a serial console); its screen."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "edge", "replay", str(faces_folder), "--output-dir",
-                             str(tmp_path / "out"), "--log-level", "warning"], env=env(),
+    proc = subprocess.Popen([sys.executable, "-m", "edge", *map(str, args)], env=env(),
                             stdout=subprocess.DEVNULL, stderr=slave)
     os.close(slave)
     chunks = []
@@ -99,23 +99,52 @@ def test_progress_is_drawn_on_a_terminal_and_ends_with_the_summary(tmp_path, fac
             break
         chunks.append(data)
     os.close(master)
-    assert proc.wait(timeout=60) == 0
-    screen = b"".join(chunks).decode()
-    assert f"\rreplay: {len(FACES)}/{len(FACES)} frames, " in screen
-    assert "/s, dropped 0, left 0s" in screen
-    progress_end = screen.rindex("left 0s")
+    return proc.wait(timeout=60), b"".join(chunks).decode()
+
+
+@pytest.mark.parametrize("flags, log_on_screen, log_in_file", [
+    ([], False, False),  # a terminal shows the progress line, the summary and warnings: no log
+    (["--log-file", "LOG"], False, True),
+    (["-v"], True, False),
+    (["-v", "--log-file", "LOG"], True, True),
+])
+def test_a_terminal_gets_the_progress_line_and_the_summary_and_the_log_goes_where_asked(
+        tmp_path, faces_folder, flags, log_on_screen, log_in_file):
+    log = tmp_path / "replay.log"
+    rc, screen = on_terminal("replay", faces_folder, "--output-dir", tmp_path / "out",
+                             *[log if f == "LOG" else f for f in flags])
+    assert rc == 0, screen
+    assert "\rreplay: 100%|" in screen and f"| {len(FACES)}/{len(FACES)}, dropped=0 [" in screen
+    progress_end = screen.rindex(f"| {len(FACES)}/{len(FACES)}, dropped=0 [")
     summary = screen.index("replay: complete, ")
     assert summary > progress_end  # the summary comes on its own line after the progress line
     assert f"complete, {len(FACES)} frames in, {len(FACES)} masked, 0 masked whole, 0 dropped" in screen
+    # the periodic stats (a ~2,000-character JSON object) and the start-up lines are the log's
+    assert ("stats {" in screen) == log_on_screen and (" INFO " in screen) == log_on_screen
+    assert log.exists() == log_in_file
+    if log_in_file:
+        text = log.read_text()
+        assert "stats {" in text and "ready: " in text and "replay: complete" not in text
 
 
 def test_no_progress_when_stderr_is_not_a_terminal_but_the_summary_is_there(tmp_path, faces_folder):
     r = edge("replay", faces_folder, "--output-dir", tmp_path / "out", "--log-level", "warning")
     assert r.returncode == 0, r.stderr
-    assert "\r" not in r.stderr and "frames, " not in r.stderr and "left" not in r.stderr
+    assert "\r" not in r.stderr and "frames, " not in r.stderr and "dropped=" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert lines == [f"replay: complete, {len(FACES)} frames in, {len(FACES)} masked, 0 masked whole, 0 dropped, "
                      f"0 not sent (output full or failing), output {tmp_path / 'out'}"]
+
+
+def test_off_a_terminal_the_log_goes_to_stderr_unless_a_log_file_is_given(tmp_path, faces_folder):
+    plain = edge("replay", faces_folder, "--output-dir", tmp_path / "a")
+    with_file = edge("replay", faces_folder, "--output-dir", tmp_path / "b", "--log-file", tmp_path / "replay.log")
+    assert plain.returncode == 0 and with_file.returncode == 0, plain.stderr + with_file.stderr
+    assert "stats {" in plain.stderr  # a pipe, journald, CI: the log as it always was
+    assert with_file.stderr.strip().splitlines() == [
+        f"replay: complete, {len(FACES)} frames in, {len(FACES)} masked, 0 masked whole, 0 dropped, "
+        f"0 not sent (output full or failing), output {tmp_path / 'b'}"]
+    assert "stats {" in (tmp_path / "replay.log").read_text()
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -216,6 +245,7 @@ def test_a_pace_the_machine_keeps_says_nothing(tmp_path):
     (["--bind", "SOCK", "--annotate"], "--annotate: outlines the painted regions on PNG frames"),
     (["--output", "VIDEO", "--annotate"], "give --output-dir DIR instead of --output"),
     (["--annotate"], "for a person to look at; give --output-dir DIR"),
+    (["--output-dir", "OUT", "--log-file", "/nonexistent/dir/replay.log"], "--log-file '/nonexistent/dir/replay.log': cannot write"),
 ])
 def test_a_bad_flag_is_refused_in_one_line_that_names_it(tmp_path, args, text):
     places = {"SOCK": f"ipc://{tmp_path / 'edge.sock'}", "OUT": str(tmp_path / "out"),
