@@ -325,6 +325,7 @@ def print_table(result: dict) -> None:
 
 
 def plot(result: dict, path: Path) -> bool:
+    """The per-stage PNG: each frame's stages stacked over time, and each stage's spread (p1..p99, p50 marked)."""
     try:
         import matplotlib
 
@@ -334,8 +335,7 @@ def plot(result: dict, path: Path) -> bool:
         return False
     rows = result["per_frame"]
     stages = [s for s in STAGES if s not in ("end_to_end", "synth") and result["stages_ms"].get(s)]
-    fig = plt.figure(figsize=(14, 8))
-    ax = fig.add_subplot(2, 1, 1)
+    fig, (ax, box) = plt.subplots(2, 1, figsize=(12, 8), height_ratios=(3, 2))
     x = np.arange(len(rows))
     bottom = np.zeros(len(rows))
     for s in stages:
@@ -343,17 +343,23 @@ def plot(result: dict, path: Path) -> bool:
         ax.bar(x, v, bottom=bottom, width=1.0, label=s)
         bottom += v
     e2e = [r["timings"].get("end_to_end", np.nan) for r in rows]
-    ax.plot(x, e2e, "k.", ms=3, label="end_to_end")
+    ax.plot(x, e2e, "k.", ms=4, label="end_to_end")
     ax.set_xlabel("frame")
     ax.set_ylabel("ms")
-    ax.set_title(f"{result['size']}{' composite' if result['composite'] else ''}, {result['provider']}")
-    ax.legend(ncol=6, fontsize=8)
-    hist_stages = [*stages, "end_to_end"]
-    for i, s in enumerate(hist_stages):
-        hax = fig.add_subplot(2, len(hist_stages), len(hist_stages) + i + 1)
-        hax.hist([r["timings"][s] for r in rows if s in r["timings"]], bins=30)
-        hax.set_title(s, fontsize=8)
-        hax.tick_params(labelsize=6)
+    fig.suptitle(f"{result.get('frames', len(rows))} frames, {result['size']}"
+                 f"{' composite' if result['composite'] else ''}, {result['provider']}"
+                 f"{', throughput %s frames/s' % result['throughput_fps'] if result.get('throughput_fps') else ''}")
+    ax.legend(ncol=len(stages) + 1, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    spread = [*stages, "end_to_end"]
+    values = [[r["timings"][s] for r in rows if s in r["timings"]] for s in spread]
+    kept = [(s, v) for s, v in zip(spread, values) if v]
+    if kept:
+        box.boxplot([v for _, v in kept], orientation="horizontal", whis=(1, 99), showfliers=False, widths=0.6)
+        box.set_yticks(range(1, len(kept) + 1), [f"{s}  p50 {np.median(v):.1f}" for s, v in kept], fontsize=8)
+        box.set_xscale("symlog", linthresh=1.0)  # sub-ms stages beside a second of inference
+        box.set_xlim(left=0)
+        box.invert_yaxis()
+    box.set_xlabel("ms per frame (box: p25..p75, whiskers p1..p99)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

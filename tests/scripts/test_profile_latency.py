@@ -1,6 +1,7 @@
 """scripts/profile_latency.py: composite frames, percentiles, and a short real run (pipeline + ZeroMQ on loopback)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -45,6 +46,9 @@ def test_short_run_records_every_stage(prof, tmp_path):
     assert result["stages_ms"]["upload"] is None  # CPU provider: nothing is uploaded
     row = result["per_frame"][0]["timings"]
     assert row["end_to_end"] >= row["inference"] + row["capture_decode"]
+    # the per-stage plot beside the JSON, by default, wherever matplotlib (the [plot] extra) is installed
+    has_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    assert out.with_suffix(".png").exists() == has_matplotlib
 
 
 def test_plot_is_optional(prof, tmp_path, monkeypatch):
