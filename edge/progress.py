@@ -92,6 +92,13 @@ class Progress:
         """Add `n` done (and `dropped` of them dropped): for loops that count one item at a time."""
         self.update(self.done + n, self.dropped + dropped)
 
+    def write(self, text: str) -> None:
+        """A line of its own on the stream: above the progress line (drawn again below it) on a terminal."""
+        if self.enabled:
+            self._bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
     def close(self) -> None:
         """Draw the final counts and end the line, so whatever is printed next starts on its own line."""
         self._bar.close()

@@ -170,3 +170,18 @@ def test_replay_refuses_an_output_folder_overlapping_the_input(tmp_path, out_of)
     assert r.returncode == 2
     assert "overlaps the input" in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in src.rglob("*")) == ["a.jpg"] and (src / "a.jpg").read_bytes() == raw
+
+
+@pytest.mark.parametrize("command", [
+    ["replay", "SRC", "--output-dir", "OUT"],
+    ["batch", "SRC", "--output-dir", "OUT"],
+    ["eval", "--limit", "1"],
+])
+def test_a_log_file_that_cannot_be_written_is_refused_in_one_line_before_any_work(tmp_path, command):
+    src = need(WIDER / "images")
+    args = [str(src) if a == "SRC" else str(tmp_path / "out") if a == "OUT" else a for a in command]
+    r = edge(*args, "--log-file", tmp_path / "no" / "such" / "dir" / "x.log")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"edge-anon {command[0]}: --log-file " in lines[0] and "cannot write" in lines[0]
+    assert not (tmp_path / "out").exists()

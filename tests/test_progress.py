@@ -127,6 +127,25 @@ def test_a_log_record_goes_above_the_line_and_the_line_comes_back():
     assert "| 5/5, dropped=0 [" in last_line("\r\n".join(lines[warning + 1:]))
 
 
+@pytest.mark.parametrize("terminal", [True, False])
+def test_write_puts_a_line_above_the_progress_line_or_plainly_in_a_log(terminal):
+    def draw(stream):
+        bar = Progress(2, stream, label="batch", enabled=terminal)
+        bar.update(1, force=True)
+        bar.write("batch: drive: complete")
+        bar.update(2)
+        bar.close()
+
+    if terminal:
+        lines = on_terminal(draw).split("\r\n")
+        done = next(i for i, line in enumerate(lines) if line.endswith("batch: drive: complete"))
+        assert "| 2/2, dropped=0 [" in last_line("\r\n".join(lines[done + 1:]))  # the bar goes on below it
+    else:
+        log = io.StringIO()
+        draw(log)
+        assert log.getvalue() == "batch: drive: complete\n"
+
+
 def test_negative_total_is_refused():
     with pytest.raises(ValueError, match="total"):
         Progress(-1, io.StringIO())
