@@ -326,13 +326,29 @@ def print_table(result: dict) -> None:
 
 def plot(result: dict, path: Path) -> bool:
     """The per-stage PNG: each frame's stages stacked over time, and each stage's spread (p1..p99, p50 marked)."""
-    try:
-        import matplotlib
+    import importlib.util
+    import tempfile
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         return False
+    # matplotlib keeps a font cache under ~/.cache; a tool writes only its outputs (tests/test_tool_hardening.py),
+    # so its cache lives beside the plot for this run and goes with it
+    before = os.environ.get("MPLCONFIGDIR")
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".matplotlib-") as cache:
+        os.environ["MPLCONFIGDIR"] = before or cache
+        try:
+            return _draw(result, path)
+        finally:
+            if before is None:
+                del os.environ["MPLCONFIGDIR"]
+
+
+def _draw(result: dict, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     rows = result["per_frame"]
     stages = [s for s in STAGES if s not in ("end_to_end", "synth") and result["stages_ms"].get(s)]
     fig, (ax, box) = plt.subplots(2, 1, figsize=(12, 8), height_ratios=(3, 2))
