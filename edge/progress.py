@@ -20,8 +20,6 @@ __all__ = ["LogHandler", "Progress", "track"]
 T = TypeVar("T")
 
 REDRAW_S = 0.25  # at most four redraws a second: a terminal, not a log
-
-
 FALLBACK_SIZE = (100, 24)  # columns, lines
 # tqdm's own layout with the drops (its postfix) beside the counts: a narrow terminal cuts a line's end,
 # and the drops matter more than the rate
@@ -60,6 +58,7 @@ class Progress:
         self.counts_drops = counts_drops  # False: the caller cannot see drops, so the line does not claim 0
         self.enabled = stream.isatty() if enabled is None else enabled
         self.done = self.dropped = 0
+        self._label = label
         # follows the terminal's width; one that does not say its size would get no line at all from
         # tqdm (it takes 0 x 0 for a screen with no room), so it gets a fixed size
         sized = self.enabled and _sized(stream)
@@ -71,11 +70,14 @@ class Progress:
 
     @property
     def label(self) -> str:
-        return self._bar.desc
+        return self._label
 
     @label.setter
     def label(self, text: str) -> None:
-        self._bar.set_description_str(text, refresh=False)
+        """A new label, drawn with the next redraw (batch: files done so far)."""
+        self._label = text
+        if self.enabled:
+            self._bar.set_description_str(text, refresh=False)
 
     def update(self, done: int, dropped: int = 0, *, force: bool = False) -> None:
         """Report `done` items so far, `dropped` of them dropped; `force` redraws now."""

@@ -53,9 +53,10 @@ def test_nothing_is_written_when_the_stream_is_not_a_terminal():
     log = io.StringIO()
     bar = Progress(10, log)
     for i in range(10):
-        bar.update(i + 1, dropped=i // 3)
+        bar.label = f"batch {i}/10 files"
+        bar.update(i + 1, dropped=i // 3, force=i == 9)
     bar.close()
-    assert bar.enabled is False and log.getvalue() == ""
+    assert bar.enabled is False and log.getvalue() == "" and bar.label == "batch 9/10 files"
 
 
 @pytest.mark.parametrize("size", [(100, 24), (60, 10), None])
