@@ -290,7 +290,8 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
                                                    summary["output"])
                 progress.label = files_label()
                 progress.update(detected, force=True)
-                progress.write(f"batch: {outcomes[item.name].line()}")
+                print(("\n" if progress.enabled else "") + f"batch: {outcomes[item.name].line()}", file=stream,
+                      flush=True)
         progress.close()
         for key, error in failed.items():
             item = by_key[key]
