@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -130,9 +131,13 @@ def cmd_replay(args) -> int:
         print(f"edge-anon replay: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     cfg = load_config(args.config, args.set)
-    source = Path(args.source)
-    cam = CameraConfig(id=args.camera_id, source=str(source.resolve()), kind="replay", realtime=args.realtime,
-                       loop=args.loop, fps=args.fps or 0.0)
+    try:
+        # realpath, not Path.resolve: a symlink loop is the source's refusal (one line), not a RuntimeError here
+        cam = CameraConfig(id=args.camera_id, source=os.path.realpath(args.source), kind="replay",
+                           realtime=args.realtime, loop=args.loop, fps=args.fps or 0.0)
+    except ValueError as e:  # the camera's own bounds (fps): the flag that set it is named
+        print(f"edge-anon replay: --{e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     cfg = dataclasses.replace(cfg, cameras=(cam,))
     if args.output_dir:
         cfg = _apply(cfg, output__kind="folder", output__dir=str(Path(args.output_dir).resolve()))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -418,8 +419,10 @@ class ImageFolderSource(_ReplaySource):
 def open_replay(path: str | Path, **kw) -> VideoFileSource | ImageFolderSource:
     """A replay source for `path`: a folder of images or a video file."""
     p = Path(path)
+    try:
+        os.stat(p)  # is_dir() and exists() say False for a symlink loop: name the real reason
+    except OSError as e:
+        raise SourceError(f"replay {p}: {e.strerror.lower() if e.strerror else e}") from None
     if p.is_dir():
         return ImageFolderSource(p, **kw)
-    if p.exists():
-        return VideoFileSource(p, **kw)
-    raise SourceError(f"replay {p}: no such file or directory")
+    return VideoFileSource(p, **kw)
