@@ -23,8 +23,8 @@ import cv2
 
 from edge.frame import BUILTIN_CLASSES, ClassTable, DroppedFrame, MaskedFrame
 from edge.sinks import require_outcome
-from edge.sinks.folder import FrameNames, dropped_record, ident, masked_record, open_records,
-                               record_line, remove_unused, WROTE
+from edge.sinks.folder import (WROTE, FrameNames, dropped_record, ident, masked_record, open_records, record_line,
+                               remove_unused)
 
 log = logging.getLogger(__name__)
 
