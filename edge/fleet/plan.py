@@ -25,7 +25,7 @@ from edge import config as config_mod
 from edge.config import Config
 from edge.frame import Detections
 from edge.sinks.folder import safe_stem
-from edge.sources.replay import IMAGE_SUFFIXES
+from edge.sources.images import IMAGE_SUFFIXES
 
 LEDGER_DIR = ".edge-batch"
 LEDGER_NAME = "ledger.jsonl"
