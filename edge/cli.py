@@ -36,11 +36,14 @@ def _apply(cfg: Config, **changes) -> Config:
 
 
 # Exit codes, the same for every command (the epilog of --help and the README say them too).
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
 EPILOG = """exit codes:
   0    complete (replay: every frame of the feed handled; run: stopped by systemctl stop / SIGTERM)
   1    failed at run time (a frame loop died; subscribe: nothing arrived; replay: no subscriber in time)
   2    bad input: a wrong flag, key or value, a missing or corrupt file or model; nothing was processed
+  3    incomplete (replay, batch): the feed ran to its end but not all of it reached the output: every
+       frame dropped, a truncated video, unreadable images skipped, or a frame that could not be
+       written; the summary line says which
   130  interrupted by Ctrl-C (SIGINT): 128 + the signal (replay, subscribe; the summary line says how far)
   143  interrupted by SIGTERM (replay, subscribe; `run` exits 0 on SIGTERM, systemd's normal stop)
 """
@@ -157,6 +160,7 @@ def cmd_replay(args) -> int:
         from edge.progress import Progress
 
         service.signal_exit = True
+        service.incomplete_exit = EXIT_INCOMPLETE
         service.report, service.report_label = sys.stderr, "replay"
         if args.wait_subscribers:
             limit = args.wait_timeout if args.wait_timeout is not None else DEFAULT_WAIT_S
