@@ -201,30 +201,38 @@ def cmd_batch(args) -> int:
     cfg = _apply(cfg, mask__style=args.mask, runtime__provider=args.provider, service__log_level=args.log_level)
     _setup_logging(cfg.service.log_level)
     try:
-        from edge.fleet.run import BatchError, connect, run_batch
+        from edge.fleet.run import BatchError, connect, interrupts, run_batch
         from edge.fleet.plan import PlanError
     except ImportError as e:
         print(f"edge-anon batch: needs Ray: pip install 'edge-anon[fleet]' ({e})", file=sys.stderr)
         return EXIT_BAD_INPUT
+    import signal
     import time
 
     try:
         t0 = time.monotonic()
-        with connect(cfg, args.address):
+        # SIGTERM ends a batch as Ctrl-C does, during Ray's start-up too (ray.init puts its own handler in
+        # place: ours goes back on top once connected)
+        with interrupts(), connect(cfg, args.address), interrupts():
             started = time.monotonic() - t0
             result = run_batch(cfg, args.inputs, args.output_dir, camera_id=args.camera_id,
                                max_chunks=args.max_chunks, ray_start_s=started)
     except (BatchError, PlanError, OSError, UnicodeDecodeError) as e:
         print(f"edge-anon batch: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("batch: interrupted; finished chunks are in the ledger, rerun the same command to go on",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # before the run began, or a second signal while it ended
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"batch: interrupted ({signal.Signals(signum).name}); finished chunks are in the ledger, rerun the "
+              f"same command to go on", file=sys.stderr)
+        return 128 + signum
     print(f"batch: {result.summary()} (Ray start-up {started:.1f} s)", file=sys.stderr, flush=True)
-    if result.stopped_early:
+    if result.interrupted:
+        print(f"batch: interrupted ({signal.Signals(result.interrupted).name}); finished chunks are in the ledger, "
+              f"rerun the same command to go on", file=sys.stderr)
+    elif result.stopped_early:
         print(f"batch: stopped after {args.max_chunks} chunk(s) (--max-chunks); rerun to finish", file=sys.stderr)
-    return result.exit_code()
+    rc = result.exit_code()
+    return EXIT_INCOMPLETE if rc == EXIT_OK and result.incomplete() else rc
 
 
 def _client_hook(args):
