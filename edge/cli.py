@@ -373,6 +373,11 @@ def cmd_eval(args) -> int:
     if args.limit is not None and args.limit < 1:
         print(f"eval: --limit {args.limit}: expected at least 1", file=sys.stderr)
         return 2
+    if args.json:
+        why = unwritable(args.json)
+        if why:  # before the evaluation, not after it has run for minutes
+            print(f"eval: --json {args.json}: {why}", file=sys.stderr)
+            return 2
     cfg = load_config(args.config, args.set)
     try:
         if args.all:
@@ -398,9 +403,36 @@ def cmd_eval(args) -> int:
         print(f"eval: {e}", file=sys.stderr)
         return 2
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        try:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        except OSError as e:  # it was writable when checked: something changed meanwhile
+            print(f"eval: --json {args.json}: cannot be written ({e.strerror or e}); the tables above are the results",
+                  file=sys.stderr)
+            return EXIT_FAILED
     return 0
+
+
+def unwritable(path: str) -> str | None:
+    """Why a file cannot be written at `path`, found by trying (root passes every access() check); None if it
+    can. Creates its missing parent folders, leaves no file behind."""
+    import tempfile
+
+    p = Path(path)
+    if p.is_dir():
+        return "is a folder"
+    above = next((a for a in p.parents if a.exists()), None)
+    if above is not None and not above.is_dir():
+        return f"cannot be written ({above} is not a folder)"
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=f".{p.name}.", suffix=".probe"):
+            pass
+        if p.exists():
+            with open(p, "r+b"):
+                pass
+    except OSError as e:
+        return f"cannot be written ({(e.strerror or str(e)).lower()})"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
