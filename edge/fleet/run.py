@@ -270,9 +270,11 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
     stopped = False
     interrupted = 0
     if todo:
+        # SPREAD: on a cluster the actors go to as many nodes as they can (one node lost costs the fewest
+        # of them); on one machine it changes nothing
         actor_cls = ray.remote(worker.DetectWorker).options(
             num_cpus=cpus_each, num_gpus=gpus_each, max_restarts=cfg.fleet.max_retries,
-            max_task_retries=cfg.fleet.max_retries)
+            max_task_retries=cfg.fleet.max_retries, scheduling_strategy="SPREAD")
         paint = ray.remote(worker.paint_task).options(num_cpus=PAINT_CPUS, max_retries=cfg.fleet.max_retries,
                                                        retry_exceptions=False)
         progress = None
@@ -311,9 +313,17 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
                         results = ledger.load_chunks(item.key, n)
                         paints[paint.remote(run_cfg, item, results, models, providers, str(out), camera_id)] = item
 
+            down: set[int] = set()  # actors lost (their node, their process) until a probe finds them back
+            probes: dict = {}  # ref of info() -> actor index
+            lost_tries: dict = {}  # chunk (key, index) or input key -> times resubmitted after a lost worker
+            replaced = 0
+
             def fill() -> None:
                 while waiting and not stopped:
-                    k = min(range(workers), key=lambda i: load[i])
+                    usable = [i for i in range(workers) if i not in down]
+                    if not usable:
+                        return
+                    k = min(usable, key=lambda i: load[i])
                     if load[k] >= IN_FLIGHT_PER_ACTOR:
                         return
                     chunk = waiting.pop(0)
@@ -322,20 +332,62 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
                     in_flight[actors[k].detect.remote(chunk)] = (chunk, k)
                     load[k] += 1
 
+            def retry_lost(what, e: Exception) -> bool:
+                """True when `e` is Ray losing a worker or a node, not the task's own error, and `what` has
+                tries left: Ray's own retries run out within a second while a dead node is not yet known dead."""
+                if not _lost(e) or lost_tries.get(what, 0) >= cfg.fleet.max_retries + 1:
+                    return False
+                lost_tries[what] = lost_tries.get(what, 0) + 1
+                return True
+
+            def set_down(k: int) -> None:
+                if k not in down:
+                    down.add(k)
+                    probes[actors[k].info.remote()] = k
+
+            def replace(k: int, e: Exception) -> None:
+                nonlocal replaced
+                replaced += 1
+                if replaced > workers * (cfg.fleet.max_retries + 1):
+                    raise BatchError(f"the detector actors keep getting lost: {_one_line(e)}")
+                log.warning("batch: detector %d lost (%s); a new one takes its place", k, _one_line(e))
+                ray.kill(actors[k], no_restart=True)
+                actors[k] = actor_cls.remote(run_cfg)
+                probes[actors[k].info.remote()] = k  # usable once its models are loaded and verified
+
             submit_paints()
             fill()
-            while in_flight or paints:
-                ready, _ = ray.wait([*in_flight, *paints], num_returns=1)
+            while in_flight or paints or probes:
+                ready, _ = ray.wait([*in_flight, *paints, *probes], num_returns=1)
                 ref = ready[0]
-                if ref in in_flight:
+                if ref in probes:
+                    k = probes.pop(ref)
+                    try:
+                        info = ray.get(ref)
+                    except Exception as e:
+                        if not _lost(e):
+                            raise BatchError(f"a detector actor did not start: {_one_line(e)}") from None
+                        replace(k, e)
+                        continue
+                    if info["models"] != models:
+                        raise BatchError(f"a new detector actor runs other models: {info['models']} != {models}")
+                    down.discard(k)
+                    fill()
+                elif ref in in_flight:
                     chunk, k = in_flight.pop(ref)
                     load[k] -= 1
                     try:
                         result = ray.get(ref)
                     except Exception as e:  # an input that cannot be decoded, or a chunk out of retries
-                        if chunk.input.key not in failed:
+                        if retry_lost((chunk.input.key, chunk.index), e):
+                            log.warning("batch: %s: chunk %d lost with its worker (%s); done again",
+                                        chunk.input.path, chunk.index, _one_line(e))
+                            waiting.insert(0, chunk)
+                            set_down(k)
+                        elif chunk.input.key not in failed:
                             failed[chunk.input.key] = _one_line(e)
-                            log.error("batch: %s: chunk %d failed: %s", chunk.input.path, chunk.index, failed[chunk.input.key])
+                            log.error("batch: %s: chunk %d failed: %s", chunk.input.path, chunk.index,
+                                      failed[chunk.input.key])
                     else:
                         if chunk.input.key not in failed:
                             ledger.add_chunk(chunk.input.key, chunk.index, result)
@@ -356,6 +408,11 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
                     try:
                         summary = ray.get(ref)
                     except Exception as e:
+                        if retry_lost(item.key, e):
+                            log.warning("batch: %s: painting lost with its worker (%s); done again", item.path,
+                                        _one_line(e))
+                            submit_paints()
+                            continue
                         failed[item.key] = _one_line(e)
                         log.error("batch: %s: painting failed: %s", item.path, failed[item.key])
                         continue
@@ -404,6 +461,13 @@ def _remove_staging(out: Path, name: str) -> None:
     """Staging folders of an input left by a killed paint attempt: masked frames only, never complete."""
     for p in out.glob(f".{name}.*.partial"):
         shutil.rmtree(p, ignore_errors=True)
+
+
+def _lost(e: BaseException) -> bool:
+    """Ray lost the worker, actor or node that ran the task (not the task's own exception, RayTaskError)."""
+    from ray.exceptions import RayError, RayTaskError
+
+    return isinstance(e, RayError) and not isinstance(e, RayTaskError)
 
 
 def _one_line(e: BaseException) -> str:
