@@ -199,6 +199,15 @@ def cmd_batch(args) -> int:
     if args.format != "png":
         cfg = _apply(cfg, output__kind="video", output__file=f"batch.{args.format}")
     cfg = _apply(cfg, mask__style=args.mask, runtime__provider=args.provider, service__log_level=args.log_level)
+    from edge.compose import start_problems
+
+    # what the actors would refuse, found before Ray starts: one line each instead of their tracebacks; weights
+    # are resolved here only for the embedded instance (a cluster's nodes have their own)
+    problems = start_problems(dataclasses.replace(cfg, cameras=()), for_replay=True, resolve=not args.address)
+    if problems:
+        for p in problems:
+            print(f"edge-anon batch: {p}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     _setup_logging(cfg.service.log_level)
     try:
         from edge.fleet.run import BatchError, connect, interrupts, run_batch

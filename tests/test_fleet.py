@@ -501,3 +501,19 @@ def test_a_truncated_input_is_incomplete_and_the_batch_exits_3(small_clip, tmp_p
     written = len(list((out / "cut").glob("*.png")))
     assert 0 < written < 12 and f"{written} frames in, {written} masked" in err
     private.rmdir()
+
+
+def test_weights_the_actors_could_not_load_are_refused_before_ray_starts(small_clip, tmp_path):
+    """One line per model, exit 2, no output folder, nothing in Ray's private folder (it never started)."""
+    private, out = private_tmp(), tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "EDGE_MODEL_PATH"}
+    r = subprocess.run([sys.executable, "-m", "edge", "batch", str(small_clip), "--output-dir", str(out), *SMALL],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120,
+                       env={**env, "TMPDIR": str(private), "XDG_CACHE_HOME": str(tmp_path / "empty")})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines() == [r.stderr.splitlines()[0]]
+    assert r.stderr.startswith("edge-anon batch: detect.face.model: model 'yunet_n': no verified copy")
+    assert not out.exists()
+    left = list(private.iterdir())
+    private.rmdir()
+    assert left == []

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -235,14 +236,15 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
 
     stream = stream if stream is not None else sys.stderr
     t0 = time.monotonic()
-    out = Path(output_dir).resolve()
+    out = Path(os.path.realpath(output_dir))  # realpath: a symlink loop is refused by mkdir in one line
     paths = plan.read_inputs(inputs)
     if not paths:
         raise BatchError("no inputs")
     _check_apart(out, paths)
+    workers, cpus_each, gpus_each = actor_shares(cfg)  # refused before anything is made
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out)
-    workers, cpus_each, gpus_each = actor_shares(cfg)
     # without the config's own cameras: their [cameras.detect] classes would number the class table
     # differently from the one replay camera each paint task runs
     run_cfg = worker.actor_config(dataclasses.replace(cfg, cameras=()), cfg.fleet.threads or max(1, round(cpus_each)))
@@ -288,6 +290,10 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
                 infos = ray.get([a.info.remote() for a in actors])
                 actors_start_s = time.monotonic() - t_actors
             except Exception as e:
+                for a in actors:
+                    ray.kill(a)
+                ledger.close()
+                _discard_untouched(out, made)
                 raise BatchError(f"the detector actors did not start: {_one_line(e)}") from None
             models, providers = infos[0]["models"], infos[0]["providers"]
             chunks_of = {item.key: plan.chunks(item, cfg.fleet.chunk_frames) for item in todo}
@@ -470,10 +476,25 @@ def _lost(e: BaseException) -> bool:
     return isinstance(e, RayError) and not isinstance(e, RayTaskError)
 
 
+def _discard_untouched(out: Path, made: bool) -> None:
+    """A refused run leaves nothing behind: the empty ledger it made, and the output folder if it made it."""
+    root = out / plan.LEDGER_DIR
+    with contextlib.suppress(OSError):
+        if (root / plan.LEDGER_NAME).stat().st_size == 0 and [p.name for p in root.iterdir()] == [plan.LEDGER_NAME]:
+            shutil.rmtree(root)
+        if made:
+            out.rmdir()  # refused when anything else is in it
+
+
+EXCEPTION_LINE = re.compile(r"^[\w.]+(Error|Exception|Exit): ")
+
+
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    # Ray wraps a worker's exception in its traceback: the last line is the exception itself
-    return (text[-1] if text else type(e).__name__)[:500]
+    """The exception a worker raised, from Ray's wrapping of it (its traceback, then the exception's lines):
+    the last line that names an exception, else the last line."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    named = [line for line in lines if EXCEPTION_LINE.match(line)]
+    return (named[-1] if named else lines[-1] if lines else type(e).__name__)[:500]
 
 
 @contextlib.contextmanager
