@@ -342,8 +342,8 @@ class Service:
             ending = "failed (" + "; ".join(self.errors) + ")"
         elif isinstance(self.stop, StopFlag) and self.stop.signum:
             ending = f"interrupted ({self._signal_name()})"
-        elif self.incomplete():
-            ending = "incomplete (" + "; ".join(self.incomplete()) + ")"
+        elif lacking := self.incomplete():
+            ending = "incomplete (" + "; ".join(lacking) + ")"
         else:
             ending = "complete"
         out = self.cfg.output
