@@ -152,6 +152,16 @@ def folder_of_two_sizes(tmp_path: Path) -> Path:
     return src
 
 
+def folder_whose_output_name_is_taken(tmp_path: Path) -> Path:
+    """Two photos; in the output folder the first one's PNG name is already a folder: it cannot be written."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in FACES[:2]:
+        (src / name).write_bytes(need(WIDER / "images" / name).read_bytes())
+    (tmp_path / "out" / f"{Path(FACES[0]).stem}.png").mkdir(parents=True)
+    return src
+
+
 # (input, flags, exit code, what the summary says): a feed that ran to its end says whether all of it reached
 # the output, and exits 3 when not (the epilog's table)
 FEED_ENDINGS = [
@@ -159,6 +169,9 @@ FEED_ENDINGS = [
     (folder_with_garbage, ["--output-dir", "{out}"], 3, "replay: incomplete (1 unreadable image(s) skipped)"),
     (folder_with_garbage, ["--realtime", "--fps", "200", "--set", "service.deadline_ms=0.001", "--output-dir", "{out}"],
      3, "every frame dropped (1)"),
+    (folder_whose_output_name_is_taken, ["--output-dir", "{out}"], 3,
+     "replay: incomplete (1 frame(s) could not be written), 2 frames in, 2 masked, 0 masked whole, 0 dropped, "
+     "1 not sent (output full or failing)"),
     (folder_of_two_sizes, ["--output", "{out}/v.mkv"], 0,
      "replay: complete, 3 frames in, 3 masked, 0 masked whole, 0 dropped, 0 not sent (output full or failing), "
      "output {out}/v.mkv and 1 more part(s) beside it (v.part2...)"),
