@@ -342,9 +342,13 @@ def private_tmp() -> Path:
 
 
 def batch_proc(inputs: list, out: Path, private: Path, *extra: str) -> subprocess.Popen:
+    from edge.fleet.reaper import INSTANCE_VAR
+
+    # not marked as a process of this module's own embedded instance (local_ray), whose reaper would end it
+    env = {k: v for k, v in os.environ.items() if k != INSTANCE_VAR}
     return subprocess.Popen([sys.executable, "-m", "edge", "batch", *map(str, inputs), "--output-dir", str(out),
                              *SMALL, *extra], stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "TMPDIR": str(private)}, start_new_session=True)
+                            env={**env, "TMPDIR": str(private)}, start_new_session=True)
 
 
 def wait_for_a_chunk(proc: subprocess.Popen, out: Path) -> None:
