@@ -255,7 +255,7 @@ def test_a_pace_the_machine_cannot_keep_is_said_once_with_cost_deadline_and_opti
     out = tmp_path / "out"
     r = edge("replay", need(VIDEO / CLIP), "--realtime", "--output-dir", out, "--set", "service.deadline_ms=1",
              "--log-level", "warning")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == cli.EXIT_INCOMPLETE, r.stderr  # every frame dropped: nothing of the feed reached the output
     pacing = [line for line in r.stderr.splitlines() if "pacing:" in line]
     assert len(pacing) == 1, r.stderr
     assert "frames missed the 1 ms deadline (dropped); a frame costs" in pacing[0]
@@ -263,7 +263,8 @@ def test_a_pace_the_machine_cannot_keep_is_said_once_with_cost_deadline_and_opti
     assert decided == seen  # at 1 ms every decided frame is late, and a frame still in flight is not counted
     assert "a faster operating point" in pacing[0] and "--set service.deadline_ms=" in pacing[0]
     assert "without --realtime" in pacing[0]
-    assert "38 frames in, 0 masked, 0 masked whole, 38 dropped (deadline 38)" in r.stderr
+    assert "replay: incomplete (every frame dropped (38)), 38 frames in, 0 masked, 0 masked whole, 38 dropped " \
+           "(deadline 38)" in r.stderr
     assert not list(out.glob("*.png"))  # fail closed: a frame past its deadline never reaches disk
 
 
