@@ -443,8 +443,9 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
             outcomes.setdefault(item.name, InputOutcome(item.name, item.path, "not finished",
                                                         error=f"{why}; rerun to finish"))
             _remove_staging(out, item.name)
-        for a in actors:
-            ray.kill(a)
+        if not interrupted:  # interrupted, they end with this job: killed with a task in flight, Ray prints its error
+            for a in actors:
+                ray.kill(a)
     ledger.close()
     ordered = [outcomes[n] for n in plan.output_names(paths)]
     for o in ordered:
