@@ -307,7 +307,8 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
             todo_paths = {item.path for item in todo}
 
             def files_label() -> str:
-                complete = sum(o.status in ("complete", "incomplete") for o in outcomes.values() if o.path in todo_paths)
+                complete = sum(o.status in ("complete", "incomplete") for o in outcomes.values()
+                               if o.path in todo_paths)
                 return f"batch {complete}/{len(todo)} files" + (f", {len(failed)} failed" if failed else "")
 
             def submit_paints() -> None:
@@ -425,8 +426,9 @@ def run_batch(cfg: Config, inputs: list[str], output_dir: str | os.PathLike, *, 
                     lacking = incomplete_reasons(summary["counters"], summary["sources"], summary["sink"])
                     ledger.add_done(item.key, {"name": item.name, "output": summary["output"],
                                                "counters": summary["counters"], "incomplete": lacking})
-                    outcomes[item.name] = InputOutcome(item.name, item.path, "incomplete" if lacking else "complete",
-                                                       summary["counters"], summary["output"], incomplete=tuple(lacking))
+                    outcomes[item.name] = InputOutcome(item.name, item.path,
+                                                       "incomplete" if lacking else "complete", summary["counters"],
+                                                       summary["output"], incomplete=tuple(lacking))
                     progress.label = files_label()
                     progress.update(detected, force=True)
                     print(("\n" if progress.enabled else "") + f"batch: {outcomes[item.name].line()}", file=stream,
