@@ -162,6 +162,15 @@ def folder_whose_output_name_is_taken(tmp_path: Path) -> Path:
     return src
 
 
+def folder_of_names_that_make_one(tmp_path: Path) -> Path:
+    """`a\nb.jpg` and `a_b.jpg`: distinct inputs whose file names become one once made safe."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, face in (("a\nb.jpg", FACES[0]), ("a_b.jpg", FACES[1])):
+        (src / name).write_bytes(need(WIDER / "images" / face).read_bytes())
+    return src
+
+
 # (input, flags, exit code, what the summary says): a feed that ran to its end says whether all of it reached
 # the output, and exits 3 when not (the epilog's table)
 FEED_ENDINGS = [
@@ -172,6 +181,9 @@ FEED_ENDINGS = [
     (folder_whose_output_name_is_taken, ["--output-dir", "{out}"], 3,
      "replay: incomplete (1 frame(s) could not be written), 2 frames in, 2 masked, 0 masked whole, 0 dropped, "
      "1 not sent (output full or failing)"),
+    (folder_of_names_that_make_one, ["--output-dir", "{out}"], 0,
+     "replay: complete, 2 frames in, 2 masked, 0 masked whole, 0 dropped, 0 not sent (output full or failing), "
+     "output {out}, 1 frame(s) renamed (NAME~2...: their file name was another frame's)"),
     (folder_of_two_sizes, ["--output", "{out}/v.mkv"], 0,
      "replay: complete, 3 frames in, 3 masked, 0 masked whole, 0 dropped, 0 not sent (output full or failing), "
      "output {out}/v.mkv and 1 more part(s) beside it (v.part2...)"),
@@ -186,6 +198,21 @@ def test_a_feed_that_did_not_all_reach_the_output_exits_3_and_says_why(tmp_path,
     assert r.returncode == code, r.stderr
     assert "Traceback" not in r.stderr
     assert summary.replace("{out}", str(out)) in r.stderr.splitlines()[-1]
+
+
+def test_two_inputs_whose_names_make_one_file_name_both_reach_the_output(tmp_path):
+    import cv2
+
+    out = tmp_path / "out"
+    src = folder_of_names_that_make_one(tmp_path)
+    r = edge("replay", src, "-c", ROOT / "configs" / "fast-faces-only.toml", "--output-dir", out,
+             "--mask", "solid")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.glob("*.png")) == ["a_b.png", "a_b~2.png"]
+    records = [line for line in (out / "detections.jsonl").read_text().splitlines()]
+    assert [r.split('"frame":"')[1].split('"')[0] for r in records] == ["a_b", "a_b~2"]
+    for png, name in (("a_b.png", "a\nb.jpg"), ("a_b~2.png", "a_b.jpg")):
+        assert cv2.imread(str(out / png)).shape == cv2.imread(str(src / name)).shape
 
 
 def test_a_video_output_over_a_frame_size_change_keeps_every_frame_in_parts(tmp_path):

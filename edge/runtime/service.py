@@ -358,6 +358,9 @@ class Service:
                  f"{c.get('frames_dropped', 0)} dropped" + (f" ({_fmt(dropped)})" if dropped else ""),
                  f"{c.get('sink_dropped', 0)} not sent (output full or failing)",
                  f"output {where}"]
+        renamed = self.sink.stats().get("renamed", 0)
+        if renamed:  # edge.sinks.folder.FrameNames: two frames whose names make one file name
+            parts.append(f"{renamed} frame(s) renamed (NAME~2...: their file name was another frame's)")
         return ", ".join(parts)
 
     def _signal_name(self) -> str:
