@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -92,7 +93,33 @@ def check_args(args) -> None:
         raise CalibrationError(f"--out {out}: not writable")
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: the run unwinds (temporary folders removed, no half-written model) and exits 128 + it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, _frame):
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"calibration: interrupted ({signal.Signals(signum).name}); models and cards finished before "
+              f"it are kept, nothing half-written", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _main(argv: list[str] | None) -> int:
     harden_tool()  # before onnxruntime loads and before the first frame is decoded
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

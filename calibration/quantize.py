@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -70,10 +71,15 @@ def quantize_model(src: str | Path, dst: str | Path, reader, method: str = "MinM
     with tempfile.TemporaryDirectory(prefix="calib-") as tmp:
         prepared = _prepared(Path(src), Path(tmp))
         exclude = head_nodes(onnx.load(str(prepared))) if float_heads else []
-        quantize_static(str(prepared), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=METHODS[method], nodes_to_exclude=exclude,
-                        extra_options={"CalibStridedMinMax": 1, "CalibPercentile": percentile})
+        partial = dst.with_name(f".{dst.name}.partial")  # renamed into place whole: never a half-written model
+        try:
+            quantize_static(str(prepared), str(partial), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=METHODS[method], nodes_to_exclude=exclude,
+                            extra_options={"CalibStridedMinMax": 1, "CalibPercentile": percentile})
+            os.replace(partial, dst)
+        finally:
+            partial.unlink(missing_ok=True)
     log.info("int8 (%s) model written to %s", method, dst)
     return dst
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -63,11 +64,14 @@ def _apply(cfg: Config, **changes) -> Config:
 
 
 # Exit codes, the same for every command (the epilog of --help and the README say them too).
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INCOMPLETE = 0, 1, 2, 3
 EPILOG = """exit codes:
   0    complete (replay: every frame of the feed handled; run: stopped by systemctl stop / SIGTERM)
   1    failed at run time (a frame loop died; subscribe: nothing arrived; replay: no subscriber in time)
   2    bad input: a wrong flag, key or value, a missing or corrupt file or model; nothing was processed
+  3    incomplete (replay, batch): the feed ran to its end but not all of it reached the output: every
+       frame dropped, a truncated video, unreadable images skipped, or a frame that could not be
+       written; the summary line says which
   130  interrupted by Ctrl-C (SIGINT): 128 + the signal (replay, subscribe; the summary line says how far)
   143  interrupted by SIGTERM (replay, subscribe; `run` exits 0 on SIGTERM, systemd's normal stop)
 """
@@ -165,9 +169,13 @@ def cmd_replay(args) -> int:
         print(f"edge-anon replay: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     cfg = load_config(args.config, args.set)
-    source = Path(args.source)
-    cam = CameraConfig(id=args.camera_id, source=str(source.resolve()), kind="replay", realtime=args.realtime,
-                       loop=args.loop, fps=args.fps or 0.0)
+    try:
+        # realpath, not Path.resolve: a symlink loop is the source's refusal (one line), not a RuntimeError here
+        cam = CameraConfig(id=args.camera_id, source=os.path.realpath(args.source), kind="replay",
+                           realtime=args.realtime, loop=args.loop, fps=args.fps or 0.0)
+    except ValueError as e:  # the camera's own bounds (fps): the flag that set it is named
+        print(f"edge-anon replay: --{e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     cfg = dataclasses.replace(cfg, cameras=(cam,))
     if args.output_dir:
         cfg = _apply(cfg, output__kind="folder", output__dir=str(Path(args.output_dir).resolve()))
@@ -189,6 +197,7 @@ def cmd_replay(args) -> int:
         from edge.progress import Progress
 
         service.signal_exit = True
+        service.incomplete_exit = EXIT_INCOMPLETE
         service.report, service.report_label = sys.stderr, "replay"
         if args.wait_subscribers:
             limit = args.wait_timeout if args.wait_timeout is not None else DEFAULT_WAIT_S
@@ -227,33 +236,50 @@ def cmd_batch(args) -> int:
     if args.format != "png":
         cfg = _apply(cfg, output__kind="video", output__file=f"batch.{args.format}")
     cfg = _apply(cfg, mask__style=args.mask, runtime__provider=args.provider, service__log_level=args.log_level)
+    from edge.compose import start_problems
+
+    # what the actors would refuse, found before Ray starts: one line each instead of their tracebacks; weights
+    # are resolved here only for the embedded instance (a cluster's nodes have their own)
+    problems = start_problems(dataclasses.replace(cfg, cameras=()), for_replay=True, resolve=not args.address)
+    if problems:
+        for p in problems:
+            print(f"edge-anon batch: {p}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if (rc := _tool_logging("batch", cfg.service.log_level, args)) is not None:
         return rc
     try:
-        from edge.fleet.run import BatchError, connect, run_batch
+        from edge.fleet.run import BatchError, connect, interrupts, run_batch
         from edge.fleet.plan import PlanError
     except ImportError as e:
         print(f"edge-anon batch: needs Ray: pip install 'edge-anon[fleet]' ({e})", file=sys.stderr)
         return EXIT_BAD_INPUT
+    import signal
     import time
 
     try:
         t0 = time.monotonic()
-        with connect(cfg, args.address):
+        # SIGTERM ends a batch as Ctrl-C does, during Ray's start-up too (ray.init puts its own handler in
+        # place: ours goes back on top once connected)
+        with interrupts(), connect(cfg, args.address), interrupts():
             started = time.monotonic() - t0
             result = run_batch(cfg, args.inputs, args.output_dir, camera_id=args.camera_id,
                                max_chunks=args.max_chunks, ray_start_s=started)
     except (BatchError, PlanError, OSError, UnicodeDecodeError) as e:
         print(f"edge-anon batch: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("batch: interrupted; finished chunks are in the ledger, rerun the same command to go on",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # before the run began, or a second signal while it ended
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"batch: interrupted ({signal.Signals(signum).name}); finished chunks are in the ledger, rerun the "
+              f"same command to go on", file=sys.stderr)
+        return 128 + signum
     print(f"batch: {result.summary()} (Ray start-up {started:.1f} s)", file=sys.stderr, flush=True)
-    if result.stopped_early:
+    if result.interrupted:
+        print(f"batch: interrupted ({signal.Signals(result.interrupted).name}); finished chunks are in the ledger, "
+              f"rerun the same command to go on", file=sys.stderr)
+    elif result.stopped_early:
         print(f"batch: stopped after {args.max_chunks} chunk(s) (--max-chunks); rerun to finish", file=sys.stderr)
-    return result.exit_code()
+    rc = result.exit_code()
+    return EXIT_INCOMPLETE if rc == EXIT_OK and result.incomplete() else rc
 
 
 def _client_hook(args):
@@ -394,6 +420,11 @@ def cmd_eval(args) -> int:
     if args.limit is not None and args.limit < 1:
         print(f"eval: --limit {args.limit}: expected at least 1", file=sys.stderr)
         return 2
+    if args.json:
+        why = unwritable(args.json)
+        if why:  # before the evaluation, not after it has run for minutes
+            print(f"eval: --json {args.json}: {why}", file=sys.stderr)
+            return 2
     cfg = load_config(args.config, args.set)
     # the evaluation's stderr has always been warnings only, on a terminal or not: -v or --log-file for more
     if (rc := _tool_logging("eval", cfg.service.log_level, args, quiet_off_terminal=True)) is not None:
@@ -422,8 +453,12 @@ def cmd_eval(args) -> int:
         print(f"eval: {e}", file=sys.stderr)
         return 2
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        try:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        except OSError as e:  # it was writable when checked: something changed meanwhile
+            print(f"eval: --json {args.json}: cannot be written ({e.strerror or e}); the tables above are the results",
+                  file=sys.stderr)
+            return EXIT_FAILED
     return 0
 
 
@@ -434,6 +469,29 @@ def add_log_flags(sp) -> None:
     sp.add_argument("-v", "--verbose", action="store_true",
                     help="the log on stderr too (on a terminal, stderr shows only the progress line, the summary "
                          "and warnings)")
+
+
+def unwritable(path: str) -> str | None:
+    """Why a file cannot be written at `path`, found by trying (root passes every access() check); None if it
+    can. Creates its missing parent folders, leaves no file behind."""
+    import tempfile
+
+    p = Path(path)
+    if p.is_dir():
+        return "is a folder"
+    above = next((a for a in p.parents if a.exists()), None)
+    if above is not None and not above.is_dir():
+        return f"cannot be written ({above} is not a folder)"
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=f".{p.name}.", suffix=".probe"):
+            pass
+        if p.exists():
+            with open(p, "r+b"):
+                pass
+    except OSError as e:
+        return f"cannot be written ({(e.strerror or str(e)).lower()})"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -158,3 +158,44 @@ def test_a_missing_model_is_one_line_per_model(tmp_path):
     assert lines[0].startswith("invalid: detect.face.model: model 'yunet_n': no verified copy")
     assert lines[1].startswith("invalid: detect.plate.model: model 'lpd_yunet': no verified copy")
     assert lines[2].startswith("invalid: detect.context.model: model 'yolox_nano': no verified copy")
+
+
+def symlink_loop(tmp_path: Path) -> Path:
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    return tmp_path / "loop_a"
+
+
+def huge_png(tmp_path: Path) -> Path:
+    from sources.test_images import png
+
+    return png(tmp_path / "huge.png", 20000, 20000)
+
+
+def huge_in_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    huge_png(folder)
+    return folder
+
+
+# (the source, replay's flags, the one line): bad input refused in one line, exit 2, and nothing left behind
+# (no output folder, no empty detections.jsonl)
+REPLAY_INPUT_REFUSALS = [
+    (symlink_loop, [], "replay {src}: too many levels of symbolic links"),
+    (lambda p: p / "missing.mp4", [], "replay {src}: no such file or directory"),
+    (lambda p: need(VIDEO / CLIP), ["--fps", "1e308", "--realtime"], "--fps: must be within 0.0..240.0, got 1e+308"),
+    (lambda p: need(VIDEO / CLIP), ["--fps", "nan"], "--fps: must be a number > 0, got nan"),
+    (huge_png, [], "20000x20000 is larger than a frame may be"),
+    (huge_in_folder, [], "none of its 1 images can be decoded (the first: huge.png: 20000x20000 is larger"),
+]
+
+
+@pytest.mark.parametrize("source, flags, line", REPLAY_INPUT_REFUSALS)
+def test_replay_refuses_a_bad_source_in_one_line_and_leaves_nothing(tmp_path, source, flags, line):
+    src, out = source(tmp_path), tmp_path / "out"
+    r = edge("replay", src, *flags, "--output-dir", out, "-c", ROOT / "configs" / "fast-faces-only.toml",
+             "--log-level", "error")
+    one_clear_refusal(r, line.replace("{src}", str(src)))
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not out.exists()

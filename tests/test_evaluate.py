@@ -483,3 +483,28 @@ def test_cli_eval_names_the_line_of_a_malformed_annotation(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == (f"eval: {root}/dashcam/drive/gt_xyxy.txt:3: expected numbers, got '40 20 50 plate'")
+
+
+def _a_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    return tmp_path / "file" / "out.json"
+
+
+@pytest.mark.parametrize("where, words", [
+    (lambda tmp: _a_file(tmp), "cannot be written ("),  # (.../file is not a folder)
+    (lambda tmp: tmp, "is a folder"),
+    (lambda tmp: "/proc/edge-eval.json", "cannot be written"),
+    (lambda tmp: "/dev/null/out.json", "cannot be written"),
+])
+@pytest.mark.parametrize("mode", [["--all"], ["--dataset", "faces"]])
+def test_cli_eval_refuses_an_unwritable_json_before_evaluating(tmp_path, where, words, mode):
+    """Checked by trying (this may run as root, which passes every access() check); refused before any image
+    is read: nothing on stdout, one line, exit 2, nothing left beside the path."""
+    path = where(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    r = subprocess.run([sys.executable, "-m", "edge", "eval", *mode, "--json", str(path)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stdout == "" and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+    assert r.stderr.startswith(f"eval: --json {path}: {words}"), r.stderr
+    assert sorted(tmp_path.rglob("*")) == before

@@ -314,3 +314,211 @@ def test_ctrl_c_then_a_rerun_gives_the_uninterrupted_result(local_ray, cfg, clip
     assert records(out / "drive") == records(reference)
     for png in reference.glob("*.png"):
         assert (out / "drive" / png.name).read_bytes() == png.read_bytes()
+
+
+# --- ends of a batch that must leave nothing behind: signals, SIGKILL, bad inputs (through the command line,
+# each run with its own embedded Ray instance in a private TMPDIR; a small clip and the cheap config) ---------
+
+PETS = VIDEO / "vtest_pets2009_480x360.avi"
+SMALL = ["-c", str(ROOT / "configs" / "fast-faces-only.toml"), "--set", "fleet.chunk_frames=2",
+         "--set", "fleet.num_cpus=2", "--set", "fleet.object_store_mb=100", "--log-level", "warning"]
+
+
+@pytest.fixture(scope="module")
+def small_clip(tmp_path_factory) -> Path:
+    """12 frames of the pedestrian clip, lossless: 6 chunks of 2."""
+    if not PETS.exists():
+        pytest.skip("shared clip missing")
+    path = tmp_path_factory.mktemp("small") / "pets.mkv"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 10.0, (480, 360))
+    for image in video_frames(PETS)[:12]:
+        writer.write(image)
+    writer.release()
+    return path
+
+
+def private_tmp() -> Path:
+    # short: Ray's socket paths live under it, and a Unix socket path has at most 107 bytes
+    return Path(tempfile.mkdtemp(prefix="eb-"))
+
+
+def batch_proc(inputs: list, out: Path, private: Path, *extra: str) -> subprocess.Popen:
+    from edge.fleet.reaper import INSTANCE_VAR
+
+    # not marked as a process of this module's own embedded instance (local_ray), whose reaper would end it
+    env = {k: v for k, v in os.environ.items() if k != INSTANCE_VAR}
+    return subprocess.Popen([sys.executable, "-m", "edge", "batch", *map(str, inputs), "--output-dir", str(out),
+                             *SMALL, *extra], stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**env, "TMPDIR": str(private)}, start_new_session=True)
+
+
+def wait_for_a_chunk(proc: subprocess.Popen, out: Path) -> None:
+    from edge.fleet.plan import LEDGER_DIR, LEDGER_NAME
+
+    ledger = out / LEDGER_DIR / LEDGER_NAME
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ledger.exists() and '"chunk"' in ledger.read_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no chunk finished (exit {proc.poll()}): {proc.stderr.read() if proc.poll() else ''}")
+
+
+def ray_processes(private: Path) -> list[int]:
+    """The processes of the embedded instances whose private folder is under `private` (their marker)."""
+    from edge.fleet.reaper import marked
+
+    return [pid for folder in private.glob("edge-batch-*") for pid in marked(str(folder))]
+
+
+def wait_gone(pids: list[int], timeout: float = 60.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in alive if Path(f"/proc/{p}").exists() and "Z" not in _state(p)]
+    return alive
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_ends_a_batch_as_sigint_does_with_the_summary(small_clip, tmp_path, sig, code):
+    private, out = private_tmp(), tmp_path / "out"
+    proc = batch_proc([small_clip], out, private)
+    wait_for_a_chunk(proc, out)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "Fatal Python error" not in err and "*** SIGTERM" not in err
+    name = signal.Signals(sig).name
+    assert f"pets: not finished (interrupted ({name}); rerun to finish)" in err
+    assert "batch: 1 input(s): 0 complete, 0 done before, 0 failed, 1 not finished" in err
+    assert err.rstrip().endswith(f"batch: interrupted ({name}); finished chunks are in the ledger, rerun the same "
+                                 "command to go on")
+    assert not (out / "pets").exists() and not list(out.glob(".pets*"))
+    assert wait_gone(ray_processes(private)) == []
+    left = list(private.iterdir())
+    private.rmdir()
+    assert left == []
+
+
+def test_no_ray_process_outlives_a_driver_killed_by_sigkill(small_clip, tmp_path):
+    """SIGKILL of the driver mid-run: the reaper kills every process of its instance and removes its folder."""
+    private, out = private_tmp(), tmp_path / "out"
+    proc = batch_proc([small_clip], out, private)
+    wait_for_a_chunk(proc, out)
+    pids = ray_processes(private)
+    assert len(pids) >= 4  # GCS, raylet, agents, the actor's worker at least
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert wait_gone(pids) == []
+    deadline = time.monotonic() + 60
+    while list(private.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = list(private.iterdir())
+    private.rmdir()
+    assert left == []
+
+
+def test_the_next_run_removes_what_a_killed_driver_and_reaper_left(small_clip, tmp_path):
+    """SIGKILL of the driver and its reaper together leaves Ray's processes and the private folder; the
+    next run (resuming the same output) kills those processes and removes the folder, and completes."""
+    from edge.fleet.reaper import PREFIX
+
+    private, out = private_tmp(), tmp_path / "out"
+    proc = batch_proc([small_clip], out, private)
+    wait_for_a_chunk(proc, out)
+    (stale,) = private.glob(f"{PREFIX}*")
+    pids = ray_processes(private)
+    reapers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+               and f"edge.fleet.reaper\0{stale}".encode() in _cmdline(p)]
+    assert len(reapers) == 1
+    os.kill(reapers[0], signal.SIGKILL)  # first, or it would clean up after the driver
+    assert wait_gone(reapers) == []
+    proc.kill()
+    proc.communicate(timeout=60)
+    orphans = wait_gone(pids, timeout=5)  # what Ray does not end by itself (here often nothing)
+    # a process of that instance that ignores SIGTERM, as Ray's agents were seen to do
+    from edge.fleet.reaper import INSTANCE_VAR
+
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                                 "signal.SIG_IGN); print(1, flush=True); time.sleep(600)"], stdout=subprocess.PIPE,
+                                env={**os.environ, INSTANCE_VAR: str(stale)})
+    stubborn.stdout.readline()
+    orphans.append(stubborn.pid)
+    assert stale.exists()  # what the next run has to clean up
+    rerun = batch_proc([small_clip], out, private)
+    _, err = rerun.communicate(timeout=400)
+    assert rerun.returncode == 0, err
+    assert f"removed {stale}, left by a batch driver that is gone" in err
+    assert "pets: complete, 12 frames in" in err
+    assert stubborn.wait(timeout=60) == -signal.SIGKILL
+    assert wait_gone(orphans) == []
+    left = list(private.iterdir())
+    private.rmdir()
+    assert left == []
+
+
+def _cmdline(p: Path) -> bytes:
+    try:
+        return (p / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_a_bad_input_fails_alone_and_the_others_complete(small_clip, tmp_path):
+    """A symlink loop, a truncated video (incomplete: exit 3 when nothing failed) and a good clip."""
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    private, out = private_tmp(), tmp_path / "out"
+    r = batch_proc([small_clip, tmp_path / "loop_a"], out, private)
+    _, err = r.communicate(timeout=400)
+    assert r.returncode == 1, err
+    assert "Traceback" not in err
+    assert f"loop_a: failed ({tmp_path / 'loop_a'}: too many levels of symbolic links)" in err
+    assert "pets: complete, 12 frames in, 12 masked" in err and "1 complete" in err and "1 failed" in err
+    assert len(list((out / "pets").glob("*.png"))) == 12
+    private.rmdir()
+
+
+def test_a_truncated_input_is_incomplete_and_the_batch_exits_3(small_clip, tmp_path):
+    """The frames that decode are masked and written; the input's line and the exit status say it is short."""
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (480, 360))
+    for image in video_frames(small_clip):
+        writer.write(image)
+    writer.release()
+    data = whole.read_bytes()
+    start, end = data.find(b"movi"), data.find(b"idx1")
+    (tmp_path / "cut.avi").write_bytes(data[: start + (end - start) // 2])
+    private, out = private_tmp(), tmp_path / "out"
+    r = batch_proc([tmp_path / "cut.avi"], out, private)
+    _, err = r.communicate(timeout=400)
+    assert r.returncode == 3, err
+    assert "cut: incomplete (input truncated (decoded " in err and "of 12 frames))" in err
+    assert "1 input(s): 0 complete, 1 incomplete" in err
+    written = len(list((out / "cut").glob("*.png")))
+    assert 0 < written < 12 and f"{written} frames in, {written} masked" in err
+    private.rmdir()
+
+
+def test_weights_the_actors_could_not_load_are_refused_before_ray_starts(small_clip, tmp_path):
+    """One line per model, exit 2, no output folder, nothing in Ray's private folder (it never started)."""
+    private, out = private_tmp(), tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "EDGE_MODEL_PATH"}
+    r = subprocess.run([sys.executable, "-m", "edge", "batch", str(small_clip), "--output-dir", str(out), *SMALL],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120,
+                       env={**env, "TMPDIR": str(private), "XDG_CACHE_HOME": str(tmp_path / "empty")})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines() == [r.stderr.splitlines()[0]]
+    assert r.stderr.startswith("edge-anon batch: detect.face.model: model 'yunet_n': no verified copy")
+    assert not out.exists()
+    left = list(private.iterdir())
+    private.rmdir()
+    assert left == []

@@ -49,9 +49,26 @@ def test_chunks_cover_every_frame_once(frames, kind, chunk, expected):
     assert [c.index for c in plan.chunks(item, chunk)] == list(range(len(expected)))
 
 
-def test_output_names_are_unique_in_input_order():
-    paths = [Path("/a/drive.mp4"), Path("/b/drive.mkv"), Path("/c/drive"), Path("/d/other.mp4")]
-    assert plan.output_names(paths) == ["drive", "drive_2", "drive_3", "other"]
+@pytest.mark.parametrize("paths, names", [
+    (["/a/drive.mp4", "/b/drive.mkv", "/c/drive", "/d/other.mp4"], ["drive", "drive_2", "drive_3", "other"]),
+    (["/a/a\nb.mp4", "/a/a_b.mp4"], ["a_b", "a_b_2"]),  # distinct inputs whose names become one
+    (["/a/a_b_2.mp4", "/a/a_b.mp4", "/a/a\nb.mp4"], ["a_b_2", "a_b", "a_b_3"]),
+    (["/a/...mp4", "/b/.."], ["_..", "_.._2"]),  # never "." or ".." as a folder name
+])
+def test_output_names_are_unique_in_input_order(paths, names):
+    assert plan.output_names([Path(p) for p in paths]) == names
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: p / "missing.mkv", "no such file or directory"),
+    (lambda p: (p / "a").symlink_to(p / "b") or (p / "b").symlink_to(p / "a") or p / "a",
+     "too many levels of symbolic links"),
+])
+def test_an_input_that_cannot_be_planned_is_its_own_failure_in_one_line(tmp_path, make, words):
+    path = make(tmp_path)
+    with pytest.raises(plan.PlanError, match=words) as e:
+        plan.plan_input(path, "x", "d")
+    assert str(e.value) == f"{path}: {words}"
 
 
 def test_a_list_file_names_inputs_relative_to_itself(tmp_path):

@@ -147,6 +147,114 @@ def test_off_a_terminal_the_log_goes_to_stderr_unless_a_log_file_is_given(tmp_pa
     assert "stats {" in (tmp_path / "replay.log").read_text()
 
 
+def truncated_video(tmp_path: Path) -> Path:
+    """An MJPG AVI of real face photos cut in the middle of its frames (its header still counts them all)."""
+    import cv2
+
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 10, (416, 416))
+    for name in FACES * 2:
+        writer.write(cv2.resize(cv2.imread(str(need(WIDER / "images" / name))), (416, 416)))
+    writer.release()
+    data = whole.read_bytes()
+    start, end = data.find(b"movi"), data.find(b"idx1")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: start + (end - start) * 5 // 8])
+    return cut
+
+
+def folder_with_garbage(tmp_path: Path) -> Path:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / FACES[0]).write_bytes(need(WIDER / "images" / FACES[0]).read_bytes())
+    (src / "broken.jpg").write_bytes(b"\xff\xd8" + os.urandom(2000))
+    return src
+
+
+def folder_of_two_sizes(tmp_path: Path) -> Path:
+    import cv2
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, size in enumerate([(320, 240), (320, 240), (200, 150)]):
+        cv2.imwrite(str(src / f"f{i}.png"), cv2.resize(cv2.imread(str(need(WIDER / "images" / FACES[i]))), size))
+    return src
+
+
+def folder_whose_output_name_is_taken(tmp_path: Path) -> Path:
+    """Two photos; in the output folder the first one's PNG name is already a folder: it cannot be written."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in FACES[:2]:
+        (src / name).write_bytes(need(WIDER / "images" / name).read_bytes())
+    (tmp_path / "out" / f"{Path(FACES[0]).stem}.png").mkdir(parents=True)
+    return src
+
+
+def folder_of_names_that_make_one(tmp_path: Path) -> Path:
+    """`a\nb.jpg` and `a_b.jpg`: distinct inputs whose file names become one once made safe."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, face in (("a\nb.jpg", FACES[0]), ("a_b.jpg", FACES[1])):
+        (src / name).write_bytes(need(WIDER / "images" / face).read_bytes())
+    return src
+
+
+# (input, flags, exit code, what the summary says): a feed that ran to its end says whether all of it reached
+# the output, and exits 3 when not (the epilog's table)
+FEED_ENDINGS = [
+    (truncated_video, ["--output-dir", "{out}"], 3, "replay: incomplete (input truncated (decoded "),
+    (folder_with_garbage, ["--output-dir", "{out}"], 3, "replay: incomplete (1 unreadable image(s) skipped)"),
+    (folder_with_garbage, ["--realtime", "--fps", "200", "--set", "service.deadline_ms=0.001", "--output-dir", "{out}"],
+     3, "every frame dropped (1)"),
+    (folder_whose_output_name_is_taken, ["--output-dir", "{out}"], 3,
+     "replay: incomplete (1 frame(s) could not be written), 2 frames in, 2 masked, 0 masked whole, 0 dropped, "
+     "1 not sent (output full or failing)"),
+    (folder_of_names_that_make_one, ["--output-dir", "{out}"], 0,
+     "replay: complete, 2 frames in, 2 masked, 0 masked whole, 0 dropped, 0 not sent (output full or failing), "
+     "output {out}, 1 frame(s) renamed (NAME~2...: their file name was another frame's)"),
+    (folder_of_two_sizes, ["--output", "{out}/v.mkv"], 0,
+     "replay: complete, 3 frames in, 3 masked, 0 masked whole, 0 dropped, 0 not sent (output full or failing), "
+     "output {out}/v.mkv and 1 more part(s) beside it (v.part2...)"),
+]
+
+
+@pytest.mark.parametrize("make, flags, code, summary", FEED_ENDINGS)
+def test_a_feed_that_did_not_all_reach_the_output_exits_3_and_says_why(tmp_path, make, flags, summary, code):
+    out = tmp_path / "out"
+    r = edge("replay", make(tmp_path), "-c", ROOT / "configs" / "fast-faces-only.toml", "--log-level", "error",
+             *[f.replace("{out}", str(out)) for f in flags])
+    assert r.returncode == code, r.stderr
+    assert "Traceback" not in r.stderr
+    assert summary.replace("{out}", str(out)) in r.stderr.splitlines()[-1]
+
+
+def test_two_inputs_whose_names_make_one_file_name_both_reach_the_output(tmp_path):
+    import cv2
+
+    out = tmp_path / "out"
+    src = folder_of_names_that_make_one(tmp_path)
+    r = edge("replay", src, "-c", ROOT / "configs" / "fast-faces-only.toml", "--output-dir", out,
+             "--mask", "solid")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.glob("*.png")) == ["a_b.png", "a_b~2.png"]
+    records = [line for line in (out / "detections.jsonl").read_text().splitlines()]
+    assert [r.split('"frame":"')[1].split('"')[0] for r in records] == ["a_b", "a_b~2"]
+    for png, name in (("a_b.png", "a\nb.jpg"), ("a_b~2.png", "a_b.jpg")):
+        assert cv2.imread(str(out / png)).shape == cv2.imread(str(src / name)).shape
+
+
+def test_a_video_output_over_a_frame_size_change_keeps_every_frame_in_parts(tmp_path):
+    from conftest import video_frames
+
+    out = tmp_path / "out"
+    r = edge("replay", folder_of_two_sizes(tmp_path), "-c", ROOT / "configs" / "fast-faces-only.toml",
+             "--output", out / "v.mkv")
+    assert r.returncode == 0, r.stderr
+    assert [len(video_frames(out / n)) for n in ("v.mkv", "v.part2.mkv")] == [2, 1]
+    assert video_frames(out / "v.part2.mkv")[0].shape == (150, 200, 3)
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_replay_stopped_by_a_signal_exits_128_plus_it_with_the_summary(tmp_path, sig, code):
     run = Running("replay", need(VIDEO / PETS), "--realtime", "--loop", "--output-dir", tmp_path / "out")
@@ -203,7 +311,7 @@ def test_a_pace_the_machine_cannot_keep_is_said_once_with_cost_deadline_and_opti
     out = tmp_path / "out"
     r = edge("replay", need(VIDEO / CLIP), "--realtime", "--output-dir", out, "--set", "service.deadline_ms=1",
              "--log-level", "warning")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == cli.EXIT_INCOMPLETE, r.stderr  # every frame dropped: nothing of the feed reached the output
     pacing = [line for line in r.stderr.splitlines() if "pacing:" in line]
     assert len(pacing) == 1, r.stderr
     assert "frames missed the 1 ms deadline (dropped); a frame costs" in pacing[0]
@@ -211,7 +319,8 @@ def test_a_pace_the_machine_cannot_keep_is_said_once_with_cost_deadline_and_opti
     assert decided == seen  # at 1 ms every decided frame is late, and a frame still in flight is not counted
     assert "a faster operating point" in pacing[0] and "--set service.deadline_ms=" in pacing[0]
     assert "without --realtime" in pacing[0]
-    assert "38 frames in, 0 masked, 0 masked whole, 38 dropped (deadline 38)" in r.stderr
+    assert "replay: incomplete (every frame dropped (38)), 38 frames in, 0 masked, 0 masked whole, 38 dropped " \
+           "(deadline 38)" in r.stderr
     assert not list(out.glob("*.png"))  # fail closed: a frame past its deadline never reaches disk
 
 
@@ -259,13 +368,14 @@ def test_a_bad_flag_is_refused_in_one_line_that_names_it(tmp_path, args, text):
     assert not (tmp_path / "out").exists() and not (tmp_path / "edge.sock").exists()
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["replay", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["replay", "--help"], ["batch", "--help"]])
 def test_help_documents_the_exit_codes(argv, capsys):
     with pytest.raises(SystemExit) as info:
         cli.build_parser().parse_args(argv)
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for code, meaning in [("0", "complete"), ("1", "failed"), ("2", "bad input"), ("130", "SIGINT"), ("143", "SIGTERM")]:
+    for code, meaning in [("0", "complete"), ("1", "failed"), ("2", "bad input"), ("3", "incomplete"),
+                          ("130", "SIGINT"), ("143", "SIGTERM")]:
         assert any(line.lstrip().startswith(code) and meaning in line for line in out.splitlines()), (code, out)
 
 

@@ -72,14 +72,49 @@ def test_a_dropped_frame_has_its_line_and_no_video_frame(tmp_path):
     assert records[2]["video_frame"] == 1
 
 
-def test_a_frame_of_another_size_is_refused_and_no_incomplete_video_is_left(tmp_path):
+@pytest.mark.parametrize("complete, names", [
+    (True, ["d.mkv", "d.part2.mkv", "d.part3.mkv"]),
+    (False, ["d.partial.mkv", "d.part2.partial.mkv", "d.part3.partial.mkv"]),
+])
+def test_a_frame_size_change_closes_the_video_and_goes_on_in_the_next_part(tmp_path, complete, names):
+    """Nothing written is lost: every part is kept (as partial when the run was cut short), the records say where."""
     path = tmp_path / "d.mkv"
-    sink = VideoSink(path)
-    assert sink.send(masked(0)) is True
-    assert sink.send(masked(1, shape=(40, 64, 3))) is False
-    assert sink.stats()["write_errors"] == 1
-    sink.close()
-    assert not path.exists() and not list(tmp_path.glob("*.partial*"))
+    shapes = [(48, 64, 3), (48, 64, 3), (40, 64, 3), (40, 64, 3), (40, 64, 3), (48, 64, 3)]
+    items = [masked(i, shape) for i, shape in enumerate(shapes)]
+    sink = VideoSink(path, records=tmp_path / "r.jsonl")
+    assert all(sink.send(item) for item in items)
+    assert sink.stats()["write_errors"] == 0 and sink.stats()["parts"] == 3
+    sink.close(complete=complete)
+    assert sorted(p.name for p in tmp_path.glob("*.mkv")) == sorted(names)
+    assert not list(tmp_path.glob(".d.mkv.*"))
+    parts = [video_frames(tmp_path / n) for n in names]
+    assert [len(p) for p in parts] == [2, 3, 1]
+    for item, frame in zip(items, [f for p in parts for f in p]):
+        np.testing.assert_array_equal(frame, item.frame.image)
+    records = lines(tmp_path / "r.jsonl")
+    assert [(r.get("video_file"), r["video_frame"]) for r in records] == [
+        (None, 0), (None, 1), ("d.part2.mkv", 0), ("d.part2.mkv", 1), ("d.part2.mkv", 2), ("d.part3.mkv", 0)]
+
+
+@pytest.mark.parametrize("names, stems, renamed", [
+    (["a\nb", "a_b"], ["a_b", "a_b~2"], 1),
+    (["a/b", "a_b", "a\\b"], ["a_b", "a_b~2", "a_b~3"], 2),
+    (["x", "x"], ["x", "x"], 0),  # the same frame name twice is the same frame's name
+])
+def test_distinct_frame_names_never_share_a_record_name(tmp_path, names, stems, renamed):
+    items = [masked(i) for i in range(len(names))]
+    for item, name in zip(items, names):
+        item.frame.name = name
+    with VideoSink(tmp_path / "d.mkv", records=tmp_path / "r.jsonl") as sink:
+        for item in items:
+            sink.send(item)
+        assert sink.stats()["renamed"] == renamed
+    assert [r["frame"] for r in lines(tmp_path / "r.jsonl")] == stems
+
+
+def test_a_sink_that_wrote_nothing_leaves_no_records_file(tmp_path):
+    VideoSink(tmp_path / "d.mkv", records=tmp_path / "r.jsonl").close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_symlink_at_the_final_name_is_replaced_not_followed(tmp_path):

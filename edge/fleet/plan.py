@@ -25,7 +25,7 @@ from edge import config as config_mod
 from edge.config import Config
 from edge.frame import Detections
 from edge.sinks.folder import safe_stem
-from edge.sources.replay import IMAGE_SUFFIXES
+from edge.sources.images import IMAGE_SUFFIXES
 
 LEDGER_DIR = ".edge-batch"
 LEDGER_NAME = "ledger.jsonl"
@@ -100,8 +100,11 @@ def video_frames(path: Path) -> int | None:
 
 def plan_input(path: Path, name: str, digest: str) -> Input:
     """One input, or OSError / PlanError for one that does not exist; decoding is the workers' job."""
-    p = path.resolve()
-    st = os.stat(p)
+    try:
+        st = os.stat(path)
+    except OSError as e:  # missing, a symlink loop, no permission: this input's failure, not the run's
+        raise PlanError(f"{path}: {(e.strerror or str(e)).lower()}") from None
+    p = Path(os.path.realpath(path))
     key = hashlib.sha256(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0{digest}".encode()).hexdigest()[:20]
     if p.is_dir():
         return Input(str(p), "folder", name, key, len(folder_files(p)))

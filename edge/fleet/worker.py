@@ -85,14 +85,19 @@ def decode_chunk(chunk: Chunk):
     """(seq, image) for each frame of the chunk, numbered as edge.sources.replay numbers them."""
     import cv2
 
+    from edge.sources import SourceError
+    from edge.sources.images import read_image
+
     item = chunk.input
     if item.kind == "folder":
         files = folder_files(Path(item.path))
         stop = len(files) if chunk.stop is None else min(chunk.stop, len(files))
         for i in range(chunk.start, stop):
-            image = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
-            if image is not None and image.size:
-                yield i, image  # an unreadable image leaves a gap in seq, as the replay source does
+            try:
+                image = read_image(files[i])  # its size checked before decoding, as the replay source does
+            except SourceError:
+                continue  # an unreadable image leaves a gap in seq, as the replay source does
+            yield i, image
         return
     cap = cv2.VideoCapture(item.path)
     try:

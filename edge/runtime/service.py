@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, TextIO
 
 from edge import compose
@@ -71,6 +72,28 @@ def source_faults(stats: dict[str, dict]) -> dict[str, int]:
     return out
 
 
+def incomplete_reasons(counters: dict, source_stats: dict[str, dict], sink_stats: dict) -> list[str]:
+    """What the output of a feed that ran to its end lacks, one phrase each; empty when nothing.
+
+    Every frame dropped, no frame at all, a truncated video, unreadable images skipped, frames the
+    output could not write: the run ended, but not all of its feed reached the output.
+    """
+    out = []
+    n_in, dropped = counters.get("frames_in", 0), counters.get("frames_dropped", 0)
+    if not n_in:
+        out.append("no frame was read")
+    elif dropped >= n_in:
+        out.append(f"every frame dropped ({dropped})")
+    for s in source_stats.values():
+        if s.get("truncated"):
+            out.append(f"input truncated (decoded {s.get('frames', '?')} of {s.get('expected_frames') or '?'} frames)")
+        if s.get("unreadable"):
+            out.append(f"{s['unreadable']} unreadable image(s) skipped")
+    if sink_stats.get("write_errors"):
+        out.append(f"{sink_stats['write_errors']} frame(s) could not be written")
+    return out
+
+
 def providers_of(detector: Detector) -> list[str]:
     return sorted(set(detector.providers)) or ["?"]
 
@@ -108,6 +131,9 @@ class Service:
     # replay: a stop by signal cuts the feed short, so it exits 128 + signal; for the service (`run`) a
     # stop is its normal end and exits 0, as systemd expects of `systemctl stop`
     signal_exit: bool = False
+    # replay: the exit code of a feed that ran to its end but did not all reach the output (incomplete_reasons);
+    # 0 for the service, whose summary still says it
+    incomplete_exit: int = 0
     _pacing_warned: bool = False
     _heartbeat: Heartbeat | None = None
     _t_start: float = field(default_factory=time.monotonic)
@@ -299,7 +325,14 @@ class Service:
         """1: a loop failed; 128 + signal: stopped by SIGINT / SIGTERM (with signal_exit); else 0."""
         if self.errors:
             return 1
-        return self.stop.exit_code() if self.signal_exit and isinstance(self.stop, StopFlag) else 0
+        signalled = self.stop.exit_code() if self.signal_exit and isinstance(self.stop, StopFlag) else 0
+        if signalled:
+            return signalled
+        return self.incomplete_exit if self.incomplete_exit and self.incomplete() else 0
+
+    def incomplete(self) -> list[str]:
+        """incomplete_reasons of this run (counters, every source, the output)."""
+        return incomplete_reasons(self.metrics.counters(), self._source_stats(), self.sink.stats())
 
     def summary_line(self) -> str:
         """Frames in, masked, masked whole, dropped with reasons, not sent, and where the output went."""
@@ -309,16 +342,25 @@ class Service:
             ending = "failed (" + "; ".join(self.errors) + ")"
         elif isinstance(self.stop, StopFlag) and self.stop.signum:
             ending = f"interrupted ({self._signal_name()})"
+        elif lacking := self.incomplete():
+            ending = "incomplete (" + "; ".join(lacking) + ")"
         else:
             ending = "complete"
         out = self.cfg.output
-        where = {"folder": out.dir, "video": out.file}.get(out.kind) or (
-            self.sink.stats().get("endpoint", out.bind) if out.kind == "zmq" else out.kind)
+        parts = self.sink.stats().get("parts", 0) if out.kind == "video" else 0
+        if parts > 1:  # a frame-size change: the video goes on in NAME.part2.SUFFIX... (edge.sinks.video)
+            where = f"{out.file} and {parts - 1} more part(s) beside it ({Path(out.file).stem}.part2...)"
+        else:
+            where = {"folder": out.dir, "video": out.file}.get(out.kind) or (
+                self.sink.stats().get("endpoint", out.bind) if out.kind == "zmq" else out.kind)
         parts = [ending, f"{c.get('frames_in', 0)} frames in", f"{c.get('frames_masked', 0)} masked",
                  f"{c.get('frames_masked_whole', 0)} masked whole" + (f" ({_fmt(whole)})" if whole else ""),
                  f"{c.get('frames_dropped', 0)} dropped" + (f" ({_fmt(dropped)})" if dropped else ""),
                  f"{c.get('sink_dropped', 0)} not sent (output full or failing)",
                  f"output {where}"]
+        renamed = self.sink.stats().get("renamed", 0)
+        if renamed:  # edge.sinks.folder.FrameNames: two frames whose names make one file name
+            parts.append(f"{renamed} frame(s) renamed (NAME~2...: their file name was another frame's)")
         return ", ".join(parts)
 
     def _signal_name(self) -> str:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 JSONL_NAME = "detections.jsonl"
 _UNSAFE = re.compile(r"[\x00-\x1f/\\]")
+WROTE = ("sent", "sent_dropped_records", "write_errors")  # a sink with none of these had nothing to write
 
 
 class FolderSinkError(OSError):
@@ -76,6 +77,38 @@ def check_apart(output_dir: str | os.PathLike, inputs: Iterable[str | os.PathLik
                                   f"choose a folder outside it")
 
 
+class FrameNames:
+    """The file stem of every frame written into one output, never the same for two different frames.
+
+    A frame keeps its own name made safe (`frame_stem`). Two names that become one stem (`a\nb` and
+    `a_b`) or one name from two cameras would overwrite each other; the later one is renamed instead
+    (another camera's: `<camera_id>__<name>`, the same camera's: `<name>~2`, `~3`...), logged and counted.
+    """
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.renamed = 0
+        self._owner: dict[str, tuple[str, str | int]] = {}  # stem -> the (camera, name or seq) that has it
+
+    def stem(self, camera_id: str, seq: int, name: str) -> str:
+        key = (camera_id, name or seq)
+        stem = frame_stem(camera_id, seq, name)
+        owner = self._owner.setdefault(stem, key)
+        if owner == key:
+            return stem
+        if owner[0] != camera_id:
+            stem = safe_stem(f"{camera_id}__{stem}")
+        base, n = stem, 1
+        while self._owner.setdefault(stem, key) != key:
+            n += 1
+            stem = f"{base}~{n}"
+        if n > 1:
+            self.renamed += 1
+            log.warning("%s: frame %r of camera %s has the same file name as another frame (%r); written as %r",
+                        self.where, name or seq, camera_id, base, stem)
+        return stem
+
+
 class FolderSink:
     """Write each MaskedFrame as ``<name>.png`` and every outcome as a line of ``detections.jsonl``.
 
@@ -85,7 +118,9 @@ class FolderSink:
 
     Several cameras may share one sink: a frame name is claimed by the first camera that uses it,
     and another camera's frame of the same name (two replayed folders of ``000001.jpg``...) is
-    written as ``<camera_id>__<name>`` instead of overwriting it.
+    written as ``<camera_id>__<name>`` instead of overwriting it; two names of one camera that are
+    the same once made safe are told apart by FrameNames. A sink that wrote nothing (a refused
+    start) leaves no empty records file, nor the folder if it made it.
     """
 
     def __init__(self, output_dir: str | os.PathLike, *, png_compression: int = 1,
@@ -97,27 +132,20 @@ class FolderSink:
         self._compression = int(png_compression)
         self._lock = threading.Lock()
         self._stats = {"sent": 0, "sent_dropped_records": 0, "write_errors": 0, "dropped_closed": 0, "bytes": 0}
+        self._made_dir = not self.output_dir.exists()
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            # never through a symlink planted at the records' name
-            fd = os.open(self.output_dir / JSONL_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            self._jsonl = os.fdopen(fd, "a", encoding="utf-8")
+            self._jsonl, self._made_file = open_records(self.output_dir / JSONL_NAME)
         except OSError as exc:
             raise FolderSinkError(f"cannot write to output folder {str(self.output_dir)!r}: {exc}") from exc
         if not os.access(self.output_dir, os.W_OK | os.X_OK):
             self._jsonl.close()
             raise FolderSinkError(f"cannot write images into output folder {str(self.output_dir)!r}")
         self._closed = False
-        self._owner: dict[str, str] = {}  # stem -> the camera that claimed it
+        self._names = FrameNames(f"folder sink {self.output_dir}")
 
     def _stem(self, camera_id: str, seq: int, name: str) -> str:
-        stem = frame_stem(camera_id, seq, name)
-        owner = self._owner.setdefault(stem, camera_id)
-        if owner == camera_id:
-            return stem
-        stem = safe_stem(f"{camera_id}__{stem}")
-        self._owner.setdefault(stem, camera_id)
-        return stem
+        return self._names.stem(camera_id, seq, name)
 
     def send(self, item: MaskedFrame | DroppedFrame) -> bool:
         """Write the outcome; False (counted as write_errors) if the disk refused it."""
@@ -157,7 +185,7 @@ class FolderSink:
 
     def stats(self) -> dict:
         with self._lock:
-            return dict(self._stats)
+            return {**self._stats, "renamed": self._names.renamed}
 
     def close(self, complete: bool = True) -> None:
         with self._lock:
@@ -165,12 +193,34 @@ class FolderSink:
                 return
             self._closed = True
             self._jsonl.close()
+            if self._made_file and not any(self._stats[k] for k in WROTE):
+                remove_unused(self.output_dir / JSONL_NAME, self.output_dir if self._made_dir else None)
 
     def __enter__(self) -> "FolderSink":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_records(path: Path):
+    """The JSON lines file of a sink, opened for appending (never through a symlink planted at its name),
+    and whether this call created it."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+    try:
+        fd, made = os.open(path, flags | os.O_EXCL, 0o644), True
+    except FileExistsError:
+        fd, made = os.open(path, flags, 0o644), False
+    return os.fdopen(fd, "a", encoding="utf-8"), made
+
+
+def remove_unused(records: Path, folder: Path | None) -> None:
+    """Remove a records file nothing was written to (and `folder`, the sink made it and it is empty)."""
+    with contextlib.suppress(OSError):
+        if records.stat().st_size == 0:
+            records.unlink()
+            if folder is not None:
+                folder.rmdir()  # refused when anything else is in it
 
 
 def ident(item: MaskedFrame | DroppedFrame) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -27,10 +28,9 @@ import numpy as np
 
 from edge.frame import Frame
 from edge.sources import EndOfStream, SourceError
+from edge.sources.images import IMAGE_SUFFIXES, check_frame_size, header_size, read_image
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -240,8 +240,18 @@ class VideoFileSource(_ReplaySource):
         self._cap: cv2.VideoCapture | None = None
         self._truncated = False
         self._read_errors = 0
+        if self.path.suffix.lower() in IMAGE_SUFFIXES:  # OpenCV opens one image as a video by decoding it
+            size = header_size(self.path)
+            if size is not None:
+                check_frame_size(*size, f"video {self.path}")
         self._open_capture()
         assert self._cap is not None
+        try:
+            check_frame_size(int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                             int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), f"video {self.path}")
+        except SourceError:
+            self._release()
+            raise
         file_fps = self._cap.get(cv2.CAP_PROP_FPS)
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.expected_frames: int | None = int(count) if math.isfinite(count) and count > 0 else None
@@ -324,7 +334,8 @@ class VideoFileSource(_ReplaySource):
 class ImageFolderSource(_ReplaySource):
     """Sorted image files of one folder (not recursive); name is the file stem.
 
-    An image that cannot be decoded is skipped, logged and counted in
+    An image that cannot be decoded, or whose header says it is larger than a frame may be
+    (edge.sources.images: refused before decoding), is skipped, logged and counted in
     ``stats()["unreadable"]``; it leaves a gap in ``seq`` like a frame a camera lost. If two
     files share a stem (``a.jpg`` and ``a.png``) both are named by their full file name so
     names stay unique.
@@ -365,7 +376,8 @@ class ImageFolderSource(_ReplaySource):
         self._unreadable_files: set[Path] = set()
         first = self._next_item()
         if first is None:
-            raise SourceError(f"image folder {self.path}: none of its {len(self.files)} images can be decoded")
+            raise SourceError(f"image folder {self.path}: none of its {len(self.files)} images can be decoded "
+                              f"(the first: {self._first_skip})")
         self._pending = first
 
     @staticmethod
@@ -378,19 +390,21 @@ class ImageFolderSource(_ReplaySource):
         while self._next_file < len(self.files):
             index = self._next_file
             self._next_file += 1
-            image = cv2.imread(str(self.files[index]), cv2.IMREAD_COLOR)
-            if image is not None and image.size:
-                return image, self._names[index]
-            self._skip(self.files[index])
+            try:
+                return read_image(self.files[index]), self._names[index]
+            except SourceError as e:
+                self._skip(self.files[index], str(e))
         return None
 
-    def _skip(self, file: Path) -> None:
+    def _skip(self, file: Path, why: str) -> None:
+        if not self._unreadable:
+            self._first_skip = why
         self._unreadable += 1
         self._skipped_total += 1
         # One warning per file, not per loop pass.
         if file not in self._unreadable_files:
             self._unreadable_files.add(file)
-            log.warning("image folder %s: skipping unreadable image %s", self.path, file.name)
+            log.warning("image folder %s: skipping unreadable image %s", self.path, why)
 
     def _skipped(self) -> int:
         # The pending image was fetched after any files skipped before it, so the count
@@ -418,8 +432,10 @@ class ImageFolderSource(_ReplaySource):
 def open_replay(path: str | Path, **kw) -> VideoFileSource | ImageFolderSource:
     """A replay source for `path`: a folder of images or a video file."""
     p = Path(path)
+    try:
+        os.stat(p)  # is_dir() and exists() say False for a symlink loop: name the real reason
+    except OSError as e:
+        raise SourceError(f"replay {p}: {e.strerror.lower() if e.strerror else e}") from None
     if p.is_dir():
         return ImageFolderSource(p, **kw)
-    if p.exists():
-        return VideoFileSource(p, **kw)
-    raise SourceError(f"replay {p}: no such file or directory")
+    return VideoFileSource(p, **kw)

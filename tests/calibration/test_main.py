@@ -58,3 +58,37 @@ def test_the_plate_model_calibrates_with_the_input_dims_the_runtime_gives_it(tmp
                  "--timing-runs", "1", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["lpd_yunet_int8_minmax.onnx", "lpd_yunet_int8_minmax.toml",
                                                      "lpd_yunet_int8_report.json"]
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_mid_run_is_one_line_and_leaves_nothing_half_written(tmp_path, sig, code):
+    """Ctrl-C (or SIGTERM) while it quantizes: exit 128 + the signal, one line, no traceback, no partial
+    model in --out, no temporary folder left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from conftest import ROOT
+
+    private = Path(tempfile.mkdtemp(prefix="calib-test-"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "calibration", "--source", str(need(STILLS)), "--method", "all",
+                             "--no-gate", "--timing-runs", "50", "--out", str(out)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "TMPDIR": str(private), "PYTHONUNBUFFERED": "1",
+                                 "PYTHONPATH": str(ROOT)})
+    for line in proc.stdout:  # the frames are read: quantizing comes next
+        if line.startswith("calibration set:"):
+            break
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and lines[-1].startswith(f"calibration: interrupted ({sig})")
+    assert not list(out.glob(".*partial*"))
+    left = list(private.iterdir())
+    private.rmdir()
+    assert left == []

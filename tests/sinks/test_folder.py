@@ -123,7 +123,7 @@ def test_refuses_a_plain_frame(tmp_path):
         with pytest.raises(TypeError):
             sink.send(masked().frame)
     assert not list(tmp_path.glob("*.png"))
-    assert (tmp_path / JSONL_NAME).read_text() == ""
+    assert not (tmp_path / JSONL_NAME).exists()  # nothing was written: no empty records file either
 
 
 def test_unwritable_folder_fails_at_construction(tmp_path):
@@ -240,3 +240,40 @@ def test_output_folder_must_lie_apart_from_the_input(tmp_path, layout, refused):
             check_apart(out, [source])
     else:
         check_apart(out, [source])
+
+
+@pytest.mark.parametrize("names, stems, renamed", [
+    (["a\nb", "a_b"], ["a_b", "a_b~2"], 1),
+    (["a/b", "a_b", "a\\b", "a_b~2"], ["a_b", "a_b~2", "a_b~3", "a_b~2~2"], 3),
+    (["..", "_.."], ["_..", "_..~2"], 1),
+    (["img", "img"], ["img", "img"], 0),  # the same frame name again is the same frame (a rewrite)
+])
+def test_distinct_frames_never_share_a_file_or_a_record_name(tmp_path, names, stems, renamed):
+    items = [masked(i, name) for i, name in enumerate(names)]
+    with FolderSink(tmp_path) as sink:
+        for item in items:
+            assert sink.send(item) is True
+        assert sink.stats()["renamed"] == renamed
+    assert [r["frame"] for r in lines(tmp_path)] == stems
+    for item, stem in zip(items, stems):
+        if stems.count(stem) == 1:
+            np.testing.assert_array_equal(cv2.imread(str(tmp_path / f"{stem}.png")), item.frame.image)
+
+
+@pytest.mark.parametrize("existed, left", [
+    (False, []),  # the sink made the folder: nothing at all is left
+    (True, ["keep.txt"]),  # a folder the user gave keeps what it had, and gets no empty records file
+])
+def test_a_sink_that_wrote_nothing_leaves_no_empty_records_file(tmp_path, existed, left):
+    out = tmp_path / "out"
+    if existed:
+        out.mkdir()
+        (out / "keep.txt").write_text("x")
+    FolderSink(out).close()
+    assert sorted(p.name for p in out.iterdir()) == left if out.exists() else left == []
+
+
+def test_an_existing_empty_records_file_is_left_as_it_was(tmp_path):
+    (tmp_path / JSONL_NAME).write_text("")
+    FolderSink(tmp_path).close()
+    assert (tmp_path / JSONL_NAME).read_text() == ""
