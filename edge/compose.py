@@ -33,6 +33,7 @@ from edge.heads import HEAD, HeadStage
 from edge.metrics import Metrics
 from edge.models import registry
 from edge.pipeline import Pipeline
+from edge import selftest
 from edge.vehicles import PLATE_ZONE, VEHICLE, PlateZoneStage
 from edge.sinks import Sink
 from edge.sinks.wrappers import NullSink
@@ -239,6 +240,26 @@ def warm_up(detector: Detector, height: int = 720, width: int = 1280, runs: int 
         detector.detect(image)
 
 
+def self_test(cfg: Config, detector: Detector, camera_detectors: dict | None = None,
+              stop: StopCheck | None = None) -> list[selftest.Result]:
+    """The start-up privacy self-test (edge.selftest) of every detector the cameras run, built and warmed
+    up, before any frame: StartupError in one line when one falls below a floor. With `[selftest] skip`
+    it does not run, and says so loudly; the sinks and the audit record carry the reason."""
+    if cfg.selftest.skip:
+        log.warning("%s", selftest.skip_warning(cfg))
+        return []
+    check_stop(stop, "the self-test")
+    try:
+        results = selftest.check_all(cfg, detector, camera_detectors or {}, class_table(cfg),
+                                     lambda c, det, classes: build_pipeline(c, None, detector=det, classes=classes))
+        for result in results:
+            log.info("self-test: %s (%.1f s)", result.line(), result.seconds)
+        selftest.verdict(cfg, results)
+    except selftest.SelfTestError as e:
+        raise StartupError(str(e)) from None
+    return results
+
+
 def build_source(cam: CameraConfig):
     if cam.kind == "replay":
         from edge.sources.replay import open_replay
@@ -271,7 +292,7 @@ def build_sink(cfg: Config, curve=None) -> Sink:
         from edge.sinks.folder import FolderSink, check_apart
 
         check_apart(out.dir, [c.source for c in cfg.cameras if c.kind == "replay"])
-        return FolderSink(out.dir, classes=class_table(cfg))
+        return FolderSink(out.dir, classes=class_table(cfg), selftest_skipped=cfg.selftest.skip)
     if out.kind == "video":
         from edge.sinks.folder import check_apart
         from edge.sinks.video import DEFAULT_FPS, VideoSink, source_fps
@@ -282,24 +303,27 @@ def build_sink(cfg: Config, curve=None) -> Sink:
         if cam is not None and cam.kind == "replay":
             check_apart(out.file, [cam.source])
         fps = (cam.fps or (source_fps(cam.source) if cam.kind == "replay" else 0.0)) if cam is not None else 0.0
-        return VideoSink(out.file, fps=fps or DEFAULT_FPS, records=out.records, classes=class_table(cfg))
+        return VideoSink(out.file, fps=fps or DEFAULT_FPS, records=out.records, classes=class_table(cfg),
+                         selftest_skipped=cfg.selftest.skip)
     if out.kind == "zmq":
         from edge.sinks.zmq_pub import ZmqPublisher
 
         return ZmqPublisher(out.bind, sndhwm=out.sndhwm, linger_ms=out.linger_ms, encoding=out.encoding,
                             jpeg_quality=out.jpeg_quality, classes=class_table(cfg),
-                            context=curve.context if curve else None, socket_options_hook=curve.hook if curve else None)
+                            context=curve.context if curve else None, socket_options_hook=curve.hook if curve else None,
+                            selftest_skipped=cfg.selftest.skip)
     return NullSink()
 
 
 def build_pipeline(cfg: Config, camera: CameraConfig | str | None = None, *, detector=None,
-                   metrics: Metrics | None = None, tracker=None) -> Pipeline:
+                   metrics: Metrics | None = None, tracker=None, classes: ClassTable | None = None) -> Pipeline:
     """The frame pipeline of one camera: its detector (built unless given), mask, policy, hold.
 
     `camera` (a camera of `cfg` or its id) picks the camera's own [cameras.detect] and its temporal
     hold (edge.track.for_camera); without one (evaluation, benchmarks) nothing is held unless a
     `tracker` is given. A detector built here is not warmed up (the service warms its own before
-    READY; a benchmark warms up as it measures).
+    READY; a benchmark warms up as it measures). `classes`: the run's table when `cfg` is a part of the
+    run's config (the self-test's), default the table of `cfg`.
     """
     cam_id = camera.id if isinstance(camera, CameraConfig) else camera
     if detector is None:
@@ -307,7 +331,7 @@ def build_pipeline(cfg: Config, camera: CameraConfig | str | None = None, *, det
     metrics = metrics or Metrics()
     if tracker is None and cam_id is not None:
         tracker = track.for_camera(cfg, cam_id, metrics)
-    classes = class_table(cfg)
+    classes = classes or class_table(cfg)
     return Pipeline(detector, cfg.mask, cfg.service, metrics, tracker=tracker, classes=classes,
                     stages=paint_stages(cfg, classes))
 

@@ -371,6 +371,21 @@ class CameraConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class SelftestConfig(_Checked):
+    """[selftest]: the start-up privacy self-test (edge.selftest) runs unless `skip` gives a reason.
+
+    There is no floor to lower and no switch without a reason: a deliberate experiment names itself,
+    is warned about at start, and is written into the audit record and every frame header.
+    """
+
+    skip: str = ""  # why this run goes without the self-test; "" = it runs
+
+    def check(self) -> None:
+        if self.skip and (not self.skip.strip() or not self.skip.isprintable() or len(self.skip) > 200):
+            raise ConfigError(f"skip: a reason of one printable line, 1..200 characters, got {self.skip!r}")
+
+
+@dataclass(frozen=True)
 class Config(_Checked):
     service: ServiceConfig = ServiceConfig()
     models: ModelsConfig = ModelsConfig()
@@ -384,6 +399,7 @@ class Config(_Checked):
     security: SecurityConfig = SecurityConfig()
     metrics: MetricsConfig = MetricsConfig()
     fleet: FleetConfig = FleetConfig()
+    selftest: SelftestConfig = SelftestConfig()
     cameras: tuple[CameraConfig, ...] = ()
 
     def check(self) -> None:
