@@ -17,6 +17,7 @@ the models missed, so with a good model they would otherwise never show whether 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -135,6 +136,7 @@ class Result:
     checks: list[Check]
     seconds: float = 0.0
     failed_frames: dict[str, int] = field(default_factory=dict)  # status or reason -> frames
+    first_failure: str = ""  # what the pipeline said of the first reference frame it did not mask
 
     @property
     def passed(self) -> bool:
@@ -151,6 +153,7 @@ class Result:
         text = f"{self.who()} protects " + ", ".join(c.phrase() for c in shown)
         if self.failed_frames:
             text += "; reference frames not masked: " + ", ".join(f"{k} {v}" for k, v in self.failed_frames.items())
+            text += f" (first: {self.first_failure[:300]})" if self.first_failure else ""
         return text
 
     def record(self) -> dict:
@@ -217,6 +220,24 @@ class Recording:
         pass
 
 
+class QuietDrops(logging.Filter):
+    """Keeps the pipeline's per-frame warnings about reference frames out of the log (the result line
+    counts them) and remembers the first one's reason."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args[:1] == (CAMERA_ID,):
+            self.first = self.first or record.getMessage().split(": ", 1)[-1]
+            return False
+        return True
+
+
+CAMERA_ID = "selftest"  # the camera id of the reference frames
+
+
 def test_config(cfg: Config, camera: CameraConfig | None) -> Config:
     """`cfg` with the camera's own detect section and a policy that never hides a failure: no deadline
     (a slow machine must not fail the test by the clock) and drop on failure (a frame masked whole
@@ -241,40 +262,55 @@ def run(cfg: Config, detector: Detector, classes: ClassTable, build: BuildPipeli
     recorded = Recorded(detector.models, detector.providers)
     first = build(cfg, recording, classes)
     zones_only = build(cfg, recorded, classes)
-    painted_ids = [classes.id(n) for n in ("face", "plate")]
     totals = {cls: sum(ref.labels.count(cls) for ref in refs) for cls in CLASSES}
     checks = floors(totals, stages_on(cfg))
-    by = {(c.what, c.cls): c for c in checks}
     failed: dict[str, int] = {}
-    stage_class = {FACE_MODEL: "face", PLATE_MODEL: "plate", HEAD_ZONES: HEAD, PLATE_ZONES: PLATE_ZONE}
-    for seq, ref in enumerate(refs):
-        out = first.process(Frame(ref.image.copy(), "selftest", seq, time.monotonic_ns(), time.time_ns(), ref.name))
-        if not isinstance(out, MaskedFrame) or out.status != "masked":
-            why = out.status if isinstance(out, MaskedFrame) else out.reason
-            failed[why] = failed.get(why, 0) + 1
+    quiet = QuietDrops()
+    pipeline_log = logging.getLogger("edge.pipeline")
+    pipeline_log.addFilter(quiet)
+    try:
+        for seq, ref in enumerate(refs):
+            one_image(ref, seq, first, zones_only, recording, recorded, checks, classes, cfg, failed)
+    finally:
+        pipeline_log.removeFilter(quiet)
+    return Result(tuple(cameras), checks, time.monotonic() - t0, failed, quiet.first)
+
+
+STAGE_CLASS = {FACE_MODEL: "face", PLATE_MODEL: "plate", HEAD_ZONES: HEAD, PLATE_ZONES: PLATE_ZONE}
+
+
+def one_image(ref: Reference, seq: int, first: Pipeline, zones_only: Pipeline, recording: Recording,
+              recorded: Recorded, checks: list[Check], classes: ClassTable, cfg: Config, failed: dict) -> None:
+    """Mask one reference image (and, for the zone checks, paint it again without faces and plates); add
+    what each check protected in it."""
+    painted_ids = [classes.id(n) for n in ("face", "plate")]
+    zones_tested = any(c.what in (HEAD_ZONES, PLATE_ZONES) for c in checks)
+    out = first.process(Frame(ref.image.copy(), CAMERA_ID, seq, time.monotonic_ns(), time.time_ns(), ref.name))
+    if not isinstance(out, MaskedFrame) or out.status != "masked":
+        why = out.status if isinstance(out, MaskedFrame) else out.reason
+        failed[why] = failed.get(why, 0) + 1
+        return
+    shape = ref.image.shape
+    second = None
+    if recording.last is not None and zones_tested:
+        last = recording.last
+        recorded.next = last.take(np.flatnonzero(~np.isin(last.class_id, painted_ids)))
+        second = zones_only.process(Frame(ref.image.copy(), CAMERA_ID, seq, time.monotonic_ns(), time.time_ns(),
+                                          ref.name))
+    for check in checks:
+        boxes = ref.boxes[[i for i, label in enumerate(ref.labels) if label == check.cls]]
+        if not len(boxes):
             continue
-        shape = ref.image.shape
-        second = None
-        if recording.last is not None and (by.get((HEAD_ZONES, "face")) or by.get((PLATE_ZONES, "plate"))):
-            last = recording.last
-            recorded.next = last.take(np.flatnonzero(~np.isin(last.class_id, painted_ids)))
-            second = zones_only.process(Frame(ref.image.copy(), "selftest", seq, time.monotonic_ns(),
-                                              time.time_ns(), ref.name))
-        for check in checks:
-            boxes = ref.boxes[[i for i, label in enumerate(ref.labels) if label == check.cls]]
-            if not len(boxes):
+        if check.what == WHOLE:
+            regions = out.regions
+        else:
+            source = out if check.what in (FACE_MODEL, PLATE_MODEL) else second
+            if not isinstance(source, MaskedFrame) or source.status != "masked":
                 continue
-            if check.what == WHOLE:
-                regions = out.regions
-            else:
-                source = out if check.what in (FACE_MODEL, PLATE_MODEL) else second
-                if not isinstance(source, MaskedFrame) or source.status != "masked":
-                    continue
-                dets = source.detections
-                own = dets.take(np.flatnonzero(dets.class_id == classes.id(stage_class[check.what])))
-                regions = mask.regions(own, shape, cfg.mask)
-            check.protected += int(protected(mask.painted_map(shape, regions), boxes).sum())
-    return Result(tuple(cameras), checks, time.monotonic() - t0, failed)
+            dets = source.detections
+            own = dets.take(np.flatnonzero(dets.class_id == classes.id(STAGE_CLASS[check.what])))
+            regions = mask.regions(own, shape, cfg.mask)
+        check.protected += int(protected(mask.painted_map(shape, regions), boxes).sum())
 
 
 def check_all(cfg: Config, detector: Detector, camera_detectors: dict, classes: ClassTable,
