@@ -312,8 +312,13 @@ def cmd_check_config(args) -> int:
           + ", ".join(f"{name}s {'on' if c.enabled else 'off'}" for name, c in cfg.detect.classes()))
     from edge.compose import stages
 
+    from edge.compose import stage_warnings
+
     for cam_id in [c.id for c in cfg.cameras] or [None]:
         print(f"  {cam_id or 'default'}: {stages(cfg, cam_id)}")
+    for warning in dict.fromkeys(w for cam_id in [c.id for c in cfg.cameras] or [None]
+                                 for w in stage_warnings(cfg, cam_id)):
+        print(f"  warning: {warning}")
     for line in said:
         print(f"  {line}")
     if args.dump:

@@ -407,6 +407,12 @@ class Config(_Checked):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ConfigError(f"cameras: duplicate id {sorted(dup)}")
+        v = self.vehicles
+        if v.zones and 0 < v.zone_max_vehicle_px <= v.min_vehicle_px:
+            # a cap at or under the floor meant "none" by accident (1 read as "no limit"): say it explicitly
+            raise ConfigError(f"vehicles.zone_max_vehicle_px: 0 (every vehicle) or above vehicles.min_vehicle_px "
+                              f"({v.min_vehicle_px:g}), got {v.zone_max_vehicle_px:g}: no vehicle would get a plate "
+                              f"zone (vehicles.zones = false switches them off)")
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:
