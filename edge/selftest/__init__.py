@@ -10,9 +10,10 @@ below. Protected is scored as the evaluation scores it: at least 70% of a labell
 painted regions. A frame the pipeline drops or masks whole protects nothing here.
 
 Besides the whole pipeline, each stage that is switched on must do its own share: the face and plate
-models (regions painted for their own detections), and the head and plate zones, which are tested on a
-second paint pass of the same detections with every face and plate left out (the zones only paint what
-the models missed, so with a good model they would otherwise never show whether they work).
+models, and the head and plate zones. Each is tested by painting the image again, with the same
+pipeline, from that stage's detections alone (the faces, the plates, the persons, the vehicles of the
+one inference run): the zones only paint what the models missed, so with a good model they would
+otherwise never show whether they work.
 """
 from __future__ import annotations
 
@@ -27,14 +28,13 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from edge import mask
+from edge.mask import painted_map
 from edge.config import CameraConfig, Config
 from edge.detect import Detector
 from edge.frame import ClassTable, Detections, Frame, MaskedFrame
-from edge.heads import HEAD
 from edge.pipeline import Pipeline
 from edge.timing import Stopwatch
-from edge.vehicles import PLATE_ZONE, VEHICLE
+from edge.vehicles import VEHICLE
 
 DATA = Path(__file__).with_name("data")
 LABELS = "labels.txt"
@@ -184,7 +184,7 @@ def floors(totals: dict[str, int], on: dict[str, bool]) -> list[Check]:
 
 
 class Recorded:
-    """A Detector that hands back detections given to it: the second paint pass reuses the first run's."""
+    """A Detector that hands back the detections it is given: the stage-alone paint passes reuse the one inference run."""
 
     def __init__(self, models: tuple, providers: tuple) -> None:
         self.models, self.providers = models, providers
@@ -201,7 +201,7 @@ class Recorded:
 
 
 class Recording:
-    """A Detector around the real one that keeps its last result (for the second pass)."""
+    """A Detector around the real one that keeps its last result (for the stage-alone passes)."""
 
     def __init__(self, detector) -> None:
         self.detector = detector
@@ -261,7 +261,7 @@ def run(cfg: Config, detector: Detector, classes: ClassTable, build: BuildPipeli
     recording = Recording(detector)
     recorded = Recorded(detector.models, detector.providers)
     first = build(cfg, recording, classes)
-    zones_only = build(cfg, recorded, classes)
+    alone = build(cfg, recorded, classes)
     totals = {cls: sum(ref.labels.count(cls) for ref in refs) for cls in CLASSES}
     checks = floors(totals, stages_on(cfg))
     failed: dict[str, int] = {}
@@ -270,47 +270,41 @@ def run(cfg: Config, detector: Detector, classes: ClassTable, build: BuildPipeli
     pipeline_log.addFilter(quiet)
     try:
         for seq, ref in enumerate(refs):
-            one_image(ref, seq, first, zones_only, recording, recorded, checks, classes, cfg, failed)
+            one_image(ref, seq, first, alone, recording, recorded, checks, classes, failed)
     finally:
         pipeline_log.removeFilter(quiet)
     return Result(tuple(cameras), checks, time.monotonic() - t0, failed, quiet.first)
 
 
-STAGE_CLASS = {FACE_MODEL: "face", PLATE_MODEL: "plate", HEAD_ZONES: HEAD, PLATE_ZONES: PLATE_ZONE}
-
-
-def one_image(ref: Reference, seq: int, first: Pipeline, zones_only: Pipeline, recording: Recording,
-              recorded: Recorded, checks: list[Check], classes: ClassTable, cfg: Config, failed: dict) -> None:
-    """Mask one reference image (and, for the zone checks, paint it again without faces and plates); add
-    what each check protected in it."""
-    painted_ids = [classes.id(n) for n in ("face", "plate")]
-    zones_tested = any(c.what in (HEAD_ZONES, PLATE_ZONES) for c in checks)
+def one_image(ref: Reference, seq: int, first: Pipeline, alone: Pipeline, recording: Recording,
+              recorded: Recorded, checks: list[Check], classes: ClassTable, failed: dict) -> None:
+    """Mask one reference image, then paint it again from each stage's own detections alone (faces, plates,
+    persons for the head zones, vehicles for the plate zones: the same pipeline, no inference); add what
+    each check protected in it."""
     out = first.process(Frame(ref.image.copy(), CAMERA_ID, seq, time.monotonic_ns(), time.time_ns(), ref.name))
-    if not isinstance(out, MaskedFrame) or out.status != "masked":
+    if not isinstance(out, MaskedFrame) or out.status != "masked" or recording.last is None:
         why = out.status if isinstance(out, MaskedFrame) else out.reason
         failed[why] = failed.get(why, 0) + 1
         return
-    shape = ref.image.shape
-    second = None
-    if recording.last is not None and zones_tested:
-        last = recording.last
-        recorded.next = last.take(np.flatnonzero(~np.isin(last.class_id, painted_ids)))
-        second = zones_only.process(Frame(ref.image.copy(), CAMERA_ID, seq, time.monotonic_ns(), time.time_ns(),
-                                          ref.name))
+    found = recording.last
     for check in checks:
         boxes = ref.boxes[[i for i, label in enumerate(ref.labels) if label == check.cls]]
         if not len(boxes):
             continue
-        if check.what == WHOLE:
-            regions = out.regions
-        else:
-            source = out if check.what in (FACE_MODEL, PLATE_MODEL) else second
+        source = out
+        if check.what != WHOLE:
+            name = STAGE_INPUT[check.what]
+            ids = [classes.id(name)] if name in classes.names else []
+            recorded.next = found.take(np.flatnonzero(np.isin(found.class_id, ids)))
+            source = alone.process(Frame(ref.image.copy(), CAMERA_ID, seq, time.monotonic_ns(), time.time_ns(),
+                                         ref.name))
             if not isinstance(source, MaskedFrame) or source.status != "masked":
                 continue
-            dets = source.detections
-            own = dets.take(np.flatnonzero(dets.class_id == classes.id(STAGE_CLASS[check.what])))
-            regions = mask.regions(own, shape, cfg.mask)
-        check.protected += int(protected(mask.painted_map(shape, regions), boxes).sum())
+        check.protected += int(protected(painted_map(ref.image.shape, source.regions), boxes).sum())
+
+
+# the detections each stage paints from, alone: its own class, or the context class its zones come from
+STAGE_INPUT = {FACE_MODEL: "face", PLATE_MODEL: "plate", HEAD_ZONES: "person", PLATE_ZONES: VEHICLE}
 
 
 def check_all(cfg: Config, detector: Detector, camera_detectors: dict, classes: ClassTable,
