@@ -7,8 +7,9 @@ its faces are about 10-40 px and its plates about 20-60 px wide, as a vehicle ca
 
 Face boxes: proposed by YuNet-n at 1x and 2x (score >= 0.8) on the full-size photo, every one looked
 at by eye; false positives (a wheel) left out, faces the proposal missed stay unlabelled (the self-test
-counts labelled objects only); each labelled as its head (HEAD_GROW). Plates: the sets' own labels, except a sticker labelled as a plate and
-plates under MIN_PLATE_PX wide once shrunk (left unlabelled: a floor is not a recall target).
+counts labelled objects only); each labelled as its head (HEAD_GROW). Plates: the sets' own labels,
+except a sticker labelled as a plate and plates under MIN_PLATE_PX wide once shrunk (left unlabelled: a
+floor is not a recall target).
 Never from data/eval: those sets are for evaluation only.
 
     python scripts/build_selftest_set.py [--shared ../shared] [--out edge/selftest/data]
