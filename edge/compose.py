@@ -251,7 +251,8 @@ def self_test(cfg: Config, detector: Detector, camera_detectors: dict | None = N
     check_stop(stop, "the self-test")
     try:
         results = selftest.check_all(cfg, detector, camera_detectors or {}, class_table(cfg),
-                                     lambda c, det, classes: build_pipeline(c, None, detector=det, classes=classes))
+                                     lambda c, det, classes: build_pipeline(c, None, detector=det, classes=classes),
+                                     lambda: check_stop(stop, "a self-test image"))
         for result in results:
             log.info("self-test: %s (%.1f s)", result.line(), result.seconds)
         selftest.verdict(cfg, results)

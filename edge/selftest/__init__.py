@@ -184,7 +184,7 @@ def floors(totals: dict[str, int], on: dict[str, bool]) -> list[Check]:
 
 
 class Recorded:
-    """A Detector that hands back the detections it is given: the stage-alone paint passes reuse the one inference run."""
+    """A Detector that hands back the detections it is given (the stage-alone passes reuse one inference run)."""
 
     def __init__(self, models: tuple, providers: tuple) -> None:
         self.models, self.providers = models, providers
@@ -253,9 +253,10 @@ BuildPipeline = Callable[[Config, Detector, ClassTable], Pipeline]
 
 
 def run(cfg: Config, detector: Detector, classes: ClassTable, build: BuildPipeline, cameras: tuple = (None,),
-        refs: list[Reference] | None = None) -> Result:
+        refs: list[Reference] | None = None, between: Callable[[], None] = lambda: None) -> Result:
     """Mask the reference set with `detector` (the real, warmed-up one a camera runs) in the pipeline
-    `build` makes of `cfg` (test_config: its detect section already the camera's); count what is protected."""
+    `build` makes of `cfg` (test_config: its detect section already the camera's); count what is protected.
+    `between` runs before each image (start-up's stop check: a SIGTERM need not wait for the whole set)."""
     refs = reference_set() if refs is None else refs
     t0 = time.monotonic()
     recording = Recording(detector)
@@ -270,6 +271,7 @@ def run(cfg: Config, detector: Detector, classes: ClassTable, build: BuildPipeli
     pipeline_log.addFilter(quiet)
     try:
         for seq, ref in enumerate(refs):
+            between()
             one_image(ref, seq, first, alone, recording, recorded, checks, classes, failed)
     finally:
         pipeline_log.removeFilter(quiet)
@@ -308,7 +310,7 @@ STAGE_INPUT = {FACE_MODEL: "face", PLATE_MODEL: "plate", HEAD_ZONES: "person", P
 
 
 def check_all(cfg: Config, detector: Detector, camera_detectors: dict, classes: ClassTable,
-              build: BuildPipeline) -> list[Result]:
+              build: BuildPipeline, between: Callable[[], None] = lambda: None) -> list[Result]:
     """The self-test of every distinct detector the config's cameras run (the top-level one for cameras
     without their own [cameras.detect]; with no camera, the top-level one alone)."""
     groups: dict[int, tuple] = {}
@@ -317,7 +319,8 @@ def check_all(cfg: Config, detector: Detector, camera_detectors: dict, classes: 
         entry = groups.setdefault(id(det), (det, cam, []))
         entry[2].append(cam.id if cam is not None else None)
     refs = reference_set()
-    return [run(test_config(cfg, cam if det is not detector else None), det, classes, build, tuple(ids), refs)
+    return [run(test_config(cfg, cam if det is not detector else None), det, classes, build, tuple(ids), refs,
+                between)
             for det, cam, ids in groups.values()]
 
 
