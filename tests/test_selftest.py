@@ -86,7 +86,7 @@ BLIND = [
     (["heads.min_person_px=16384"], "0 of 30 faces with head zones alone"),
     (["heads.person_score=1.0"], "0 of 30 faces with head zones alone"),
     (["heads.zone_per_height=0.001", "heads.zone_per_width=0.0"], "faces with head zones alone"),
-    (["vehicles.zone_max_vehicle_px=1"], "vehicles.zone_max_vehicle_px: 0 (every vehicle) or above "
+    (["vehicles.zone_max_vehicle_px=1"], "--set vehicles.zone_max_vehicle_px=1: 0 (every vehicle) or above "
                                           "vehicles.min_vehicle_px (40), got 1: no vehicle would get a plate zone"),
     (["vehicles.zone_width=0.05", "vehicles.zone_height=0.05"], "plates with plate zones alone"),
     (["vehicles.min_vehicle_px=16384"], "0 of 14 plates with plate zones alone"),
