@@ -44,7 +44,8 @@ CLASSES = ("face", "plate")
 # Each check: what it is called in the one-line refusal, the class it counts, the share of the set's
 # labelled objects of that class it must protect (rounded up to whole objects).
 # With the defaults (30 faces, 14 plates): whole pipeline 30 and 12, face model alone 30, plate model
-# alone 6 (LPD-YuNet finds about half of these plates), head zones alone 30, plate zones alone 12.
+# alone 6 (LPD-YuNet finds about half of these plates), head zones alone 30, plate zones alone 12
+# (9 with the plate-sized zones of helper paint's branch at 77043c8, merged on trial).
 # The floors leave room for a different but working operating point, not for a blind one: the face
 # model's is above what the 2x horizon band finds alone (20), so a blind whole-frame pass fails it.
 WHOLE = "whole"
@@ -209,7 +210,7 @@ class Recording:
         self.last: Detections | None = None
 
     def detect(self, image: np.ndarray, watch: Stopwatch | None = None) -> Detections:
-        self.last = None
+        self.last = None  # a detector that raises leaves no stale result for the stage-alone passes
         self.last = self.detector.detect(image, watch)
         return self.last
 
@@ -238,7 +239,7 @@ class QuietDrops(logging.Filter):
 CAMERA_ID = "selftest"  # the camera id of the reference frames
 
 
-def test_config(cfg: Config, camera: CameraConfig | None) -> Config:
+def config_under_test(cfg: Config, camera: CameraConfig | None) -> Config:
     """`cfg` with the camera's own detect section and a policy that never hides a failure: no deadline
     (a slow machine must not fail the test by the clock) and drop on failure (a frame masked whole
     would protect everything and prove nothing)."""
@@ -255,7 +256,7 @@ BuildPipeline = Callable[[Config, Detector, ClassTable], Pipeline]
 def run(cfg: Config, detector: Detector, classes: ClassTable, build: BuildPipeline, cameras: tuple = (None,),
         refs: list[Reference] | None = None, between: Callable[[], None] = lambda: None) -> Result:
     """Mask the reference set with `detector` (the real, warmed-up one a camera runs) in the pipeline
-    `build` makes of `cfg` (test_config: its detect section already the camera's); count what is protected.
+    `build` makes of `cfg` (config_under_test: its detect section already the camera's); count what is protected.
     `between` runs before each image (start-up's stop check: a SIGTERM need not wait for the whole set)."""
     refs = reference_set() if refs is None else refs
     t0 = time.monotonic()
@@ -319,7 +320,7 @@ def check_all(cfg: Config, detector: Detector, camera_detectors: dict, classes: 
         entry = groups.setdefault(id(det), (det, cam, []))
         entry[2].append(cam.id if cam is not None else None)
     refs = reference_set()
-    return [run(test_config(cfg, cam if det is not detector else None), det, classes, build, tuple(ids), refs,
+    return [run(config_under_test(cfg, cam if det is not detector else None), det, classes, build, tuple(ids), refs,
                 between)
             for det, cam, ids in groups.values()]
 
