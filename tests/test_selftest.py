@@ -92,6 +92,8 @@ BLIND = [
     (["vehicles.min_vehicle_px=16384"], "0 of 14 plates with plate zones alone"),
     (["detect.face.region=[0.0,0.0,0.01,0.01]"], "faces with face model alone"),
     (["detect.face.scales=[0.01]"], "faces with face model alone"),
+    (["detect.face.min_box_px=[16384.0]"], "faces with face model alone"),
+    (["vehicles.plate_threshold=1.0"], "plates with plate model alone"),  # the crops blind, the whole-frame pass not
     (["mask.margin=0.0", "mask.small_margin=0.0", "mask.min_margin_px=0", "heads.grow_side=0.0",
       "heads.grow_up=0.0", "heads.grow_down=0.0"], "faces (floor"),
 ]
@@ -124,7 +126,9 @@ def test_a_camera_whose_own_thresholds_blind_it_is_named(tmp_path):
 @pytest.mark.parametrize("sets, warning", [
     ([], None),
     (["detect.face.score_threshold=1.0"], "camera front: detect.face.score_threshold = 1: its whole-frame passes keep no box"),
+    # blind passes the self-test cannot see (its faces are found natively, its plates in vehicle crops): warned
     (["detect.face.tiles.score_threshold=1.0"], "detect.face.tiles.score_threshold: the tiles keep no box"),
+    (["detect.plate.score_threshold=1.0"], "detect.plate.score_threshold = 1: its whole-frame passes keep no box"),
     (["detect.plate.region=[0.0,0.0,0.1,0.1]"], "detect.plate.region = [0.0, 0.0, 0.1, 0.1]: its passes look at under 5%"),
     (["detect.face.scales=[0.01]"], "detect.face.scales = [0.01]: the frame shrunk to under a tenth"),
     (["detect.context.score_threshold=1.0"], "no person or vehicle is found, so no head zone"),
