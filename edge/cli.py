@@ -221,6 +221,33 @@ def cmd_replay(args) -> int:
 BATCH_FORMATS = ("png", "mkv", "mp4")
 
 
+def run_self_test(cfg: Config, say: Callable[[str], None]) -> str | None:
+    """Build the config's detectors, run the start-up self-test (edge.selftest) on them and close them:
+    None when it passed (each result said through `say`) or was skipped (warned), else the one line that
+    refuses (a model that does not load included). For `batch` (before Ray starts) and `check-config`."""
+    from edge import compose
+    from edge.checks import one_line
+
+    if cfg.selftest.skip:
+        say(f"warning: {compose.selftest.skip_warning(cfg)}")
+        return None
+    built = []
+    try:
+        detector = compose.build_detector(cfg)
+        built.append(detector)
+        compose.warm_up(detector)
+        camera_detectors = compose.build_camera_detectors(cfg)
+        built += camera_detectors.values()
+        for result in compose.self_test(cfg, detector, camera_detectors):
+            say(f"self-test: {result.line()} ({result.seconds:.1f} s)")
+    except Exception as e:  # a model that does not load, a reference set that does not read, a floor not met
+        return one_line(e)
+    finally:
+        for det in {id(d): d for d in built}.values():
+            det.close()
+    return None
+
+
 def cmd_batch(args) -> int:
     harden_tool()  # the driver: before onnxruntime or a decoder loads; every Ray worker hardens itself
     from edge.compose import load_config
@@ -247,6 +274,12 @@ def cmd_batch(args) -> int:
         return EXIT_BAD_INPUT
     if (rc := _tool_logging("batch", cfg.service.log_level, args)) is not None:
         return rc
+    # in the driver, before Ray starts and before any input is read; the actors load the same models
+    # from the same config (by sha256) and do not rerun it
+    refused = run_self_test(dataclasses.replace(cfg, cameras=()), lambda line: print(f"batch: {line}", file=sys.stderr))
+    if refused is not None:
+        print(f"edge-anon batch: refusing to start: {refused}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         from edge.fleet.run import BatchError, connect, interrupts, run_batch
         from edge.fleet.plan import PlanError
@@ -331,12 +364,27 @@ def cmd_check_config(args) -> int:
         for p in problems:
             print(f"invalid: {p}", file=sys.stderr)
         return 2
+    said: list[str] = []
+    if args.models:  # `run` runs it on the models it loads: so does its check
+        refused = run_self_test(cfg, said.append)
+        if refused is not None:
+            print(f"invalid: {refused}", file=sys.stderr)
+            return 2
+    else:
+        said.append("self-test: not run (--no-models: no model is loaded)")
     print(f"ok: {args.config}: {len(cfg.cameras)} camera(s), output {cfg.output.kind}, "
           + ", ".join(f"{name}s {'on' if c.enabled else 'off'}" for name, c in cfg.detect.classes()))
     from edge.compose import stages
 
+    from edge.compose import stage_warnings
+
     for cam_id in [c.id for c in cfg.cameras] or [None]:
         print(f"  {cam_id or 'default'}: {stages(cfg, cam_id)}")
+    for warning in dict.fromkeys(w for cam_id in [c.id for c in cfg.cameras] or [None]
+                                 for w in stage_warnings(cfg, cam_id)):
+        print(f"  warning: {warning}")
+    for line in said:
+        print(f"  {line}")
     if args.dump:
         print(json.dumps(config_mod.to_dict(cfg), indent=2))
     return 0

@@ -33,6 +33,7 @@ from edge.heads import HEAD, HeadStage
 from edge.metrics import Metrics
 from edge.models import registry
 from edge.pipeline import Pipeline
+from edge import selftest
 from edge.vehicles import PLATE_ZONE, VEHICLE, PlateZoneStage
 from edge.sinks import Sink
 from edge.sinks.wrappers import NullSink
@@ -239,6 +240,27 @@ def warm_up(detector: Detector, height: int = 720, width: int = 1280, runs: int 
         detector.detect(image)
 
 
+def self_test(cfg: Config, detector: Detector, camera_detectors: dict | None = None,
+              stop: StopCheck | None = None) -> list[selftest.Result]:
+    """The start-up privacy self-test (edge.selftest) of every detector the cameras run, built and warmed
+    up, before any frame: StartupError in one line when one falls below a floor. With `[selftest] skip`
+    it does not run, and says so loudly; the sinks and the audit record carry the reason."""
+    if cfg.selftest.skip:
+        log.warning("%s", selftest.skip_warning(cfg))
+        return []
+    check_stop(stop, "the self-test")
+    try:
+        results = selftest.check_all(cfg, detector, camera_detectors or {}, class_table(cfg),
+                                     lambda c, det, classes: build_pipeline(c, None, detector=det, classes=classes),
+                                     lambda: check_stop(stop, "a self-test image"))
+        for result in results:
+            log.info("self-test: %s (%.1f s)", result.line(), result.seconds)
+        selftest.verdict(cfg, results)
+    except selftest.SelfTestError as e:
+        raise StartupError(str(e)) from None
+    return results
+
+
 def build_source(cam: CameraConfig):
     if cam.kind == "replay":
         from edge.sources.replay import open_replay
@@ -271,7 +293,8 @@ def build_sink(cfg: Config, curve=None) -> Sink:
         from edge.sinks.folder import FolderSink, check_apart
 
         check_apart(out.dir, [c.source for c in cfg.cameras if c.kind == "replay"])
-        return FolderSink(out.dir, classes=class_table(cfg), annotate=out.annotate)
+        return FolderSink(out.dir, classes=class_table(cfg), annotate=out.annotate,
+                          selftest_skipped=cfg.selftest.skip)
     if out.kind == "video":
         from edge.sinks.folder import check_apart
         from edge.sinks.video import DEFAULT_FPS, VideoSink, source_fps
@@ -282,24 +305,27 @@ def build_sink(cfg: Config, curve=None) -> Sink:
         if cam is not None and cam.kind == "replay":
             check_apart(out.file, [cam.source])
         fps = (cam.fps or (source_fps(cam.source) if cam.kind == "replay" else 0.0)) if cam is not None else 0.0
-        return VideoSink(out.file, fps=fps or DEFAULT_FPS, records=out.records, classes=class_table(cfg))
+        return VideoSink(out.file, fps=fps or DEFAULT_FPS, records=out.records, classes=class_table(cfg),
+                         selftest_skipped=cfg.selftest.skip)
     if out.kind == "zmq":
         from edge.sinks.zmq_pub import ZmqPublisher
 
         return ZmqPublisher(out.bind, sndhwm=out.sndhwm, linger_ms=out.linger_ms, encoding=out.encoding,
                             jpeg_quality=out.jpeg_quality, classes=class_table(cfg),
-                            context=curve.context if curve else None, socket_options_hook=curve.hook if curve else None)
+                            context=curve.context if curve else None, socket_options_hook=curve.hook if curve else None,
+                            selftest_skipped=cfg.selftest.skip)
     return NullSink()
 
 
 def build_pipeline(cfg: Config, camera: CameraConfig | str | None = None, *, detector=None,
-                   metrics: Metrics | None = None, tracker=None) -> Pipeline:
+                   metrics: Metrics | None = None, tracker=None, classes: ClassTable | None = None) -> Pipeline:
     """The frame pipeline of one camera: its detector (built unless given), mask, policy, hold.
 
     `camera` (a camera of `cfg` or its id) picks the camera's own [cameras.detect] and its temporal
     hold (edge.track.for_camera); without one (evaluation, benchmarks) nothing is held unless a
     `tracker` is given. A detector built here is not warmed up (the service warms its own before
-    READY; a benchmark warms up as it measures).
+    READY; a benchmark warms up as it measures). `classes`: the run's table when `cfg` is a part of the
+    run's config (the self-test's), default the table of `cfg`.
     """
     cam_id = camera.id if isinstance(camera, CameraConfig) else camera
     if detector is None:
@@ -307,7 +333,7 @@ def build_pipeline(cfg: Config, camera: CameraConfig | str | None = None, *, det
     metrics = metrics or Metrics()
     if tracker is None and cam_id is not None:
         tracker = track.for_camera(cfg, cam_id, metrics)
-    classes = class_table(cfg)
+    classes = classes or class_table(cfg)
     return Pipeline(detector, cfg.mask, cfg.service, metrics, tracker=tracker, classes=classes,
                     stages=paint_stages(cfg, classes))
 
@@ -323,26 +349,100 @@ def camera_detect(cfg: Config, camera_id: str | None):
     return cam.detect if cam is not None and cam.detect is not None else cfg.detect
 
 
+def passes_text(c: ClassConfig) -> str:
+    """What a class's passes keep, with the values given: `score >= 0.3 at 0.5x; tiles 2x over ...`."""
+    def region(r) -> str:
+        return "" if tuple(r) == (0.0, 0.0, 1.0, 1.0) else f" over x {r[0]:g}-{r[2]:g} y {r[1]:g}-{r[3]:g}"
+
+    def sizes(low: float, high: float) -> str:
+        return (f", boxes {low:g}..{high:g} px" if high else f", boxes >= {low:g} px" if low
+                else "")
+
+    out = []
+    for i, s in enumerate(c.scales):
+        thr = c.thresholds[i] if c.thresholds else c.score_threshold
+        low = c.min_box_px[i] if c.min_box_px else 0.0
+        high = c.max_box_px[i] if c.max_box_px else 0.0
+        out.append(f"score >= {thr:g} at {s:g}x{sizes(low, high)}")
+    text = "; ".join(out) + region(c.region)
+    t = c.tiles
+    if t.enabled:
+        text += (f"; tiles {t.scale:g}x{region(t.region) or ' over the frame'} score >= "
+                 f"{t.score_threshold or c.score_threshold:g}{sizes(t.min_box_px, t.max_box_px)}")
+    return text
+
+
 def stages(cfg: Config, camera_id: str | None = None) -> str:
-    """One line: the stages a camera runs (its masked classes' models, the context stage, head masks)."""
+    """One line: the stages a camera runs (its masked classes' models, the context stage, head masks), each
+    with what it does with the values given."""
     section = camera_detect(cfg, camera_id)
-    parts = [f"{name} ({c.model})" for name, c in section.classes() if c.enabled]
+    parts = [f"{name} ({c.model}) {passes_text(c)}" for name, c in section.classes() if c.enabled]
     ctx = section.context
     if ctx.enabled:
-        parts.append(f"context {'+'.join(ctx.classes)} ({ctx.model} {ctx.width}x{ctx.height}, never painted)")
-        if "person" in ctx.classes and cfg.heads.fallback:
-            parts.append("head zones of faceless persons")
+        parts.append(f"context {'+'.join(ctx.classes)} ({ctx.model} {ctx.width}x{ctx.height}, score >= "
+                     f"{ctx.score_threshold:g}, never painted)")
+        h = cfg.heads
+        if "person" in ctx.classes and h.fallback:
+            parts.append(f"head zones of faceless persons (persons >= {h.min_person_px:g} px tall scoring >= "
+                         f"{max(h.person_score, ctx.score_threshold):g}; zone {h.zone_per_height:g} of their "
+                         f"height or {h.zone_per_width:g} of their width)")
         v = cfg.vehicles
+        widths = f"{v.min_vehicle_px:g}..{f'{v.zone_max_vehicle_px:g}' if v.zone_max_vehicle_px else 'any'} px wide"
         if VEHICLE in ctx.classes:
             parts += [what for on, what in (
-                (v.guided, f"plates in vehicle crops ({section.plate.model} {v.crop_width}x{v.crop_height})"),
+                (v.guided, f"plates in vehicle crops ({section.plate.model} {v.crop_width}x{v.crop_height}, "
+                           f"score >= {v.plate_threshold:g}, the {v.max_vehicles} largest vehicles >= "
+                           f"{v.min_vehicle_px:g} px wide)"),
                 (v.occupants, f"occupants' faces in windscreen bands ({section.face.model})"),
                 (v.filter, "implausible plate boxes dropped"),
-                (v.zones, "plate zones of plateless vehicles")) if on]
+                (v.zones, f"plate zones of plateless vehicles (vehicles {widths}; zone {v.zone_width:g} x "
+                          f"{v.zone_height:g} of the vehicle box)")) if on]
     h = cfg.heads
     if h.grow_side or h.grow_up or h.grow_down:
         parts.append(f"faces grown to heads (side {h.grow_side:g}, up {h.grow_up:g}, down {h.grow_down:g})")
     return ", ".join(parts)
+
+
+def stage_warnings(cfg: Config, camera_id: str | None = None) -> list[str]:
+    """Values that switch a stage off while it says it is on (the self-test catches the result; these
+    name the cause): `detect.face.score_threshold = 1: the face model's passes keep no box`."""
+    section = camera_detect(cfg, camera_id)
+    where = f"camera {camera_id}: " if camera_id else ""
+    out = []
+    for name, c in section.classes():
+        if not c.enabled:
+            out.append(f"{where}detect.{name}.enabled = false: no {name} model runs")
+            continue
+        thresholds = c.thresholds or (c.score_threshold,) * len(c.scales)
+        if all(t >= 1.0 for t in thresholds):
+            out.append(f"{where}detect.{name}.score_threshold = {c.score_threshold:g}: its whole-frame passes "
+                       f"keep no box (scores are below 1)")
+        if all(s < 0.1 for s in c.scales):
+            out.append(f"{where}detect.{name}.scales = {list(c.scales)}: the frame shrunk to under a tenth; "
+                       f"nothing of the sizes a camera sees survives")
+        r = c.region
+        if (r[2] - r[0]) * (r[3] - r[1]) < 0.05:
+            out.append(f"{where}detect.{name}.region = {list(r)}: its passes look at under 5% of the frame")
+        if c.tiles.enabled and (c.tiles.score_threshold or c.score_threshold) >= 1.0:
+            out.append(f"{where}detect.{name}.tiles.score_threshold: the tiles keep no box (scores are below 1)")
+    ctx, h, v = section.context, cfg.heads, cfg.vehicles
+    if ctx.enabled and ctx.score_threshold >= 1.0:
+        out.append(f"{where}detect.context.score_threshold = {ctx.score_threshold:g}: no person or vehicle is "
+                   f"found, so no head zone, no vehicle crop and no plate zone")
+    if ctx.enabled and "person" in ctx.classes and h.fallback:
+        if h.person_score >= 1.0:
+            out.append(f"heads.person_score = {h.person_score:g}: no person gets a head zone")
+        if h.min_person_px >= 2160:
+            out.append(f"heads.min_person_px = {h.min_person_px:g}: only persons taller than a 4K frame get a "
+                       f"head zone")
+    if ctx.enabled and VEHICLE in ctx.classes:
+        if v.guided and v.plate_threshold >= 1.0:
+            out.append(f"vehicles.plate_threshold = {v.plate_threshold:g}: the plate search in vehicle crops keeps "
+                       f"no box")
+        if (v.guided or v.zones) and v.min_vehicle_px >= 3840:
+            out.append(f"vehicles.min_vehicle_px = {v.min_vehicle_px:g}: only vehicles wider than a 4K frame get a "
+                       f"crop or a plate zone")
+    return out
 
 
 def start_problems(cfg: Config, *, for_replay: bool, resolve: bool) -> list[str]:

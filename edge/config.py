@@ -376,6 +376,21 @@ class CameraConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class SelftestConfig(_Checked):
+    """[selftest]: the start-up privacy self-test (edge.selftest) runs unless `skip` gives a reason.
+
+    There is no floor to lower and no switch without a reason: a deliberate experiment names itself,
+    is warned about at start, and is written into the audit record and every frame header.
+    """
+
+    skip: str = ""  # why this run goes without the self-test; "" = it runs
+
+    def check(self) -> None:
+        if self.skip and (not self.skip.strip() or not self.skip.isprintable() or len(self.skip) > 200):
+            raise ConfigError(f"skip: a reason of one printable line, 1..200 characters, got {self.skip!r}")
+
+
+@dataclass(frozen=True)
 class Config(_Checked):
     service: ServiceConfig = ServiceConfig()
     models: ModelsConfig = ModelsConfig()
@@ -389,6 +404,7 @@ class Config(_Checked):
     security: SecurityConfig = SecurityConfig()
     metrics: MetricsConfig = MetricsConfig()
     fleet: FleetConfig = FleetConfig()
+    selftest: SelftestConfig = SelftestConfig()
     cameras: tuple[CameraConfig, ...] = ()
 
     def check(self) -> None:
@@ -396,6 +412,12 @@ class Config(_Checked):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ConfigError(f"cameras: duplicate id {sorted(dup)}")
+        v = self.vehicles
+        if v.zones and 0 < v.zone_max_vehicle_px <= v.min_vehicle_px:
+            # a cap at or under the floor meant "none" by accident (1 read as "no limit"): say it explicitly
+            raise ConfigError(f"vehicles.zone_max_vehicle_px: 0 (every vehicle) or above vehicles.min_vehicle_px "
+                              f"({v.min_vehicle_px:g}), got {v.zone_max_vehicle_px:g}: no vehicle would get a plate "
+                              f"zone (vehicles.zones = false switches them off)")
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:

@@ -24,6 +24,9 @@ Only in dropped headers: ``reason``. Only in masked headers: ``shape`` [h, w, 3]
 the boxes were painted for) and ``context`` (the same rows for context classes, persons and vehicles,
 found and never painted themselves).
 
+Optional in every header: ``selftest_skipped`` (str), the reason given by ``[selftest] skip`` when the
+run started without its privacy self-test (edge.selftest); absent when the self-test ran and passed.
+
 :func:`decode` trusts nothing: a message with pixels whose header does not say
 ``"masked": true`` is rejected like any other malformed message.
 """
@@ -113,7 +116,7 @@ def check_encoding(encoding: str, jpeg_quality: int) -> None:
 
 
 def encode(item: MaskedFrame | DroppedFrame, encoding: str = "raw", jpeg_quality: int = 90,
-           classes: ClassTable = BUILTIN_CLASSES) -> list[Part]:
+           classes: ClassTable = BUILTIN_CLASSES, selftest_skipped: str = "") -> list[Part]:
     """The multipart message for one outcome: ``[topic, header, pixels]`` or ``[topic, header]``.
 
     Raw pixels are the frame's own (contiguous) array, not a copy: a sender that may outlive
@@ -124,6 +127,8 @@ def encode(item: MaskedFrame | DroppedFrame, encoding: str = "raw", jpeg_quality
     check_encoding(encoding, jpeg_quality)
     t0 = time.perf_counter_ns()
     header = _common_header(item)
+    if selftest_skipped:
+        header["selftest_skipped"] = str(selftest_skipped)
     topic = header["camera_id"].encode("utf-8")
     if isinstance(item, DroppedFrame):
         header.update(status="dropped", masked=False, reason=str(item.reason))
@@ -236,6 +241,8 @@ def check_header(header: dict) -> dict:
         raise WireError(f"header status {status!r}, expected one of {STATUSES}")
     if header["masked"] is not (status in MASKED_STATUSES):
         raise WireError(f"header masked={header['masked']!r} contradicts status {status!r}")
+    if not isinstance(header.get("selftest_skipped", ""), str):  # optional: only runs without the self-test
+        raise WireError(f"header selftest_skipped is {type(header['selftest_skipped']).__name__}, expected str")
     if not all(isinstance(k, str) and _is_number(v) for k, v in header["timings_ms"].items()):
         raise WireError("header timings_ms must map names to finite numbers")
     if status == "dropped":

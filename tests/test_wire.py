@@ -253,3 +253,20 @@ def test_detection_rows_are_rounded_plain_json_values(xyxy, score, expected_box,
     assert row == {"xyxy": expected_box, "class": "face", "score": expected_score}
     assert all(type(v) is float for v in row["xyxy"]) and type(row["score"]) is float
     json.dumps(row, allow_nan=False)
+
+
+@pytest.mark.parametrize("make", [lambda reason: masked(), lambda reason: dropped()], ids=["masked", "dropped"])
+@pytest.mark.parametrize("reason", ["", "threshold sweep"])
+def test_a_run_without_its_self_test_says_so_in_every_header(make, reason):
+    """selftest_skipped rides on every header of such a run; a header without it (older senders) still decodes."""
+    header, _ = decode(as_bytes(encode(make(reason), selftest_skipped=reason)))
+    assert header.get("selftest_skipped", "") == reason
+    assert ("selftest_skipped" in header) is bool(reason)
+
+
+def test_decode_rejects_a_selftest_skipped_that_is_not_text():
+    parts = as_bytes(encode(dropped(), selftest_skipped="x"))
+    header = json.loads(parts[1])
+    header["selftest_skipped"] = True
+    with pytest.raises(WireError, match="selftest_skipped is bool, expected str"):
+        decode([parts[0], json.dumps(header).encode()])

@@ -26,6 +26,7 @@ from edge.checks import within
 from edge.detect.backends import Backend
 from edge.detect.boxes import nms, padded_size
 from edge.detect.multiscale import MAX_INPUT_PX
+from edge.detect.plausible import check_boxes
 from edge.frame import CLASS_NAME, Detections
 from edge.timing import Stopwatch
 
@@ -93,6 +94,7 @@ class ContextDetector:
         raw, input_hw = self.backend.run([boxed], 1.0, 1.0, self.params.score_threshold, watch)
         t = time.perf_counter()
         xyxy, score, group = self.family.labelled(raw, input_hw, self.params.score_threshold, self.groups, 0)
+        check_boxes(xyxy, (rw, rh), "context boxes")  # before clipping: absurd boxes would vanish in it
         xyxy = xyxy * np.array([w / rw, h / rh, w / rw, h / rh], np.float32)
         xyxy[:, 0::2] = np.clip(xyxy[:, 0::2], 0, w)
         xyxy[:, 1::2] = np.clip(xyxy[:, 1::2], 0, h)

@@ -41,6 +41,7 @@ import numpy as np
 
 from edge.columns import Columns
 from edge.detect.boxes import Fit, fit, iou_matrix, nms
+from edge.detect.plausible import check_boxes
 
 EDGE_PX = 2.0  # a box within this many input pixels of a cut tile edge is partial
 COVERED = 0.8  # a partial box this much inside a complete kept box adds nothing to the mask
@@ -238,6 +239,7 @@ def to_frame(window: Window, input_hw: tuple[int, int], xyxy: np.ndarray, score:
     """Decoded boxes of one window (input pixels) as frame-pixel candidates, cut ones marked partial."""
     cw, ch = window.crop_wh
     rw, rh = window.resized_wh
+    check_boxes(xyxy, (rw, rh), "decoded boxes")  # before clipping: absurd boxes would vanish in it
     fx, fy = rw / cw, rh / ch
     left, top, right, bottom = window.cut
     partial = np.zeros(len(xyxy), bool)

@@ -80,10 +80,15 @@ class AuditLog:
         os.write(self._fd, line.encode())
         os.fsync(self._fd)
 
-    def start(self, cfg: Config, models: list[dict]) -> None:
+    def start(self, cfg: Config, models: list[dict], selftest: list[dict] | None = None) -> None:
+        """`selftest`: the start-up self-test's counts per detector (edge.selftest.Result.record); None where
+        this process did not run it (a batch paint task: the driver ran it before any work); a run with
+        `[selftest] skip` says so here instead, with its reason."""
         self._write({
             "event": "start", "pid": os.getpid(), "host": socket.gethostname(),
             "models": models,
+            "selftest": ({"skipped": cfg.selftest.skip} if cfg.selftest.skip
+                         else {"results": list(selftest)} if selftest is not None else {"run_by": "the batch driver"}),
             "thresholds": {name: {"enabled": c.enabled, "model": c.model, "score_threshold": c.score_threshold,
                                   "nms_iou": c.nms_iou, "scales": list(c.scales)}
                            for name, c in cfg.detect.classes()},

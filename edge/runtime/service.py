@@ -124,6 +124,7 @@ class Service:
     audit: object = None  # edge.runtime.audit.AuditLog when service.audit_path is set
     metrics_server: object = None  # edge.runtime.metrics_server.MetricsServer when metrics.bind is set
     camera_detectors: dict = field(default_factory=dict)  # cameras with their own [cameras.detect]
+    selftest: list = field(default_factory=list)  # edge.selftest.Result per detector; [] when skipped
     fps: float = 0.0
     progress: Progress | None = None  # a progress line while running (replay)
     report: TextIO | None = None  # where the summary line goes; None: the log
@@ -227,7 +228,7 @@ class Service:
         threads = [threading.Thread(target=self._loop, args=(cid, src, heartbeat), name=f"loop-{cid}", daemon=True)
                    for cid, src in self.sources.items()]
         if self.audit is not None:
-            self.audit.start(self.cfg, self.model_records())
+            self.audit.start(self.cfg, self.model_records(), [r.record() for r in self.selftest])
         now = time.monotonic()
         self._update_fps(now)
         for t in threads:
@@ -426,9 +427,13 @@ def build_service(cfg: Config, stop: threading.Event, notifier: Notifier | None 
         detector = compose.build_detector(cfg, stop=stop)
         compose.warm_up(detector, stop=stop)
         providers = providers_of(detector)
+        camera_detectors = compose.build_camera_detectors(cfg, stop=stop)
+        # the detectors as built, before any test wrapper: what the cameras run must protect the reference set
+        selftest = compose.self_test(cfg, detector, camera_detectors, stop)
         if wrap_detector is not None:
+            wrapped = {id(d): wrap_detector(d) for d in {id(d): d for d in camera_detectors.values()}.values()}
             detector = wrap_detector(detector)
-        camera_detectors = compose.build_camera_detectors(cfg, wrap_detector, stop)
+            camera_detectors = {cam: wrapped[id(d)] for cam, d in camera_detectors.items()}
         detector, camera_detectors = compose.batch_cameras(cfg, detector, camera_detectors, stop)
         compose.check_stop(stop, "binding the output")
         curve = compose.build_curve(cfg)
@@ -449,7 +454,7 @@ def build_service(cfg: Config, stop: threading.Event, notifier: Notifier | None 
             undo.append(audit.close)
         compose.check_stop(stop, "announcing READY")
         service = Service(cfg, detector, sink, sources, metrics, notifier or Notifier(), stop,
-                          providers=providers, audit=audit, camera_detectors=camera_detectors)
+                          providers=providers, audit=audit, camera_detectors=camera_detectors, selftest=selftest)
         if cfg.metrics.bind:
             from edge.runtime.metrics_server import MetricsServer
 

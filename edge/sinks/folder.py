@@ -124,11 +124,12 @@ class FolderSink:
     """
 
     def __init__(self, output_dir: str | os.PathLike, *, png_compression: int = 1,
-                 classes: ClassTable = BUILTIN_CLASSES, annotate: bool = False) -> None:
+                 classes: ClassTable = BUILTIN_CLASSES, annotate: bool = False, selftest_skipped: str = "") -> None:
         if not 0 <= png_compression <= 9:
             raise ValueError(f"png_compression {png_compression}, expected 0..9")
         self.output_dir = Path(output_dir)
         self.classes, self.annotate = classes, annotate
+        self.selftest_skipped = selftest_skipped  # in every record: the run went without its self-test
         self._compression = int(png_compression)
         self._lock = threading.Lock()
         self._stats = {"sent": 0, "sent_dropped_records": 0, "write_errors": 0, "dropped_closed": 0, "bytes": 0}
@@ -180,7 +181,7 @@ class FolderSink:
         self._stats["bytes"] += size
 
     def _append(self, name: str, record: dict) -> None:
-        self._jsonl.write(record_line(name, record))
+        self._jsonl.write(record_line(name, record, self.selftest_skipped))
         self._jsonl.flush()
 
     def stats(self) -> dict:
@@ -244,6 +245,8 @@ def masked_record(item: MaskedFrame, classes: ClassTable, write_ms: float, **ext
             "timings_ms": wire.clean_timings({**item.timings_ms, "write": write_ms})}
 
 
-def record_line(name: str, record: dict) -> str:
-    """One JSON line of a frame's record, strict JSON (no NaN)."""
+def record_line(name: str, record: dict, selftest_skipped: str = "") -> str:
+    """One JSON line of a frame's record, strict JSON (no NaN); `selftest_skipped` as in a wire header."""
+    if selftest_skipped:
+        record = {**record, "selftest_skipped": selftest_skipped}
     return json.dumps({"frame": name, **record}, separators=(",", ":"), allow_nan=False, ensure_ascii=False) + "\n"

@@ -67,7 +67,7 @@ class VideoSink:
     """
 
     def __init__(self, path: str | os.PathLike, *, fps: float = DEFAULT_FPS, records: str | os.PathLike = "",
-                 classes: ClassTable = BUILTIN_CLASSES) -> None:
+                 classes: ClassTable = BUILTIN_CLASSES, selftest_skipped: str = "") -> None:
         self.path = Path(path)
         fourcc = CODECS.get(self.path.suffix.lower())
         if fourcc is None:
@@ -75,6 +75,7 @@ class VideoSink:
         if not (math.isfinite(fps) and 0 < fps <= 1000):
             raise ValueError(f"fps {fps!r}, expected a number within (0, 1000]")
         self.fps, self.classes, self._fourcc = float(fps), classes, fourcc
+        self.selftest_skipped = selftest_skipped  # in every record: the run went without its self-test
         self.records = Path(records) if records else records_path(self.path)
         self._lock = threading.Lock()
         self._stats = {"sent": 0, "sent_dropped_records": 0, "write_errors": 0, "dropped_closed": 0, "frames": 0,
@@ -162,7 +163,7 @@ class VideoSink:
         self._stats["sent"] += 1
 
     def _append(self, name: str, record: dict) -> None:
-        self._jsonl.write(record_line(name, record))
+        self._jsonl.write(record_line(name, record, self.selftest_skipped))
         self._jsonl.flush()
 
     def stats(self) -> dict:

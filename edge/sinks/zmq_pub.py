@@ -77,6 +77,7 @@ class ZmqPublisher:
         classes: ClassTable = BUILTIN_CLASSES,
         context: zmq.Context | None = None,
         socket_options_hook: Callable[[zmq.Socket], None] | None = None,
+        selftest_skipped: str = "",
     ) -> None:
         if sndhwm < 1:
             raise ValueError(f"sndhwm {sndhwm}: must be >= 1 (0 means unbounded memory in ZeroMQ)")
@@ -90,6 +91,7 @@ class ZmqPublisher:
         self._encoding = encoding
         self._jpeg_quality = int(jpeg_quality)
         self._classes = classes
+        self._selftest_skipped = selftest_skipped  # in every header: the run went without its self-test
         self._linger_ms = int(linger_ms)
         self._sndhwm = int(sndhwm)
         self._lock = threading.Lock()
@@ -143,7 +145,7 @@ class ZmqPublisher:
         """Publish one outcome without blocking; False (counted) if the subscribers' queues are full."""
         item = require_outcome(item)
         t0 = time.perf_counter()
-        parts = wire.encode(item, self._encoding, self._jpeg_quality, self._classes)
+        parts = wire.encode(item, self._encoding, self._jpeg_quality, self._classes, self._selftest_skipped)
         # the loop's "send" covers the whole call; this splits the (JPEG) encoding out of it
         item.timings_ms["encode"] = (time.perf_counter() - t0) * 1e3
         size = sum(memoryview(p).nbytes for p in parts)
