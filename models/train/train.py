@@ -46,16 +46,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="torch threads; 1 is fastest on a small machine another job also uses")
     p.add_argument("--base", type=Path, default=None,
                    help=f"COCO YOLOX-Nano ONNX to start from (default: the '{BASE_CARD}' card, resolved by sha256)")
-    p.add_argument("--export-size", type=int, nargs=2, default=(608, 1088), metavar=("H", "W"),
-                   help="the exported model's input size (H W, multiples of 32)")
+    p.add_argument("--export-only", action="store_true",
+                   help="train nothing: export the EMA weights of OUT/last.pt (also while a run goes on)")
+    p.add_argument("--export-to", type=Path, default=None, help="the ONNX file to write (default OUT/model.onnx)")
     a = p.parse_args(argv)
     for name in ("steps", "batch", "checkpoint_every", "threads"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if not (math.isfinite(a.lr) and a.lr > 0):
         p.error("--lr must be a positive number")
-    if any(v <= 0 or v % 32 for v in a.export_size):
-        p.error("--export-size: H and W must be positive multiples of 32")
     return a
 
 
@@ -96,8 +95,9 @@ def save(path: Path, **state) -> None:
     os.replace(tmp, path)
 
 
-def export(net: YoloxNano, path: Path, size: tuple[int, int]) -> Path:
-    """ONNX in the COCO export's layout: input `images` [1,3,H,W] BGR 0..255, output `output` [1,A,5+C].
+def export(net: YoloxNano, path: Path) -> Path:
+    """ONNX in the COCO export's layout: input `images` [N,3,H,W] BGR 0..255 (H, W multiples of 32),
+    output `output` [N,A,5+C]; N, H and W are dynamic (unlike the COCO export, whose batch is fixed at 1).
 
     The TorchScript exporter (dynamo=False) needs nothing beyond torch and onnx; the dynamo exporter
     would add onnxscript to the extra for no gain on a graph this plain.
@@ -106,11 +106,21 @@ def export(net: YoloxNano, path: Path, size: tuple[int, int]) -> Path:
 
     net = copy.deepcopy(net).eval()
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(Exported(net), (torch.zeros(1, 3, *size),), str(path), dynamo=False,
-                          input_names=["images"], output_names=["output"], opset_version=OPSET)
+        torch.onnx.export(Exported(net), (torch.zeros(1, 3, 320, 320),), str(tmp), dynamo=False,
+                          input_names=["images"], output_names=["output"], opset_version=OPSET,
+                          dynamic_axes={"images": {0: "N", 2: "H", 3: "W"}, "output": {0: "N", 1: "A"}})
+    os.replace(tmp, path)
     return path
+
+
+def export_checkpoint(ckpt: Path, path: Path) -> Path:
+    """Export the EMA weights a checkpoint holds."""
+    net = YoloxNano(num_classes=1)
+    net.load_state_dict(torch.load(ckpt, weights_only=True)["ema"])
+    return export(net, path)
 
 
 def train(a: argparse.Namespace, log=print) -> Path:
@@ -156,13 +166,19 @@ def train(a: argparse.Namespace, log=print) -> Path:
                 log(f"step {step}/{a.steps}: mean loss {np.mean(window):.3f} over the last {len(window)} steps, "
                     f"{time.monotonic() - t0:.0f} s this session")
                 window = []
-    return export(ema.net, a.out / "model.onnx", tuple(a.export_size))
+    return export(ema.net, a.export_to or a.out / "model.onnx")
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     try:
-        path = train(a, log=lambda m: print(m, file=sys.stderr, flush=True))
+        if a.export_only:
+            ckpt = a.out / "last.pt"
+            if not ckpt.is_file():
+                raise ValueError(f"{ckpt}: no checkpoint to export")
+            path = export_checkpoint(ckpt, a.export_to or a.out / "model.onnx")
+        else:
+            path = train(a, log=lambda m: print(m, file=sys.stderr, flush=True))
     except (OSError, ValueError) as e:
         print(f"python -m models.train: {e}", file=sys.stderr)
         return 2
