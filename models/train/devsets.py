@@ -88,16 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--only", action="append", default=[], help="a dev set (default: the four plate sets)")
     p.add_argument("--data", default=None, help="the eval root (default ../shared/data/eval)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images of each set")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     try:
         cfg = load_config(a.config, a.set)
-        sets = discover(a.data or shared_root() / "data" / "eval", a.only or PLATE_SETS)
+        sets = [d.limited(a.limit) for d in discover(a.data or shared_root() / "data" / "eval", a.only or PLATE_SETS)]
         detector = build_detector(cfg)
     except (ConfigError, DatasetError, OSError, RuntimeError) as e:
         print(f"python -m models.train.devsets: {e}", file=sys.stderr)
         return 2
-    out = {"config": a.config, "set": a.set, "sets": {}}
+    out = {"config": a.config, "set": a.set, "limit": a.limit, "sets": {}}
     floor = cfg.detect.plate.score_threshold
     try:
         for dev in sets:
