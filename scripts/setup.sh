@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install the project with its test, fleet and plot extras (so the tests run
-# Ray and draw the profiler's plots). Idempotent.
+# Create .venv (if missing) and install the project with its test, fleet, plot and train extras (so the tests
+# run Ray, draw the profiler's plots and train a few steps of our plate model). Idempotent.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -11,7 +11,7 @@ fi
 stamp=.venv/.installed-$(cat setup.cfg pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[test,fleet,plot]"
+    .venv/bin/python -m pip install -q -e ".[test,fleet,plot,train]"
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
