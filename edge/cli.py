@@ -105,6 +105,10 @@ def check_replay_args(args) -> None:
             wire.check_endpoint(args.bind, bind=True)
         except wire.WireError as e:
             raise UsageError(f"--bind {e}") from None
+    if args.annotate and not args.output_dir:
+        other = " instead of --bind" if args.bind else " instead of --output" if args.output else ""
+        raise UsageError(f"--annotate: outlines the painted regions on PNG frames for a person to look at; "
+                         f"give --output-dir DIR{other}")
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         raise UsageError(f"--fps: must be a number > 0, got {args.fps:g}")
     if args.wait_subscribers is not None:
@@ -140,6 +144,8 @@ def cmd_replay(args) -> int:
         cfg = _apply(cfg, output__kind="video", output__file=str(Path(args.output).resolve()), output__records="")
     elif args.bind:
         cfg = _apply(cfg, output__kind="zmq", output__bind=args.bind)
+    if args.annotate:
+        cfg = _apply(cfg, output__annotate=True)
     if not args.realtime:
         cfg = _apply(cfg, service__deadline_ms=0.0)  # as fast as possible: every frame comes out
     cfg = _apply(cfg, mask__style=args.mask, runtime__provider=args.provider, service__log_level=args.log_level)
@@ -418,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", metavar="FILE", help="write one masked video: FILE.mkv (FFV1, lossless) or FILE.mp4 "
                                                      "(mp4v, lossy); its records beside it, FILE with .jsonl")
     sp.add_argument("--bind", help="publish over ZeroMQ on this address instead (tcp://HOST:PORT or ipc://PATH)")
+    sp.add_argument("--annotate", action="store_true",
+                    help="with --output-dir: outline and label each painted region on the PNGs (class, score, "
+                         "'held' when the tracker held it), to see why it was painted")
     sp.add_argument("--wait-subscribers", type=int, metavar="N",
                     help="with --bind: send nothing until N subscribers are connected")
     sp.add_argument("--wait-timeout", type=float, metavar="S",
