@@ -372,7 +372,8 @@ def cmd_eval(args) -> int:
             sets, clips = evaluate.select(args.all, args.clips, args.only, args.data, args.clips_dir)
             result = evaluate.run_all(cfg, [s.limited(args.limit) for s in sets], shrink=args.shrink,
                                       keep_per_image=args.per_image, config_file=args.config, overrides=args.set,
-                                      utility=args.utility, clips=clips, clip_limit=args.limit, progress=log.info)
+                                      utility=args.utility, clips=clips, clip_limit=args.limit, progress=log.info,
+                                      report_dir=args.report)
             if result["sets"]:
                 print(evaluate.format_sets_table(result))
             if "wider_dev_face_targets" in result:
@@ -386,7 +387,8 @@ def cmd_eval(args) -> int:
             cfg = evaluate.for_dataset(cfg, dataset, args.all_classes)
             items = evaluate.load_items(dataset, args.data)[: args.limit]
             result = evaluate.run(cfg, track(items, f"eval {dataset}"), dataset, shrink=args.shrink, keep_per_image=args.per_image,
-                                  config_file=args.config, overrides=args.set, utility=args.utility)
+                                  config_file=args.config, overrides=args.set, utility=args.utility,
+                                  report_dir=args.report)
             name = args.name or f"{dataset}{'' if args.shrink == 1 else f' x{args.shrink:g}'}"
             print(evaluate.format_table({name: result}))
             if "targets" in result:
@@ -397,6 +399,8 @@ def cmd_eval(args) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
+    if args.report:
+        print(f"report: {result['report']}")
     return 0
 
 
@@ -528,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "replay pipeline with its hold: painted share of the frame (mean, max, per class) and "
                          "utility; --all includes them")
     sp.add_argument("--clips-dir", help="where the clips are (default ../shared/data/video)")
+    sp.add_argument("--report", metavar="DIR",
+                    help="write a static HTML report here (index.html + img/): plots, then each set's and clip's "
+                         "worst frames, masked, with painted regions, labels and lost objects drawn")
     sp.add_argument("--no-utility", dest="utility", action="store_false",
                     help="skip utility retention (the COCO judge's two passes per image)")
     sp.set_defaults(func=cmd_eval)

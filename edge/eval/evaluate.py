@@ -22,8 +22,8 @@ import numpy as np
 
 from edge import mask
 from edge.eval.footage import ClipError, clip_name, discover_clips, format_clips_table  # noqa: F401 (the CLI's)
-from edge.eval.utility import Judge, UtilityTally, kept_flags, share_cell
-from edge.frame import FACE, PLATE, DroppedFrame, Frame, MaskedFrame
+from edge.eval.utility import Judge, UtilityTally, match, share_cell
+from edge.frame import FACE, PLATE, Detections, DroppedFrame, Frame, MaskedFrame
 from edge.mask import MaskStyle, painted_map
 
 BUCKETS = ((0, 8, "<8"), (8, 16, "8-16"), (16, 32, "16-32"), (32, 64, "32-64"), (64, float("inf"), ">=64"))
@@ -239,6 +239,7 @@ class Scored:
     dropped: bool
     original: np.ndarray | None = None  # the (possibly shrunk) raw image, in memory only: the judge's input
     regions: np.ndarray | None = None  # what the pipeline painted (MaskedFrame.regions)
+    out: MaskedFrame | None = None  # the solid run's output: what each region was painted for
 
     def in_style(self, style: MaskStyle) -> np.ndarray | None:
         """The image as a run in `style` would have left it (None for a dropped frame): the same regions
@@ -273,16 +274,28 @@ def score_images(process: Callable[[Frame], MaskedFrame | DroppedFrame], items: 
             continue
         painted = painted_map(image.shape, out.regions)
         cross_check(original, out.frame.image, painted, color)
-        yield Scored(item, boxes, painted, ms, False, original, out.regions)
+        yield Scored(item, boxes, painted, ms, False, original, out.regions, out)
 
 
-def judge_utility(judge: Judge, s: Scored, style: MaskStyle, tally: UtilityTally) -> dict[str, list[int]]:
+@dataclass(frozen=True)
+class Judged:
+    """One image's utility: its [kept, found] per class, and the objects counted with their kept flags."""
+
+    row: dict[str, list[int]]
+    counted: Detections
+    kept: np.ndarray
+
+
+# What a report (edge.eval.report) is handed per image: the set's name, the scored image, its utility.
+OnImage = Callable[[str, Scored, "Judged | None"], None]
+
+
+def judge_utility(judge: Judge, s: Scored, style: MaskStyle, tally: UtilityTally) -> Judged:
     """Count one scored image's persons and vehicles found on the raw image and still found in `style`."""
     raw = judge.find(s.original)
     masked = s.in_style(style)
-    if masked is None:
-        return tally.add_lost(raw)
-    return tally.add(*kept_flags(raw, judge.find(masked)))
+    counted, kept = match(raw, judge.find(masked) if masked is not None else Detections())
+    return Judged(tally.add(counted.class_id, kept), counted, kept)
 
 
 def utility_result(judge: Judge, style: MaskStyle, tally: UtilityTally) -> dict:
@@ -291,7 +304,8 @@ def utility_result(judge: Judge, style: MaskStyle, tally: UtilityTally) -> dict:
 
 def evaluate(process: Callable[[Frame], MaskedFrame | DroppedFrame], items: Iterable[Item], *,
              shrink: float = 1.0, color=(0, 0, 0), keep_per_image: bool = False,
-             judge: Judge | None = None, style: MaskStyle | None = None) -> dict:
+             judge: Judge | None = None, style: MaskStyle | None = None, on_image: OnImage | None = None,
+             name: str = "images") -> dict:
     """Every box of every item pooled, whatever its class (the single-class sets' measurement); with a
     judge, the utility retention of the same regions painted in `style` too."""
     tally, useful = Tally(), UtilityTally()
@@ -299,10 +313,11 @@ def evaluate(process: Callable[[Frame], MaskedFrame | DroppedFrame], items: Iter
         tally.times.append(s.ms)
         tally.dropped += s.dropped
         tally.add(s.painted, s.boxes, s.item.path.name if keep_per_image else None)
-        if judge is not None:
-            row = judge_utility(judge, s, style or MaskStyle(), useful)
-            if keep_per_image:
-                tally.per_image[-1].update(row)
+        judged = judge_utility(judge, s, style or MaskStyle(), useful) if judge is not None else None
+        if judged is not None and keep_per_image:
+            tally.per_image[-1].update(judged.row)
+        if on_image is not None:
+            on_image(name, s, judged)
     result = tally.result()
     if judge is not None:
         result["utility"] = utility_result(judge, style or MaskStyle(), useful)
@@ -387,7 +402,8 @@ def warm_up(process: Callable[[Frame], MaskedFrame | DroppedFrame], item: Item, 
 
 def evaluate_set(process: Callable[[Frame], MaskedFrame | DroppedFrame], dev: DevSet, *,
                  shrink: float = 1.0, color=(0, 0, 0), keep_per_image: bool = False,
-                 judge: Judge | None = None, style: MaskStyle | None = None) -> dict:
+                 judge: Judge | None = None, style: MaskStyle | None = None,
+                 on_image: OnImage | None = None) -> dict:
     """Per labelled class: protected share per bucket; over-masking outside every box of any class;
     with a judge, utility retention of the same regions painted in `style` (the run's own).
 
@@ -413,8 +429,11 @@ def evaluate_set(process: Callable[[Frame], MaskedFrame | DroppedFrame], dev: De
         times.append(s.ms)
         sizes.append(s.painted.shape[::-1])
         row["overmask"] = round(out_px / s.painted.size, 5)
-        if judge is not None:
-            row.update(judge_utility(judge, s, style or MaskStyle(), useful))
+        judged = judge_utility(judge, s, style or MaskStyle(), useful) if judge is not None else None
+        if judged is not None:
+            row.update(judged.row)
+        if on_image is not None:
+            on_image(dev.name, s, judged)
         per_image.append(row)
     classes = {name: summarize(np.array(t.sizes, np.float64), np.array(t.flags, bool), outside, total, times,
                                dropped, None, len(times)) for name, t in tallies.items()}
@@ -611,31 +630,59 @@ def _provenance(cfg, config_file, overrides, shrink, **extra) -> dict:
             "runtime": dataclasses.asdict(cfg.runtime), "overrides": list(overrides), "shrink": shrink, **extra}
 
 
+def _collector(cfg, report_dir):
+    """The report's frame collector (edge.eval.report) when one is asked for, else None."""
+    if report_dir is None:
+        return None
+    from edge.compose import class_table
+    from edge.eval.report import Collector
+
+    return Collector(classes=class_table(cfg), style=cfg.mask)
+
+
+def _write_report(report_dir, page: dict, collector, config_file: str | None) -> str:
+    from edge.eval.report import write
+
+    return str(write(report_dir, page, collector, f"edge-anon eval: {config_file or 'the defaults'}"))
+
+
 def run(cfg, items: list[Item], dataset: str, *, shrink: float = 1.0, keep_per_image: bool = False,
-        config_file: str | None = None, overrides: Iterable[str] = (), utility: bool = True) -> dict:
+        config_file: str | None = None, overrides: Iterable[str] = (), utility: bool = True,
+        report_dir: str | Path | None = None) -> dict:
     """`edge-anon eval --dataset`'s measurement: the config (already for_dataset) on the items, with what
     produced it, and (with `utility`) the utility retention in the config's own mask style. Faces are
-    checked against the wider_dev face targets as well.
+    checked against the wider_dev face targets as well. With `report_dir`, the HTML report there.
     """
     judge = Judge(cfg) if utility else None
+    collector = _collector(cfg, report_dir)
+    name = DEFAULT_SETS[dataset][0]
     result = evaluate(pipeline_for(cfg).process, items, shrink=shrink, keep_per_image=keep_per_image,
-                      judge=judge, style=cfg.mask)
+                      judge=judge, style=cfg.mask, on_image=collector.on_image if collector else None, name=name)
     result["config"] = _provenance(cfg, config_file, overrides, shrink, dataset=dataset)
     if dataset == "faces":
         result["targets"] = check_targets(result)
+    if collector is not None:
+        one = {"classes": {DATASET_CLASS[dataset]: result}, "images": result["images"], "image_size": "-",
+               "incomplete": INCOMPLETE.get(name, ""), "overmask_share": result["overmask_share"],
+               "ms_per_image": result["ms_per_image"], **({"utility": result["utility"]} if judge else {})}
+        page = {"sets": {name: one}, "config": result["config"],
+                **({"utility_judge": {**judge.describe(), "style": cfg.mask.style}} if judge else {})}
+        result["report"] = _write_report(report_dir, page, collector, config_file)
     return result
 
 
 def run_all(cfg, sets: list[DevSet], *, shrink: float = 1.0, keep_per_image: bool = False,
             config_file: str | None = None, overrides: Iterable[str] = (), utility: bool = True,
             clips: list[Path] = (), clip_limit: int | None = None,
-            progress: Callable[[str], None] | None = None) -> dict:
+            progress: Callable[[str], None] | None = None, report_dir: str | Path | None = None) -> dict:
     """`edge-anon eval --all`: the config as it is (every enabled stage on) on every set, one pipeline;
     with `utility`, utility retention in the config's own mask style; then the unlabelled `clips`
-    (edge.eval.footage), each through the replay pipeline with its hold, at most `clip_limit` frames."""
+    (edge.eval.footage), each through the replay pipeline with its hold, at most `clip_limit` frames.
+    With `report_dir`, the HTML report there (edge.eval.report)."""
     from edge.eval.footage import evaluate_clips
 
     judge = Judge(cfg) if utility else None
+    collector = _collector(cfg, report_dir)
     t0 = time.perf_counter()
     report = {"sets": {}, "enabled": {name: c.enabled for name, c in cfg.detect.classes()}}
     if sets:
@@ -644,9 +691,11 @@ def run_all(cfg, sets: list[DevSet], *, shrink: float = 1.0, keep_per_image: boo
             if progress is not None:
                 progress(f"{dev.name}: {len(dev.items)} images")
             report["sets"][dev.name] = evaluate_set(process, dev, shrink=shrink, keep_per_image=keep_per_image,
-                                                    judge=judge, style=cfg.mask)
+                                                    judge=judge, style=cfg.mask,
+                                                    on_image=collector.on_image if collector else None)
     if clips:
-        report["clips"] = evaluate_clips(cfg, list(clips), judge, limit=clip_limit, progress=progress)
+        report["clips"] = evaluate_clips(cfg, list(clips), judge, limit=clip_limit, progress=progress,
+                                         on_frame=collector.on_frame if collector else None)
     if judge is not None:
         report["utility_judge"] = {**judge.describe(), "style": cfg.mask.style}
     report["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -654,4 +703,6 @@ def run_all(cfg, sets: list[DevSet], *, shrink: float = 1.0, keep_per_image: boo
     if wider is not None:
         report["wider_dev_face_targets"] = check_targets(wider)
     report["config"] = _provenance(cfg, config_file, overrides, shrink)
+    if collector is not None:
+        report["report"] = _write_report(report_dir, report, collector, config_file)
     return report

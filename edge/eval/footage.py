@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from edge import mask
-from edge.eval.utility import Judge, UtilityTally, kept_flags
-from edge.frame import DroppedFrame
+from edge.eval.utility import Judge, UtilityTally, match
+from edge.frame import Detections, DroppedFrame, MaskedFrame
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -56,8 +56,13 @@ def painted_by_class(out, classes, style) -> dict[str, float]:
     return share
 
 
+# What a report (edge.eval.report) is handed per masked clip frame: the clip's name, the frame as it left
+# the pipeline, and the judge's counted objects with their kept flags (None without a judge).
+OnFrame = Callable[[str, MaskedFrame, "Detections | None", "np.ndarray | None"], None]
+
+
 def evaluate_clip(cfg, path: Path, detector, judge: Judge | None, *, limit: int | None = None,
-                  progress: Callable[[str], None] | None = None) -> dict:
+                  progress: Callable[[str], None] | None = None, on_frame: OnFrame | None = None) -> dict:
     """One clip through the replay pipeline (its hold included): painted share per frame, per class, and
     utility retention in the run's own mask style."""
     from edge.compose import build_pipeline, build_source
@@ -94,13 +99,16 @@ def evaluate_clip(cfg, path: Path, detector, judge: Judge | None, *, limit: int 
             shares.append(float(mask.painted_map(out.frame.image.shape, out.regions).mean()))
             for name, share in painted_by_class(out, pipeline.classes, pipeline.style).items():
                 by_class[name] = by_class.get(name, 0.0) + share
-            if pipeline.tracker is not None and pipeline.tracker.last_held.any():
-                rows = np.flatnonzero(pipeline.tracker.last_held)
+            if out.held.any():
+                rows = np.flatnonzero(out.held)
                 held += len(rows)
                 regions = mask.regions(out.detections.take(rows), out.frame.image.shape, pipeline.style)
                 held_share += float(mask.painted_map(out.frame.image.shape, regions).mean())
-            if judge is not None:
-                useful.add(*kept_flags(judge.find(raw), judge.find(out.frame.image)))
+            counted, kept = match(judge.find(raw), judge.find(out.frame.image)) if judge is not None else (None, None)
+            if counted is not None:
+                useful.add(counted.class_id, kept)
+            if on_frame is not None:
+                on_frame(clip_name(path), out, counted, kept)
             if progress is not None and len(shares) % 25 == 0:
                 progress(f"{clip_name(path)}: frame {len(shares)}")
     finally:
@@ -119,7 +127,7 @@ def evaluate_clip(cfg, path: Path, detector, judge: Judge | None, *, limit: int 
 
 
 def evaluate_clips(cfg, clips: list[Path], judge: Judge | None, *, limit: int | None = None,
-                   progress: Callable[[str], None] | None = None) -> dict:
+                   progress: Callable[[str], None] | None = None, on_frame: OnFrame | None = None) -> dict:
     """Every clip with one detector (built once, as a service builds it once for its cameras)."""
     from edge.compose import build_detector, class_table
 
@@ -127,7 +135,8 @@ def evaluate_clips(cfg, clips: list[Path], judge: Judge | None, *, limit: int | 
         raise ClipError("no clips to evaluate")
     detector = build_detector(cfg, class_table(cfg))
     try:
-        return {clip_name(p): evaluate_clip(cfg, p, detector, judge, limit=limit, progress=progress) for p in clips}
+        return {clip_name(p): evaluate_clip(cfg, p, detector, judge, limit=limit, progress=progress, on_frame=on_frame)
+                for p in clips}
     finally:
         detector.close()
 

@@ -48,20 +48,28 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def kept_flags(raw: Detections, masked: Detections, *, raw_score: float = RAW_SCORE,
                kept_score: float = KEPT_SCORE, min_iou: float = KEPT_IOU) -> tuple[np.ndarray, np.ndarray]:
-    """(class ids, kept flags) of every object counted on the raw frame (score >= raw_score).
+    """(class ids, kept flags) of every object counted on the raw frame (score >= raw_score); see match."""
+    counted, kept = match(raw, masked, raw_score=raw_score, kept_score=kept_score, min_iou=min_iou)
+    return counted.class_id.astype(np.int32), kept
+
+
+def match(raw: Detections, masked: Detections, *, raw_score: float = RAW_SCORE, kept_score: float = KEPT_SCORE,
+          min_iou: float = KEPT_IOU) -> tuple[Detections, np.ndarray]:
+    """The objects counted on the raw frame (score >= raw_score, surest first) and whether each is kept.
 
     One to one: the raw objects, surest first, each take the unclaimed masked-frame box of their class
     (score >= kept_score) that overlaps them most, if by at least min_iou; two persons standing together
     cannot both be "found" by one box.
     """
-    counted = np.flatnonzero(raw.score >= raw_score)
-    counted = counted[np.argsort(-raw.score[counted], kind="stable")]
-    classes = raw.class_id[counted].astype(np.int32)
+    order = np.flatnonzero(raw.score >= raw_score)
+    order = order[np.argsort(-raw.score[order], kind="stable")]
+    counted = raw.take(order)
+    classes = counted.class_id
     candidates = np.flatnonzero(masked.score >= kept_score)
     kept = np.zeros(len(counted), bool)
     if not len(counted) or not len(candidates):
-        return classes, kept
-    overlap = iou(raw.xyxy[counted], masked.xyxy[candidates])
+        return counted, kept
+    overlap = iou(counted.xyxy, masked.xyxy[candidates])
     overlap[classes[:, None] != masked.class_id[candidates][None, :]] = -1.0
     free = np.ones(len(candidates), bool)
     for i in range(len(counted)):
@@ -69,7 +77,7 @@ def kept_flags(raw: Detections, masked: Detections, *, raw_score: float = RAW_SC
         j = int(np.argmax(row))
         if row[j] >= min_iou:
             kept[i], free[j] = True, False
-    return classes, kept
+    return counted, kept
 
 
 def native_letterbox(height: int, width: int) -> tuple[int, int]:
