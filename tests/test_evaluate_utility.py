@@ -173,5 +173,9 @@ def test_cli_eval_dataset_reports_utility(tmp_path, capsys):
     assert r["utility"]["vehicle"]["found_raw"] >= 1  # openalpr photos are of cars
     printed = capsys.readouterr().out
     assert "vehicles kept" in printed and "kept: of the persons" in printed
-    assert main(["eval", "--dataset", "plates", "--limit", "1", "--no-utility", "--json", str(out)]) == 0
-    assert "utility" not in json.loads(out.read_text())
+    assert main(["eval", "--dataset", "plates", "--limit", "1", "--no-utility", "--json", str(out),
+                 "--report", str(tmp_path / "rep")]) == 0
+    r = json.loads(out.read_text())
+    assert "utility" not in r and r["report"] == str(tmp_path / "rep/index.html")
+    page = (tmp_path / "rep/index.html").read_text()
+    assert "openalpr_dev" in page and "persons and vehicles still found" not in page  # no judge, no plot of it

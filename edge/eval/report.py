@@ -358,6 +358,15 @@ def page(report: dict, collector: Collector, title: str) -> str:
     return "\n".join(head + body + tail)
 
 
+def dataset_page(result: dict, set_name: str, class_name: str) -> dict:
+    """`eval --dataset`'s result (one class pooled) in the shape of an --all report of that one set."""
+    one = {"classes": {class_name: result}, "images": result["images"], "image_size": "-", "incomplete": "",
+           "overmask_share": result["overmask_share"], "ms_per_image": result["ms_per_image"],
+           **({"utility": result["utility"]} if "utility" in result else {})}
+    return {"sets": {set_name: one}, "config": result.get("config", {}),
+            **({"utility_judge": result["utility_judge"]} if "utility_judge" in result else {})}
+
+
 def write(folder: str | Path, report: dict, collector: Collector, title: str = "edge-anon evaluation") -> Path:
     """index.html and the shown frames' JPEGs under `folder` (created); returns the index's path."""
     folder = Path(folder)
