@@ -347,7 +347,7 @@ EVAL_DATASETS = ("faces", "plates")
 def cmd_eval(args) -> int:
     harden_tool()  # before onnxruntime loads and before any image is decoded
     from edge.compose import load_config
-    from edge.eval import evaluate
+    from edge.eval import evaluate, footage
     from edge.progress import track
 
     if args.all and args.dataset:
@@ -392,7 +392,7 @@ def cmd_eval(args) -> int:
             if "wider_dev_face_targets" in result:
                 print(evaluate.format_targets(result["sets"]["wider_dev"]["classes"]["face"]))
             if result.get("clips"):
-                print(evaluate.format_clips_table(result["clips"]))
+                print(footage.format_clips_table(result["clips"]))
             print(f"{sum(s['images'] for s in result['sets'].values())} images, "
                   f"{sum(c['frames'] for c in result.get('clips', {}).values())} clip frames in {result['wall_s']} s")
         else:
@@ -408,7 +408,7 @@ def cmd_eval(args) -> int:
             print(evaluate.format_table({name: result}))
             if "targets" in result:
                 print(evaluate.format_targets(result))
-    except (evaluate.DatasetError, evaluate.ClipError) as e:
+    except (evaluate.DatasetError, footage.ClipError) as e:
         print(f"eval: {e}", file=sys.stderr)
         return 2
     if collector is not None:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from edge import mask
-from edge.eval.footage import ClipError, clip_name, discover_clips, format_clips_table  # noqa: F401 (the CLI's)
+from edge.eval.footage import ClipError, clip_name, discover_clips
 from edge.eval.utility import Judge, UtilityTally, match, share_cell
 from edge.frame import FACE, PLATE, Detections, DroppedFrame, Frame, MaskedFrame
 from edge.mask import MaskStyle, painted_map
@@ -247,7 +247,10 @@ class Scored:
         if self.dropped or self.original is None or self.regions is None:
             return None
         image = self.original.copy()
-        mask.apply(image, self.regions, style)
+        if self.out is not None and self.out.status == "masked_whole":
+            mask.fill_whole(image, style)  # the fail-closed fill is solid whatever the style
+        else:
+            mask.apply(image, self.regions, style)
         return image
 
 
