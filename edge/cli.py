@@ -454,14 +454,18 @@ EVAL_DATASETS = ("faces", "plates")
 def cmd_eval(args) -> int:
     harden_tool()  # before onnxruntime loads and before any image is decoded
     from edge.compose import load_config
-    from edge.eval import evaluate
+    from edge.eval import evaluate, footage
     from edge.progress import track
 
     if args.all and args.dataset:
         print("eval: --all runs every set; --dataset picks one, give one of them", file=sys.stderr)
         return 2
-    if args.only and not args.all:
-        print("eval: --only selects sets of --all", file=sys.stderr)
+    if args.only and not (args.all or args.clips):
+        print("eval: --only selects sets of --all (or clips of --clips)", file=sys.stderr)
+        return 2
+    if args.clips and args.dataset:
+        print("eval: --clips runs the unlabelled clips; --dataset picks one labelled set, give one of them",
+              file=sys.stderr)
         return 2
     if not (math.isfinite(args.shrink) and 0 < args.shrink <= 1):
         print(f"eval: --shrink {args.shrink}: expected a factor in (0, 1]", file=sys.stderr)
@@ -478,29 +482,54 @@ def cmd_eval(args) -> int:
     # the evaluation's stderr has always been warnings only, on a terminal or not: -v or --log-file for more
     if (rc := _tool_logging("eval", cfg.service.log_level, args, quiet_off_terminal=True)) is not None:
         return rc
+    collector = None
+    if args.report:
+        from edge.compose import class_table
+        from edge.eval import report
+
+        try:  # before minutes of evaluation, not after
+            Path(args.report).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            print(f"eval: --report {args.report}: cannot make the folder ({e.strerror or e})", file=sys.stderr)
+            return 2
+        collector = report.Collector(classes=class_table(cfg), style=cfg.mask)
     try:
-        if args.all:
-            sets = [s.limited(args.limit)
-                    for s in evaluate.discover(args.data or evaluate.shared_root() / "data/eval", args.only)]
-            result = evaluate.run_all(cfg, sets, shrink=args.shrink, keep_per_image=args.per_image,
-                                      config_file=args.config, overrides=args.set)
-            print(evaluate.format_sets_table(result))
+        if args.all or args.clips:
+            sets, clips = evaluate.select(args.all, args.clips, args.only, args.data, args.clips_dir)
+            result = evaluate.run_all(cfg, [s.limited(args.limit) for s in sets], shrink=args.shrink,
+                                      keep_per_image=args.per_image, config_file=args.config, overrides=args.set,
+                                      utility=args.utility, clips=clips, clip_limit=args.limit, progress=log.info,
+                                      on_image=collector.on_image if collector else None,
+                                      on_frame=collector.on_frame if collector else None)
+            page = result
+            if result["sets"]:
+                print(evaluate.format_sets_table(result))
             if "wider_dev_face_targets" in result:
                 print(evaluate.format_targets(result["sets"]["wider_dev"]["classes"]["face"]))
-            print(f"{sum(s['images'] for s in result['sets'].values())} images in {result['wall_s']} s")
+            if result.get("clips"):
+                print(footage.format_clips_table(result["clips"]))
+            print(f"{sum(s['images'] for s in result['sets'].values())} images, "
+                  f"{sum(c['frames'] for c in result.get('clips', {}).values())} clip frames in {result['wall_s']} s")
         else:
             dataset = args.dataset or "faces"
             cfg = evaluate.for_dataset(cfg, dataset, args.all_classes)
             items = evaluate.load_items(dataset, args.data)[: args.limit]
             result = evaluate.run(cfg, track(items, f"eval {dataset}"), dataset, shrink=args.shrink, keep_per_image=args.per_image,
-                                  config_file=args.config, overrides=args.set)
+                                  config_file=args.config, overrides=args.set, utility=args.utility,
+                                  on_image=collector.on_image if collector else None)
+            if collector is not None:
+                page = report.dataset_page(result, evaluate.DEFAULT_SETS[dataset][0], evaluate.DATASET_CLASS[dataset])
             name = args.name or f"{dataset}{'' if args.shrink == 1 else f' x{args.shrink:g}'}"
             print(evaluate.format_table({name: result}))
             if "targets" in result:
                 print(evaluate.format_targets(result))
-    except evaluate.DatasetError as e:
+    except (evaluate.DatasetError, footage.ClipError) as e:
         print(f"eval: {e}", file=sys.stderr)
         return 2
+    if collector is not None:
+        result["report"] = str(report.write(args.report, page, collector,
+                                            f"edge-anon eval: {args.config or 'the defaults'}"))
+        print(f"report: {result['report']}")
     if args.json:
         try:
             Path(args.json).write_text(json.dumps(result, indent=2))
@@ -650,9 +679,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("eval", help="measure protected share per size bucket on annotated image sets")
     sp.add_argument("--all", action="store_true",
                     help="every dev set under the eval root (faces/, plates/, dashcam/), faces and plates per "
-                         "size bucket, with the config as it is (every enabled stage on)")
+                         "size bucket, with the config as it is (every enabled stage on), and the clips (--clips)")
     sp.add_argument("--only", action="append", default=[], metavar="SET",
-                    help="with --all: only this set (e.g. berlin_dev); may be repeated")
+                    help="with --all or --clips: only this set (e.g. berlin_dev) or clip (file name or stem); "
+                         "may be repeated")
     sp.add_argument("--dataset", choices=EVAL_DATASETS,
                     help="one set with only its class on (default faces): faces = wider_dev, plates = openalpr_dev")
     sp.add_argument("--data", help="--dataset: gt file (faces) or folder (plates); --all: the eval root "
@@ -661,13 +691,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set detect.face.scales=[1.0,2.0]")
     sp.add_argument("--shrink", type=float, default=1.0, help="resize images (and boxes) by this factor first")
-    sp.add_argument("--limit", type=int, help="only the first N images (of each set with --all)")
+    sp.add_argument("--limit", type=int, help="only the first N images (of each set with --all; frames of each clip)")
     sp.add_argument("--json", help="write the results here")
     sp.add_argument("--name", help="row label in the table (--dataset)")
     sp.add_argument("--all-classes", action="store_true",
                     help="--dataset: keep the config's other detectors on (their masks count as over-masking)")
     sp.add_argument("--per-image", action="store_true", help="add per-image counts to the JSON")
     add_log_flags(sp)
+    sp.add_argument("--clips", action="store_true",
+                    help="the unlabelled clips (video files and image folders in --clips-dir), each through the "
+                         "replay pipeline with its hold: painted share of the frame (mean, max, per class) and "
+                         "utility; --all includes them")
+    sp.add_argument("--clips-dir", help="where the clips are (default ../shared/data/video)")
+    sp.add_argument("--report", metavar="DIR",
+                    help="write a static HTML report here (index.html + img/): plots, then each set's and clip's "
+                         "worst frames, masked, with painted regions, labels and lost objects drawn")
+    sp.add_argument("--no-utility", dest="utility", action="store_false",
+                    help="skip utility retention (the COCO judge's two passes per image)")
     sp.set_defaults(func=cmd_eval)
     return p
 
