@@ -105,6 +105,10 @@ def check_replay_args(args) -> None:
             wire.check_endpoint(args.bind, bind=True)
         except wire.WireError as e:
             raise UsageError(f"--bind {e}") from None
+    if args.annotate and not args.output_dir:
+        other = " instead of --bind" if args.bind else " instead of --output" if args.output else ""
+        raise UsageError(f"--annotate: outlines the painted regions on PNG frames for a person to look at; "
+                         f"give --output-dir DIR{other}")
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         raise UsageError(f"--fps: must be a number > 0, got {args.fps:g}")
     if args.wait_subscribers is not None:
@@ -140,6 +144,8 @@ def cmd_replay(args) -> int:
         cfg = _apply(cfg, output__kind="video", output__file=str(Path(args.output).resolve()), output__records="")
     elif args.bind:
         cfg = _apply(cfg, output__kind="zmq", output__bind=args.bind)
+    if args.annotate:
+        cfg = _apply(cfg, output__annotate=True)
     if not args.realtime:
         cfg = _apply(cfg, service__deadline_ms=0.0)  # as fast as possible: every frame comes out
     cfg = _apply(cfg, mask__style=args.mask, runtime__provider=args.provider, service__log_level=args.log_level)
@@ -347,8 +353,12 @@ def cmd_eval(args) -> int:
     if args.all and args.dataset:
         print("eval: --all runs every set; --dataset picks one, give one of them", file=sys.stderr)
         return 2
-    if args.only and not args.all:
-        print("eval: --only selects sets of --all", file=sys.stderr)
+    if args.only and not (args.all or args.clips):
+        print("eval: --only selects sets of --all (or clips of --clips)", file=sys.stderr)
+        return 2
+    if args.clips and args.dataset:
+        print("eval: --clips runs the unlabelled clips; --dataset picks one labelled set, give one of them",
+              file=sys.stderr)
         return 2
     if not (math.isfinite(args.shrink) and 0 < args.shrink <= 1):
         print(f"eval: --shrink {args.shrink}: expected a factor in (0, 1]", file=sys.stderr)
@@ -358,31 +368,39 @@ def cmd_eval(args) -> int:
         return 2
     cfg = load_config(args.config, args.set)
     try:
-        if args.all:
-            sets = [s.limited(args.limit)
-                    for s in evaluate.discover(args.data or evaluate.shared_root() / "data/eval", args.only)]
-            result = evaluate.run_all(cfg, sets, shrink=args.shrink, keep_per_image=args.per_image,
-                                      config_file=args.config, overrides=args.set)
-            print(evaluate.format_sets_table(result))
+        if args.all or args.clips:
+            sets, clips = evaluate.select(args.all, args.clips, args.only, args.data, args.clips_dir)
+            result = evaluate.run_all(cfg, [s.limited(args.limit) for s in sets], shrink=args.shrink,
+                                      keep_per_image=args.per_image, config_file=args.config, overrides=args.set,
+                                      utility=args.utility, clips=clips, clip_limit=args.limit, progress=log.info,
+                                      report_dir=args.report)
+            if result["sets"]:
+                print(evaluate.format_sets_table(result))
             if "wider_dev_face_targets" in result:
                 print(evaluate.format_targets(result["sets"]["wider_dev"]["classes"]["face"]))
-            print(f"{sum(s['images'] for s in result['sets'].values())} images in {result['wall_s']} s")
+            if result.get("clips"):
+                print(evaluate.format_clips_table(result["clips"]))
+            print(f"{sum(s['images'] for s in result['sets'].values())} images, "
+                  f"{sum(c['frames'] for c in result.get('clips', {}).values())} clip frames in {result['wall_s']} s")
         else:
             dataset = args.dataset or "faces"
             cfg = evaluate.for_dataset(cfg, dataset, args.all_classes)
             items = evaluate.load_items(dataset, args.data)[: args.limit]
             result = evaluate.run(cfg, track(items, f"eval {dataset}"), dataset, shrink=args.shrink, keep_per_image=args.per_image,
-                                  config_file=args.config, overrides=args.set)
+                                  config_file=args.config, overrides=args.set, utility=args.utility,
+                                  report_dir=args.report)
             name = args.name or f"{dataset}{'' if args.shrink == 1 else f' x{args.shrink:g}'}"
             print(evaluate.format_table({name: result}))
             if "targets" in result:
                 print(evaluate.format_targets(result))
-    except evaluate.DatasetError as e:
+    except (evaluate.DatasetError, evaluate.ClipError) as e:
         print(f"eval: {e}", file=sys.stderr)
         return 2
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
+    if args.report:
+        print(f"report: {result['report']}")
     return 0
 
 
@@ -410,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", metavar="FILE", help="write one masked video: FILE.mkv (FFV1, lossless) or FILE.mp4 "
                                                      "(mp4v, lossy); its records beside it, FILE with .jsonl")
     sp.add_argument("--bind", help="publish over ZeroMQ on this address instead (tcp://HOST:PORT or ipc://PATH)")
+    sp.add_argument("--annotate", action="store_true",
+                    help="with --output-dir: outline and label each painted region on the PNGs (class, score, "
+                         "'held' when the tracker held it), to see why it was painted")
     sp.add_argument("--wait-subscribers", type=int, metavar="N",
                     help="with --bind: send nothing until N subscribers are connected")
     sp.add_argument("--wait-timeout", type=float, metavar="S",
@@ -488,9 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("eval", help="measure protected share per size bucket on annotated image sets")
     sp.add_argument("--all", action="store_true",
                     help="every dev set under the eval root (faces/, plates/, dashcam/), faces and plates per "
-                         "size bucket, with the config as it is (every enabled stage on)")
+                         "size bucket, with the config as it is (every enabled stage on), and the clips (--clips)")
     sp.add_argument("--only", action="append", default=[], metavar="SET",
-                    help="with --all: only this set (e.g. berlin_dev); may be repeated")
+                    help="with --all or --clips: only this set (e.g. berlin_dev) or clip (file name or stem); "
+                         "may be repeated")
     sp.add_argument("--dataset", choices=EVAL_DATASETS,
                     help="one set with only its class on (default faces): faces = wider_dev, plates = openalpr_dev")
     sp.add_argument("--data", help="--dataset: gt file (faces) or folder (plates); --all: the eval root "
@@ -499,12 +521,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set detect.face.scales=[1.0,2.0]")
     sp.add_argument("--shrink", type=float, default=1.0, help="resize images (and boxes) by this factor first")
-    sp.add_argument("--limit", type=int, help="only the first N images (of each set with --all)")
+    sp.add_argument("--limit", type=int, help="only the first N images (of each set with --all; frames of each clip)")
     sp.add_argument("--json", help="write the results here")
     sp.add_argument("--name", help="row label in the table (--dataset)")
     sp.add_argument("--all-classes", action="store_true",
                     help="--dataset: keep the config's other detectors on (their masks count as over-masking)")
     sp.add_argument("--per-image", action="store_true", help="add per-image counts to the JSON")
+    sp.add_argument("--clips", action="store_true",
+                    help="the unlabelled clips (video files and image folders in --clips-dir), each through the "
+                         "replay pipeline with its hold: painted share of the frame (mean, max, per class) and "
+                         "utility; --all includes them")
+    sp.add_argument("--clips-dir", help="where the clips are (default ../shared/data/video)")
+    sp.add_argument("--report", metavar="DIR",
+                    help="write a static HTML report here (index.html + img/): plots, then each set's and clip's "
+                         "worst frames, masked, with painted regions, labels and lost objects drawn")
+    sp.add_argument("--no-utility", dest="utility", action="store_false",
+                    help="skip utility retention (the COCO judge's two passes per image)")
     sp.set_defaults(func=cmd_eval)
     return p
 

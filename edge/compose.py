@@ -271,7 +271,7 @@ def build_sink(cfg: Config, curve=None) -> Sink:
         from edge.sinks.folder import FolderSink, check_apart
 
         check_apart(out.dir, [c.source for c in cfg.cameras if c.kind == "replay"])
-        return FolderSink(out.dir, classes=class_table(cfg))
+        return FolderSink(out.dir, classes=class_table(cfg), annotate=out.annotate)
     if out.kind == "video":
         from edge.sinks.folder import check_apart
         from edge.sinks.video import DEFAULT_FPS, VideoSink, source_fps

@@ -277,6 +277,9 @@ class OutputConfig(_Checked):
     dir: str = ""  # for kind = "folder"
     file: str = ""  # for kind = "video": the masked video, .mkv (FFV1, lossless) or .mp4 (mp4v, lossy)
     records: str = ""  # for kind = "video": its JSON lines; "" = beside it, <stem>.jsonl
+    # for kind = "folder": outline and label every painted region on the PNGs (edge.overlay), for a person
+    # to see why each was painted; the pixels under the outlines are the masked ones
+    annotate: bool = False
 
     def check(self) -> None:
         wire.check_encoding(self.encoding, self.jpeg_quality)
@@ -286,6 +289,8 @@ class OutputConfig(_Checked):
             wire.check_endpoint(self.bind, bind=True, name="bind")
         if self.kind == "folder" and not self.dir:
             raise ConfigError("dir: required when kind = \"folder\"")
+        if self.annotate and self.kind != "folder":
+            raise ConfigError(f"annotate: only for kind = \"folder\" (PNG frames for a person), kind is {self.kind!r}")
         if self.kind == "video":
             if Path(self.file).suffix.lower() not in VIDEO_SUFFIXES:
                 raise ConfigError(f"file: a {' or '.join(VIDEO_SUFFIXES)} file is required when kind = \"video\", "

@@ -180,6 +180,8 @@ class MaskedFrame:
     models: tuple[tuple[str, str], ...] = ()  # (name, sha256) of every detector that ran
     # Context detections (persons, vehicles): found, never painted themselves; not behind `regions`
     context: Detections = field(default_factory=Detections)
+    # Per row of `detections`: whether the tracker held it (a prediction, not this frame's detection)
+    held: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
 @dataclass(slots=True)

@@ -101,10 +101,12 @@ class Pipeline:
         for stage in self.stages:
             # grown faces and zones are masked regions: the invariant below covers them
             dets = stage.to_paint(dets, context, frame.image.shape[:2])
+        held = np.zeros(len(dets), bool)
         if self.tracker is not None:
             # after the paint stages, so what they add (head zones, plate zones) is held like a face
             # when the detector behind it misses a frame
             dets = self.tracker.update(frame, dets)
+            held = self.tracker.last_held.copy()
         boxes = mask.regions(dets, frame.image.shape, self.style, self.tight)
         mask.apply(frame.image, boxes, self.style)
         missed = mask.uncovered(dets.xyxy, boxes, frame.image.shape)
@@ -115,7 +117,7 @@ class Pipeline:
         self._check_deadline(frame)
         self.metrics.count("frames_masked")
         self.metrics.count("objects_masked", len(boxes))
-        return MaskedFrame(frame, boxes, dets, "masked", watch.as_dict(), self.detector.models, context)
+        return MaskedFrame(frame, boxes, dets, "masked", watch.as_dict(), self.detector.models, context, held)
 
     def _check_deadline(self, frame: Frame) -> None:
         if self.policy.deadline_ms:

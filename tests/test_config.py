@@ -43,6 +43,8 @@ def test_shipped_configs_load(name):
     ("[service]\non_failure = \"ignore\"\n", "service.on_failure: 'ignore' is not one of"),
     ("[output]\nkind = \"zmq\"\nbind = \"localhost:5\"\n", "output.bind"),
     ("[output]\nkind = \"folder\"\n", "output.dir: required"),
+    ("[output]\nkind = \"zmq\"\nannotate = true\n", "output.annotate: only for kind = \"folder\""),
+    ("[output]\nkind = \"video\"\nfile = \"x.mkv\"\nannotate = true\n", "output.annotate: only for kind"),
     ("[detect.face]\nscore_threshold = 1.5\n", "detect.face.score_threshold: must be within"),
     ("[detect.face]\nscales = []\n", "detect.face.scales"),
     ("[detect.face]\nscales = [1.0, 2.0]\naspects = [1.3]\n", "detect.face.aspects: one value per entry of scales"),
@@ -95,6 +97,7 @@ def test_relative_paths_are_relative_to_the_file(tmp_path):
     ({"detect.face.scales": [1.0, 2.0]}, lambda c: c.detect.face.scales == (1.0, 2.0)),
     ({"detect.face.tiles.size": 0}, lambda c: c.detect.face.tiles.size == 0),
     ({"output.kind": "folder", "output.dir": "/tmp/x"}, lambda c: c.output.dir == "/tmp/x"),
+    ({"output.kind": "folder", "output.dir": "/tmp/x", "output.annotate": True}, lambda c: c.output.annotate),
 ])
 def test_override(changes, check):
     assert check(config.override(Config(), changes))

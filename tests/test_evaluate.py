@@ -463,7 +463,7 @@ def test_cli_eval_all_on_the_shared_sets(tmp_path, capsys, yunet_model):
     (["--all", "--data", "/missing"], "eval: /missing: no such folder"),
     (["--dataset", "faces", "--data", "/missing/gt.txt"], "eval: /missing/gt.txt: no such annotation file"),
     (["--dataset", "plates", "--data", "/missing"], "eval: /missing: no such folder"),
-    (["--all", "--only", "nope"], "no set named nope"),
+    (["--all", "--only", "nope"], "no set or clip named nope"),
     (["--all", "--dataset", "faces"], "give one of them"),
     (["--only", "berlin_dev"], "--only selects sets of --all"),
     (["--shrink", "nan"], "--shrink nan"),

@@ -213,10 +213,14 @@ def test_a_pace_the_machine_keeps_says_nothing(tmp_path):
      "--set detect.face.score_threshold=2: must be within 0.0..1.0, got 2.0"),
     (["--set", "output.bind=tcp://127.0.0.1:99999"], "--set output.bind=tcp://127.0.0.1:99999: 'tcp://127.0.0.1:99999': port"),
     (["--output-dir", "OUT", "--bogus"], "unrecognized arguments: --bogus"),
+    (["--bind", "SOCK", "--annotate"], "--annotate: outlines the painted regions on PNG frames"),
+    (["--output", "VIDEO", "--annotate"], "give --output-dir DIR instead of --output"),
+    (["--annotate"], "for a person to look at; give --output-dir DIR"),
 ])
 def test_a_bad_flag_is_refused_in_one_line_that_names_it(tmp_path, args, text):
-    args = [f"ipc://{tmp_path / 'edge.sock'}" if a == "SOCK" else str(tmp_path / "out") if a == "OUT" else a
-            for a in args]
+    places = {"SOCK": f"ipc://{tmp_path / 'edge.sock'}", "OUT": str(tmp_path / "out"),
+              "VIDEO": str(tmp_path / "out" / "masked.mkv")}
+    args = [places.get(a, a) for a in args]
     r = edge("replay", need(VIDEO / PETS), *args)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
@@ -233,3 +237,36 @@ def test_help_documents_the_exit_codes(argv, capsys):
     out = capsys.readouterr().out
     for code, meaning in [("0", "complete"), ("1", "failed"), ("2", "bad input"), ("130", "SIGINT"), ("143", "SIGTERM")]:
         assert any(line.lstrip().startswith(code) and meaning in line for line in out.splitlines()), (code, out)
+
+
+def test_annotate_outlines_the_painted_regions_on_the_masked_frames_and_keeps_the_records(tmp_path, faces_folder):
+    import json
+
+    import cv2
+    import numpy as np
+
+    for name, extra in (("plain", []), ("annotated", ["--annotate"])):
+        r = edge("replay", faces_folder, "--output-dir", tmp_path / name, "--log-level", "warning", *extra)
+        assert r.returncode == 0, r.stderr
+
+    def records(name):
+        rows = [json.loads(line) for line in (tmp_path / name / "detections.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in row.items() if k != "timings_ms"} for row in rows]
+
+    assert records("plain") == records("annotated")
+    for row in records("plain"):
+        plain = cv2.imread(str(tmp_path / "plain" / f"{row['frame']}.png"))
+        drawn = cv2.imread(str(tmp_path / "annotated" / f"{row['frame']}.png"))
+        assert row["boxes"] and plain.shape == drawn.shape
+        near = np.zeros((len(row["boxes"]), *plain.shape[:2]), bool)  # each region, its outline, its label tab
+        for k, (x1, y1, x2, y2) in enumerate(row["boxes"]):  # (a tab is wider than a small region: ~120 px at 416)
+            near[k, max(0, y1 - 40):y2 + 4, max(0, x1 - 160):x2 + 160] = True
+        changed = (plain != drawn).any(axis=2)
+        assert changed.any(), f"{row['frame']}: nothing drawn"
+        assert not (changed & ~near.any(axis=0)).any(), f"{row['frame']}: pixels changed away from the painted regions"
+        # inside a region, below its label band and away from the others' outlines, its painted pixels are untouched
+        for k, (x1, y1, x2, y2) in enumerate(row["boxes"]):
+            inner = np.zeros(plain.shape[:2], bool)
+            inner[y1 + 40:y2 - 4, x1 + 4:x2 - 4] = True
+            inner &= ~np.delete(near, k, axis=0).any(axis=0)
+            assert not (changed & inner).any(), f"{row['frame']}: region {k} drawn over"

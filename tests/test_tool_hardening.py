@@ -77,6 +77,10 @@ def stills(tmp_path_factory) -> Path:
 # (id, how it runs, target, arguments; {out} is the one folder it may write to, {stills} a small image feed)
 COMMANDS = [
     ("eval", "module", "edge", ["eval", "--limit", "2", "--json", "{out}/r.json"]),
+    ("eval_clips", "module", "edge", ["eval", "--clips", "--only", "vtest_pets2009_480x360", "--limit", "2",
+                                      "--json", "{out}/c.json"]),
+    ("eval_report", "module", "edge", ["eval", "--all", "--only", "berlin_dev", "--only", "vtest_pets2009_480x360",
+                                       "--limit", "1", "--report", "{out}/report"]),
     ("calibration", "module", "calibration",
      ["--source", "{stills}", "--method", "MinMax", "--no-gate", "--timing-runs", "1", "--out", "{out}"]),
     ("profile_latency", "script", "scripts/profile_latency.py",

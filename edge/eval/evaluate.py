@@ -4,6 +4,8 @@ A ground-truth object is *protected* when at least 70% of its box's pixels lie i
 mask map (the regions it painted). Every image is run with a solid fill and the map is cross-checked
 against the pixels that really changed, so a bug in masking cannot hide behind correct detections.
 Over-masking is the share of frame area painted outside every ground-truth box, of any class.
+Utility retention (edge.eval.utility) judges the same regions painted in the run's own mask style: the
+share of the persons and vehicles a COCO detector finds on the raw image that it still finds after.
 """
 from __future__ import annotations
 
@@ -18,8 +20,11 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from edge.frame import FACE, PLATE, DroppedFrame, Frame, MaskedFrame
-from edge.mask import painted_map
+from edge import mask
+from edge.eval.footage import ClipError, clip_name, discover_clips, format_clips_table  # noqa: F401 (the CLI's)
+from edge.eval.utility import Judge, UtilityTally, match, share_cell
+from edge.frame import FACE, PLATE, Detections, DroppedFrame, Frame, MaskedFrame
+from edge.mask import MaskStyle, painted_map
 
 BUCKETS = ((0, 8, "<8"), (8, 16, "8-16"), (16, 32, "16-32"), (32, 64, "32-64"), (64, float("inf"), ">=64"))
 PROTECTED_SHARE = 0.7
@@ -232,6 +237,18 @@ class Scored:
     painted: np.ndarray
     ms: float
     dropped: bool
+    original: np.ndarray | None = None  # the (possibly shrunk) raw image, in memory only: the judge's input
+    regions: np.ndarray | None = None  # what the pipeline painted (MaskedFrame.regions)
+    out: MaskedFrame | None = None  # the solid run's output: what each region was painted for
+
+    def in_style(self, style: MaskStyle) -> np.ndarray | None:
+        """The image as a run in `style` would have left it (None for a dropped frame): the same regions
+        painted by the product's own mask function, since the regions do not depend on the fill."""
+        if self.dropped or self.original is None or self.regions is None:
+            return None
+        image = self.original.copy()
+        mask.apply(image, self.regions, style)
+        return image
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -253,22 +270,58 @@ def score_images(process: Callable[[Frame], MaskedFrame | DroppedFrame], items: 
         ms = (time.perf_counter() - t0) * 1e3
         if isinstance(out, DroppedFrame):
             # a dropped frame leaks nothing, but it protects nothing either: count it, score it as unmasked
-            yield Scored(item, boxes, np.zeros(image.shape[:2], bool), ms, True)
+            yield Scored(item, boxes, np.zeros(image.shape[:2], bool), ms, True, original)
             continue
         painted = painted_map(image.shape, out.regions)
         cross_check(original, out.frame.image, painted, color)
-        yield Scored(item, boxes, painted, ms, False)
+        yield Scored(item, boxes, painted, ms, False, original, out.regions, out)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One image's utility: its [kept, found] per class, and the objects counted with their kept flags."""
+
+    row: dict[str, list[int]]
+    counted: Detections
+    kept: np.ndarray
+
+
+# What a report (edge.eval.report) is handed per image: the set's name, the scored image, its utility.
+OnImage = Callable[[str, Scored, "Judged | None"], None]
+
+
+def judge_utility(judge: Judge, s: Scored, style: MaskStyle, tally: UtilityTally) -> Judged:
+    """Count one scored image's persons and vehicles found on the raw image and still found in `style`."""
+    raw = judge.find(s.original)
+    masked = s.in_style(style)
+    counted, kept = match(raw, judge.find(masked) if masked is not None else Detections())
+    return Judged(tally.add(counted.class_id, kept), counted, kept)
+
+
+def utility_result(judge: Judge, style: MaskStyle, tally: UtilityTally) -> dict:
+    return {**tally.result(), "style": style.style, "judge": judge.describe()}
 
 
 def evaluate(process: Callable[[Frame], MaskedFrame | DroppedFrame], items: Iterable[Item], *,
-             shrink: float = 1.0, color=(0, 0, 0), keep_per_image: bool = False) -> dict:
-    """Every box of every item pooled, whatever its class (the single-class sets' measurement)."""
-    tally = Tally()
+             shrink: float = 1.0, color=(0, 0, 0), keep_per_image: bool = False,
+             judge: Judge | None = None, style: MaskStyle | None = None, on_image: OnImage | None = None,
+             name: str = "images") -> dict:
+    """Every box of every item pooled, whatever its class (the single-class sets' measurement); with a
+    judge, the utility retention of the same regions painted in `style` too."""
+    tally, useful = Tally(), UtilityTally()
     for s in score_images(process, items, shrink=shrink, color=color):
         tally.times.append(s.ms)
         tally.dropped += s.dropped
         tally.add(s.painted, s.boxes, s.item.path.name if keep_per_image else None)
-    return tally.result()
+        judged = judge_utility(judge, s, style or MaskStyle(), useful) if judge is not None else None
+        if judged is not None and keep_per_image:
+            tally.per_image[-1].update(judged.row)
+        if on_image is not None:
+            on_image(name, s, judged)
+    result = tally.result()
+    if judge is not None:
+        result["utility"] = utility_result(judge, style or MaskStyle(), useful)
+    return result
 
 
 @dataclass(frozen=True)
@@ -324,6 +377,23 @@ def discover(root: str | Path, only: Iterable[str] = ()) -> list[DevSet]:
     return sets
 
 
+def select(all_sets: bool, clips: bool, only: Iterable[str] = (), data: str | Path | None = None,
+           clips_dir: str | Path | None = None) -> tuple[list[DevSet], list[Path]]:
+    """The labelled sets (with `all_sets`) and unlabelled clips (with `all_sets` or `clips`) to run,
+    narrowed to the names in `only` (a set's name, a clip's file name or stem); DatasetError for a name
+    that is neither."""
+    only = list(only)
+    sets = discover(data or shared_root() / "data/eval") if all_sets else []
+    found = discover_clips(clips_dir or shared_root() / "data/video") if (all_sets or clips) else []
+    if only:
+        sets = [s for s in sets if s.name in only]
+        found = [p for p in found if p.name in only or clip_name(p) in only]
+        missing = sorted(set(only) - {s.name for s in sets} - {p.name for p in found} - {clip_name(p) for p in found})
+        if missing:
+            raise DatasetError(f"no set or clip named {', '.join(missing)}")
+    return sets, found
+
+
 def warm_up(process: Callable[[Frame], MaskedFrame | DroppedFrame], item: Item, shrink: float = 1.0) -> None:
     """One untimed run at the set's image size: the first run at a new input shape allocates and is slow."""
     image, _ = _resize(read_image(item.path), item.boxes, shrink)
@@ -331,8 +401,11 @@ def warm_up(process: Callable[[Frame], MaskedFrame | DroppedFrame], item: Item, 
 
 
 def evaluate_set(process: Callable[[Frame], MaskedFrame | DroppedFrame], dev: DevSet, *,
-                 shrink: float = 1.0, color=(0, 0, 0), keep_per_image: bool = False) -> dict:
-    """Per labelled class: protected share per bucket; over-masking outside every box of any class.
+                 shrink: float = 1.0, color=(0, 0, 0), keep_per_image: bool = False,
+                 judge: Judge | None = None, style: MaskStyle | None = None,
+                 on_image: OnImage | None = None) -> dict:
+    """Per labelled class: protected share per bucket; over-masking outside every box of any class;
+    with a judge, utility retention of the same regions painted in `style` (the run's own).
 
     The set's first image is run once untimed first, so ms/img is the steady per-frame cost.
     """
@@ -342,6 +415,7 @@ def evaluate_set(process: Callable[[Frame], MaskedFrame | DroppedFrame], dev: De
     tallies = {name: Tally() for name in ids}
     outside = total = dropped = 0
     times, sizes, per_image = [], [], []
+    useful = UtilityTally()
     for s in score_images(process, dev.items, shrink=shrink, color=color):
         labels = s.item.labels()
         row = {"image": s.item.path.name}
@@ -355,6 +429,11 @@ def evaluate_set(process: Callable[[Frame], MaskedFrame | DroppedFrame], dev: De
         times.append(s.ms)
         sizes.append(s.painted.shape[::-1])
         row["overmask"] = round(out_px / s.painted.size, 5)
+        judged = judge_utility(judge, s, style or MaskStyle(), useful) if judge is not None else None
+        if judged is not None:
+            row.update(judged.row)
+        if on_image is not None:
+            on_image(dev.name, s, judged)
         per_image.append(row)
     classes = {name: summarize(np.array(t.sizes, np.float64), np.array(t.flags, bool), outside, total, times,
                                dropped, None, len(times)) for name, t in tallies.items()}
@@ -363,6 +442,8 @@ def evaluate_set(process: Callable[[Frame], MaskedFrame | DroppedFrame], dev: De
               "overmask_share": round(outside / total, 5) if total else 0.0,
               "ms_per_image": summarize(np.zeros(0), np.zeros(0, bool), 0, 0, times)["ms_per_image"],
               "classes": classes}
+    if judge is not None:
+        result["utility"] = utility_result(judge, style or MaskStyle(), useful)
     if keep_per_image:
         result["per_image"] = per_image
     return result
@@ -438,7 +519,8 @@ def format_targets(result: dict) -> str:
 def format_table(results: dict[str, dict]) -> str:
     """One row per run: protected share per bucket, overall, over-masking and time."""
     names = [b[2] for b in BUCKETS]
-    head = f"{'run':28s} " + " ".join(f"{n:>12s}" for n in names) + f" {'overall':>14s} {'overmask':>9s} {'ms/img':>7s}"
+    head = (f"{'run':28s} " + " ".join(f"{n:>12s}" for n in names) + f" {'overall':>14s} {'overmask':>9s}"
+            f" {'persons kept':>14s} {'vehicles kept':>14s} {'ms/img':>7s}")
     lines = [head, "-" * len(head)]
     for run, r in results.items():
         cells = []
@@ -447,8 +529,16 @@ def format_table(results: dict[str, dict]) -> str:
             cells.append(f"{'-':>12s}" if not b["objects"] else f"{100 * b['share']:5.1f}% ({b['objects']:4d})")
         overall = f"{100 * r['protected_share']:5.1f}% ({r['objects']:4d})" if r["objects"] else "-"
         lines.append(f"{run:28s} " + " ".join(cells) + f" {overall:>14s} {100 * r['overmask_share']:8.2f}%"
+                     f" {share_cell(r.get('utility'), 'person')} {share_cell(r.get('utility'), 'vehicle')}"
                      f" {r['ms_per_image']['mean']:7.1f}")
+    if any("utility" in r for r in results.values()):
+        lines.append(UTILITY_NOTE)
     return "\n".join(lines)
+
+
+UTILITY_NOTE = ("kept: of the persons / vehicles (car, motorcycle, bus, truck) the judge (YOLOX-Nano, native "
+                "resolution) finds on the raw image at score >= 0.5 (objects counted), the share it still finds "
+                "on the masked one in the run's mask style (same class, IoU >= 0.5, score >= 0.3)")
 
 
 def _cells(r: dict) -> str:
@@ -463,7 +553,8 @@ def format_sets_table(report: dict) -> str:
     """One row per set and labelled class; markers say where a set's over-masking is not a real cost."""
     names = [b[2] for b in BUCKETS]
     head = (f"{'set':18s} {'class':9s} " + " ".join(f"{n:>12s}" for n in names) +
-            f" {'overall':>15s} {'overmask':>9s} {'ms/img':>7s} {'size':>10s}")
+            f" {'overall':>15s} {'overmask':>9s} {'persons kept':>14s} {'vehicles kept':>14s} {'ms/img':>7s}"
+            f" {'size':>10s}")
     lines = [head, "-" * len(head)]
     enabled = report.get("enabled", {})
     notes: dict[str, str] = {}
@@ -481,13 +572,16 @@ def format_sets_table(report: dict) -> str:
             off = "" if enabled.get(cls, True) else " off"
             overall = f"{100 * c['protected_share']:5.1f}% ({c['objects']:4d})" if c["objects"] else "-"
             lines.append(f"{name + marks:18s} {cls + off:9s} {_cells(c)} {overall:>15s}"
-                         f" {100 * r['overmask_share']:8.2f}% {r['ms_per_image']['mean']:7.1f}"
+                         f" {100 * r['overmask_share']:8.2f}% {share_cell(r.get('utility'), 'person')}"
+                         f" {share_cell(r.get('utility'), 'vehicle')} {r['ms_per_image']['mean']:7.1f}"
                          f" {r['image_size']:>10s}")
     if "off" in "".join(lines):
         notes["off"] = "the config runs no detector for this class"
     lines += [f"{k} {v.rstrip(';')}" for k, v in notes.items()]
     lines.append("over-masking: share of frame area painted outside every labelled box of any class; "
-                 "ms/img: the whole pipeline per image")
+                 "ms/img: the whole pipeline per image (the judge not included)")
+    if "utility" in next(iter(report["sets"].values()), {}):
+        lines.append(UTILITY_NOTE)
     return "\n".join(lines)
 
 
@@ -536,29 +630,79 @@ def _provenance(cfg, config_file, overrides, shrink, **extra) -> dict:
             "runtime": dataclasses.asdict(cfg.runtime), "overrides": list(overrides), "shrink": shrink, **extra}
 
 
+def _collector(cfg, report_dir):
+    """The report's frame collector (edge.eval.report) when one is asked for, else None."""
+    if report_dir is None:
+        return None
+    from edge.compose import class_table
+    from edge.eval.report import Collector
+
+    return Collector(classes=class_table(cfg), style=cfg.mask)
+
+
+def _write_report(report_dir, page: dict, collector, config_file: str | None) -> str:
+    from edge.eval.report import write
+
+    return str(write(report_dir, page, collector, f"edge-anon eval: {config_file or 'the defaults'}"))
+
+
 def run(cfg, items: list[Item], dataset: str, *, shrink: float = 1.0, keep_per_image: bool = False,
-        config_file: str | None = None, overrides: Iterable[str] = ()) -> dict:
+        config_file: str | None = None, overrides: Iterable[str] = (), utility: bool = True,
+        report_dir: str | Path | None = None) -> dict:
     """`edge-anon eval --dataset`'s measurement: the config (already for_dataset) on the items, with what
-    produced it. Faces are checked against the wider_dev face targets as well.
+    produced it, and (with `utility`) the utility retention in the config's own mask style. Faces are
+    checked against the wider_dev face targets as well. With `report_dir`, the HTML report there.
     """
-    result = evaluate(pipeline_for(cfg).process, items, shrink=shrink, keep_per_image=keep_per_image)
+    judge = Judge(cfg) if utility else None
+    collector = _collector(cfg, report_dir)
+    name = DEFAULT_SETS[dataset][0]
+    result = evaluate(pipeline_for(cfg).process, items, shrink=shrink, keep_per_image=keep_per_image,
+                      judge=judge, style=cfg.mask, on_image=collector.on_image if collector else None, name=name)
     result["config"] = _provenance(cfg, config_file, overrides, shrink, dataset=dataset)
     if dataset == "faces":
         result["targets"] = check_targets(result)
+    if collector is not None:
+        one = {"classes": {DATASET_CLASS[dataset]: result}, "images": result["images"], "image_size": "-",
+               "incomplete": INCOMPLETE.get(name, ""), "overmask_share": result["overmask_share"],
+               "ms_per_image": result["ms_per_image"], **({"utility": result["utility"]} if judge else {})}
+        page = {"sets": {name: one}, "config": result["config"],
+                **({"utility_judge": {**judge.describe(), "style": cfg.mask.style}} if judge else {})}
+        result["report"] = _write_report(report_dir, page, collector, config_file)
     return result
 
 
 def run_all(cfg, sets: list[DevSet], *, shrink: float = 1.0, keep_per_image: bool = False,
-            config_file: str | None = None, overrides: Iterable[str] = ()) -> dict:
-    """`edge-anon eval --all`: the config as it is (every enabled stage on) on every set, one pipeline."""
-    process = pipeline_for(cfg).process
+            config_file: str | None = None, overrides: Iterable[str] = (), utility: bool = True,
+            clips: list[Path] = (), clip_limit: int | None = None,
+            progress: Callable[[str], None] | None = None, report_dir: str | Path | None = None) -> dict:
+    """`edge-anon eval --all`: the config as it is (every enabled stage on) on every set, one pipeline;
+    with `utility`, utility retention in the config's own mask style; then the unlabelled `clips`
+    (edge.eval.footage), each through the replay pipeline with its hold, at most `clip_limit` frames.
+    With `report_dir`, the HTML report there (edge.eval.report)."""
+    from edge.eval.footage import evaluate_clips
+
+    judge = Judge(cfg) if utility else None
+    collector = _collector(cfg, report_dir)
     t0 = time.perf_counter()
     report = {"sets": {}, "enabled": {name: c.enabled for name, c in cfg.detect.classes()}}
-    for dev in sets:
-        report["sets"][dev.name] = evaluate_set(process, dev, shrink=shrink, keep_per_image=keep_per_image)
+    if sets:
+        process = pipeline_for(cfg).process
+        for dev in sets:
+            if progress is not None:
+                progress(f"{dev.name}: {len(dev.items)} images")
+            report["sets"][dev.name] = evaluate_set(process, dev, shrink=shrink, keep_per_image=keep_per_image,
+                                                    judge=judge, style=cfg.mask,
+                                                    on_image=collector.on_image if collector else None)
+    if clips:
+        report["clips"] = evaluate_clips(cfg, list(clips), judge, limit=clip_limit, progress=progress,
+                                         on_frame=collector.on_frame if collector else None)
+    if judge is not None:
+        report["utility_judge"] = {**judge.describe(), "style": cfg.mask.style}
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     wider = report["sets"].get("wider_dev", {}).get("classes", {}).get("face")
     if wider is not None:
         report["wider_dev_face_targets"] = check_targets(wider)
     report["config"] = _provenance(cfg, config_file, overrides, shrink)
+    if collector is not None:
+        report["report"] = _write_report(report_dir, report, collector, config_file)
     return report

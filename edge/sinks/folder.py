@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 
-from edge import wire
+from edge import overlay, wire
 from edge.frame import BUILTIN_CLASSES, ClassTable, DroppedFrame, MaskedFrame
 from edge.sinks import require_outcome
 
@@ -80,7 +80,8 @@ class FolderSink:
     """Write each MaskedFrame as ``<name>.png`` and every outcome as a line of ``detections.jsonl``.
 
     A DroppedFrame gets its line and no image. The folder is created and proven writable at
-    construction, so a bad path fails before the first frame. Thread-safe.
+    construction, so a bad path fails before the first frame. Thread-safe. With `annotate`, each
+    PNG has its painted regions outlined and labelled (edge.overlay); the records are the same.
 
     Several cameras may share one sink: a frame name is claimed by the first camera that uses it,
     and another camera's frame of the same name (two replayed folders of ``000001.jpg``...) is
@@ -88,11 +89,11 @@ class FolderSink:
     """
 
     def __init__(self, output_dir: str | os.PathLike, *, png_compression: int = 1,
-                 classes: ClassTable = BUILTIN_CLASSES) -> None:
+                 classes: ClassTable = BUILTIN_CLASSES, annotate: bool = False) -> None:
         if not 0 <= png_compression <= 9:
             raise ValueError(f"png_compression {png_compression}, expected 0..9")
         self.output_dir = Path(output_dir)
-        self.classes = classes
+        self.classes, self.annotate = classes, annotate
         self._compression = int(png_compression)
         self._lock = threading.Lock()
         self._stats = {"sent": 0, "sent_dropped_records": 0, "write_errors": 0, "dropped_closed": 0, "bytes": 0}
@@ -142,7 +143,9 @@ class FolderSink:
         stem = self._stem(frame.camera_id, frame.seq, frame.name)
         path = self.output_dir / f"{stem}.png"
         t0 = time.perf_counter_ns()
-        size = write_png(path, frame.image, self._compression)
+        # the overlay draws on a copy of the masked image: outlines and labels, never the pixels before masking
+        image = overlay.annotate(item, self.classes) if self.annotate else frame.image
+        size = write_png(path, image, self._compression)
         write_ms = (time.perf_counter_ns() - t0) / 1e6
         self._append(stem, masked_record(item, self.classes, write_ms))
         self._stats["sent"] += 1

@@ -42,6 +42,22 @@ def test_masked_frame_becomes_lossless_png_and_a_line(tmp_path):
     assert record["timings_ms"]["detect"] == 3.5 and "write" in record["timings_ms"]
 
 
+@pytest.mark.parametrize("annotate", [False, True])
+def test_annotate_writes_the_overlay_on_the_masked_image_and_the_same_record(tmp_path, annotate):
+    from edge import overlay
+
+    item = masked()
+    before = item.frame.image.copy()
+    with FolderSink(tmp_path, annotate=annotate) as sink:
+        assert sink.send(item) is True
+    png = cv2.imread(str(tmp_path / "img_003.png"), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(png, overlay.annotate(item) if annotate else before)
+    assert np.array_equal(item.frame.image, before)  # drawn on a copy: the outcome's pixels are untouched
+    assert np.array_equal(png, before) != annotate  # the overlay drew something, or nothing at all
+    (record,) = lines(tmp_path)
+    assert record["boxes"] == [[0, 0, 6, 6], [9, 1, 21, 9]] and record["detections"] == item.detections.to_list()
+
+
 def test_dropped_frame_gets_a_line_and_no_image(tmp_path):
     with FolderSink(tmp_path) as sink:
         assert sink.send(dropped()) is True
