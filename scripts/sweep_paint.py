@@ -2,7 +2,7 @@
 """What the paint stages cost and protect, replayed on detections collected once.
 
     EDGE_MODEL_PATH=../shared/models python scripts/sweep_paint.py [-c CONFIG] [--set k=v] [--only SET]
-        [--cache out/paint-cache.npz] [--grid 'vehicles.zone_width=0.3,0.5' ...] [--json F]
+        [--cache out/paint-cache.npz] [--grid 'vehicles.zone_width=0.3,0.5' ...] [--utility] [--json F]
 
 1. The config's detector (every enabled stage: faces, plates, the context stage and its crops) runs ONCE
    per image of every dev set (or `--only`); its raw detections are cached (`--cache`: written once, then
@@ -14,6 +14,9 @@
    protected when >= 70% of its pixels are painted; over-masking = paint outside every labelled box.
 3. Per set and point: protected share per class, over-masking, and the plate-zone fallback's share of it
    (zones per frame, share of the detected vehicles that got one, zone paint outside labelled boxes).
+   With `--utility`: the share of persons and vehicles the judge (edge.eval.utility, as `edge-anon eval`
+   judges) finds on the raw image that it still finds once the regions are painted in the point's
+   mask.style (so `--grid mask.style=pixelate,blur,solid` compares styles on the same regions).
 
 Settings that change what the detector finds (thresholds, crops) need a fresh cache. `edge-anon eval`
 re-measures the chosen point end to end with the solid-fill cross-check this replay skips.
@@ -30,7 +33,7 @@ import numpy as np
 from benchlib import harden_tool
 
 from edge import compose, mask, vehicles as veh
-from edge.eval import evaluate
+from edge.eval import evaluate, utility
 from edge.frame import Detections
 from edge.pipeline import split
 
@@ -53,7 +56,22 @@ def collect(cfg, sets, cache: dict) -> dict:
     return cache
 
 
-def score_point(cfg, sets, cache: dict) -> dict:
+class Useful:
+    """The judge, with its raw-image findings kept per image (they do not change between points)."""
+
+    def __init__(self, cfg) -> None:
+        self.judge, self.raw = utility.Judge(cfg), {}
+
+    def add(self, key: str, image: np.ndarray, boxes: np.ndarray, style: mask.MaskStyle,
+            tally: utility.UtilityTally) -> None:
+        if key not in self.raw:
+            self.raw[key] = self.judge.find(image)
+        masked = image.copy()
+        mask.apply(masked, boxes, style)
+        tally.add(*utility.kept_flags(self.raw[key], self.judge.find(masked)))
+
+
+def score_point(cfg, sets, cache: dict, useful: Useful | None = None) -> dict:
     classes = compose.class_table(cfg)
     stages = compose.paint_stages(cfg, classes)
     tight = mask.tight_ids(classes)
@@ -63,6 +81,7 @@ def score_point(cfg, sets, cache: dict) -> dict:
     for dev in sets:
         tallies = {name: evaluate.Tally() for name in dev.labelled}
         zones = vehicles = zoned_px = outside = total = 0
+        kept = utility.UtilityTally()
         for item in dev.items:
             key = f"{dev.name}/{item.path.name}"
             raw, shape = cache[key], tuple(cache[key + "#shape"].tolist())
@@ -72,6 +91,8 @@ def score_point(cfg, sets, cache: dict) -> dict:
                 masked = stage.to_paint(masked, context, shape)
             boxes = mask.regions(masked, shape, cfg.mask, tight)
             painted = mask.painted_map(shape, boxes)
+            if useful is not None:
+                useful.add(key, evaluate.read_image(item.path), boxes, cfg.mask, kept)
             labels = item.labels()
             for name, tally in tallies.items():
                 tally.add(painted, item.boxes[labels == evaluate.EVAL_CLASSES[name]])
@@ -91,6 +112,8 @@ def score_point(cfg, sets, cache: dict) -> dict:
         res = {"images": len(dev.items), "zones_per_frame": round(zones / max(len(dev.items), 1), 3),
                "zoned_vehicle_share": round(zones / max(vehicles, 1), 3),
                "zone_only_overmask": round(zoned_px / max(total, 1), 5), "overmask": round(outside / max(total, 1), 5)}
+        if useful is not None:
+            res["utility"] = {k: v["share"] for k, v in kept.result().items()}
         for name, tally in tallies.items():
             r = tally.result()
             res[name] = {"protected": r["protected_share"], "buckets": {k: v["share"] for k, v in r["buckets"].items()},
@@ -107,6 +130,7 @@ def main() -> int:
     ap.add_argument("--only", action="append", default=[])
     ap.add_argument("--cache", default="", help="an .npz of the raw detections per image: written once, then read")
     ap.add_argument("--grid", action="append", default=[], help="KEY=V1,V2,... (paint settings only)")
+    ap.add_argument("--utility", action="store_true", help="judge persons and vehicles kept after masking")
     ap.add_argument("--json", help="write every point's figures here")
     args = ap.parse_args()
     cfg = compose.load_config(args.config, args.set)
@@ -117,17 +141,19 @@ def main() -> int:
     if args.cache and len(cache) != before:
         np.savez(args.cache, **cache)
     axes = [(k, v.split(",")) for k, _, v in (g.partition("=") for g in args.grid)]
-    points = []
+    points, useful = [], Useful(cfg) if args.utility else None
     for values in itertools.product(*[v for _, v in axes]) if axes else [()]:
         overrides = [f"{k}={v}" for (k, _), v in zip(axes, values)]
-        res = score_point(compose.load_config(args.config, [*args.set, *overrides]), sets, cache)
+        res = score_point(compose.load_config(args.config, [*args.set, *overrides]), sets, cache, useful)
         points.append({"overrides": overrides, "sets": res})
         print(" ".join(overrides) or "(config as is)")
         for name, r in res.items():
             cls = "  ".join(f"{c} {r[c]['protected'] * 100:.1f}%" for c in ("face", "plate") if c in r)
             print(f"  {name:13s} {cls:28s} over-masking {r['overmask'] * 100:.2f}%  zones/frame "
                   f"{r['zones_per_frame']:.2f} ({r['zoned_vehicle_share'] * 100:.0f}% of vehicles, "
-                  f"{r['zone_only_overmask'] * 100:.2f}% of frame zone-only)", flush=True)
+                  f"{r['zone_only_overmask'] * 100:.2f}% of frame zone-only)"
+                  + "".join(f"  {k} kept {v * 100:.1f}%" for k, v in r.get("utility", {}).items() if v is not None),
+                  flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"config": args.config, "set": args.set, "points": points}, indent=1))
