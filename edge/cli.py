@@ -307,8 +307,9 @@ def cmd_models(args) -> int:
                 print(f"ok\t{name}\t{c.sha256}\t{path}")
             else:
                 d = registry.describe(c, cache_dir=args.cache_dir, mirrors=args.mirror)
-                print(f"{name:16s} {c.family:11s} {','.join(c.classes):6s} {c.licence:11s} "
-                      f"{d.get('status', '?'):9s} {d.get('path') or '-'}")
+                print(f"{name:16s} {c.family:13s} {','.join(c.classes):6s} {c.licence:11s} "
+                      f"{d.get('status', '?'):9s} {d.get('path') or '-'}\n"
+                      f"{'':16s} trained on: {c.training_data_terms}")
         except registry.ModelError as e:
             print(f"error\t{name}\t{e}", file=sys.stderr)
             rc = 2

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install the project with its test and fleet extras. Idempotent.
+# Create .venv (if missing) and install the project with its test, fleet and train extras. Idempotent.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -10,7 +10,7 @@ fi
 stamp=.venv/.installed-$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[test,fleet]"
+    .venv/bin/python -m pip install -q -e ".[test,fleet,train]"
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

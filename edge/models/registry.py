@@ -311,10 +311,13 @@ class Candidate:
 
 
 def candidate_paths(c: ModelCard, cache_dir: str | Path | None = None, mirrors: Iterable[str | Path] = ()) -> list[Path]:
-    """Every place `resolve` looks, in order: the cache entry, then <mirror>/<file>, <mirror>/<sha256>/<file>."""
+    """Every place `resolve` looks, in order: the cache entry, then <mirror>/<file>, <mirror>/<sha256>/<file>,
+    then the card's own folder (our own small trained models are committed next to their cards)."""
     paths = [cache_path(c, cache_dir)]
     for m in mirror_dirs(mirrors):
         paths += [m / c.file, m / c.sha256 / c.file]
+    if c.card_path is not None:
+        paths.append(c.card_path.parent / c.file)
     return paths
 
 

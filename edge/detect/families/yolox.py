@@ -36,22 +36,24 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(cells).astype(np.float32), np.concatenate(strides).astype(np.float32)
 
 
-def _rows(outputs: list[np.ndarray], input_hw: tuple[int, int], batch_index: int) -> np.ndarray:
-    """The (A, 85) rows of one image, checked for shape and finiteness."""
+def checked_rows(outputs: list[np.ndarray], input_hw: tuple[int, int], batch_index: int,
+                 classes: int = COCO_CLASSES) -> np.ndarray:
+    """The (A, 5 + classes) rows of one image, checked for shape and finiteness."""
     if len(outputs) != 1:
         raise BadDetections(f"YOLOX returned {len(outputs)} outputs, expected 1")
     out = np.asarray(outputs[0])
     h, w = input_hw
     n = sum((h // s) * (w // s) for s in STRIDES)
-    if out.ndim != 3 or out.shape[1:] != (n, 5 + COCO_CLASSES) or out.shape[0] <= batch_index:
-        raise BadDetections(f"YOLOX output shape {out.shape}, expected (N, {n}, {5 + COCO_CLASSES})")
+    if out.ndim != 3 or out.shape[1:] != (n, 5 + classes) or out.shape[0] <= batch_index:
+        raise BadDetections(f"YOLOX output shape {out.shape}, expected (N, {n}, {5 + classes})")
     rows = out[batch_index]
     if not np.isfinite(rows).all():
         raise BadDetections("YOLOX: non-finite values in the outputs")
     return rows
 
 
-def _boxes(rows: np.ndarray, idx: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+def anchor_boxes(rows: np.ndarray, idx: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    """The xyxy boxes (input pixels) of anchors `idx` from their raw offsets."""
     cell, stride = _grid(*input_hw)
     r, c, s = rows[idx, :4].astype(np.float32), cell[idx], stride[idx]
     cx, cy = (c[:, 0] + r[:, 0]) * s, (c[:, 1] + r[:, 1]) * s
@@ -68,14 +70,14 @@ def labelled(outputs: list[np.ndarray], input_hw: tuple[int, int], score_thresho
     A group's score is objectness x its best COCO class's score; an anchor is its best group's box.
     Raises BadDetections when the output does not have the promised layout or holds non-finite values.
     """
-    rows = _rows(outputs, input_hw, batch_index)
+    rows = checked_rows(outputs, input_hw, batch_index)
     if not groups or any(not g or min(g) < 0 or max(g) >= COCO_CLASSES for g in groups):
         raise ValueError(f"groups must be non-empty lists of COCO ids 0..{COCO_CLASSES - 1}, got {groups}")
     per_group = np.column_stack([rows[:, [5 + k for k in g]].max(axis=1) for g in groups]) * rows[:, 4:5]
     best = per_group.argmax(axis=1)
     score = per_group[np.arange(len(rows)), best]
     idx = np.flatnonzero(score >= score_threshold)
-    return _boxes(rows, idx, input_hw), score[idx].astype(np.float32), best[idx].astype(np.int32)
+    return anchor_boxes(rows, idx, input_hw), score[idx].astype(np.float32), best[idx].astype(np.int32)
 
 
 def candidates(outputs: list[np.ndarray], input_hw: tuple[int, int], score_threshold: float,

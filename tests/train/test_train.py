@@ -1,0 +1,110 @@
+"""The plate detector's training recipe (models/train): real weights, real training images, real export."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")  # the [train] extra; scripts/setup.sh installs it
+
+from conftest import MODELS, SHARED, host  # noqa: E402
+from edge.detect.backends.session import OnnxModel  # noqa: E402
+from edge.detect.detector import OnnxDetector  # noqa: E402
+from edge.frame import PLATE  # noqa: E402
+from models.train import data  # noqa: E402
+from models.train.net import YoloxNano, load_onnx  # noqa: E402
+from models.train.train import main  # noqa: E402
+
+COCO = MODELS / "yolox_nano_kazuhito00.onnx"
+TRAIN = SHARED / "data" / "train" / "plates"
+needs_data = pytest.mark.skipif(not (COCO.is_file() and TRAIN.is_dir()), reason="../shared models or training data absent")
+
+
+def first_image(folder: str) -> Path:
+    return sorted((TRAIN / folder / "images").iterdir())[0]
+
+
+@needs_data
+@pytest.mark.parametrize("folder", ["oi_train", "ro_train"])
+def test_the_pytorch_rebuild_reproduces_the_coco_export(folder):
+    import onnxruntime as ort
+
+    net = YoloxNano(num_classes=80)
+    load_onnx(net, COCO, keep_classes=True)
+    net.eval()
+    x = cv2.resize(cv2.imread(str(first_image(folder))), (416, 416)).transpose(2, 0, 1)[None].astype(np.float32)
+    ref = ort.InferenceSession(str(COCO), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    with torch.no_grad():
+        out = net.export_rows(torch.from_numpy(x)).numpy()
+    assert out.shape == ref.shape == (1, 3549, 85)
+    assert np.abs(out - ref).max() < 1e-3
+    assert ref[..., 4].max() > 0.3  # a real street image: the comparison covers confident rows too
+
+
+@needs_data
+def test_a_wrong_structure_is_refused_not_loaded():
+    class Wider(YoloxNano):
+        def __init__(self):
+            super().__init__(num_classes=80)
+            self.stems[0] = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.SiLU())
+
+    with pytest.raises(ValueError, match="conv #"):
+        load_onnx(Wider(), COCO, keep_classes=True)
+
+
+@needs_data
+@pytest.mark.parametrize("seed", [0, 1])
+def test_crops_keep_their_plates_inside_and_are_reproducible(seed):
+    sets = data.load_sets([TRAIN / "oi_train", TRAIN / "ro_train"], limit=5)
+    recipe = data.Recipe((0.6, 0.4))
+    images, boxes = data.batch(seed, 3, 6, sets, recipe)
+    again, boxes_again = data.batch(seed, 3, 6, sets, recipe)
+    assert images.shape == (6, 3, data.SIZE, data.SIZE) and images.dtype == np.float32
+    assert np.array_equal(images, again) and all(np.array_equal(a, b) for a, b in zip(boxes, boxes_again))
+    found = np.concatenate(boxes)
+    assert len(found) >= 3  # most crops are centred on a plate
+    assert (found >= 0).all() and (found <= data.SIZE).all()
+    assert ((found[:, 2:] - found[:, :2]) >= data.MIN_SIDE).all()
+
+
+def weights_of(run: Path) -> dict:
+    return torch.load(run / "last.pt", weights_only=True)["ema"]
+
+
+@needs_data
+def test_a_few_steps_train_export_and_run_in_the_pipeline_and_a_resumed_run_matches(tmp_path):
+    common = ["--batch", "2", "--limit", "4", "--checkpoint-every", "2", "--data", str(TRAIN), "--base", str(COCO)]
+    assert main(["--out", str(tmp_path / "a"), "--steps", "3", *common]) == 0
+    # the same run interrupted after 2 steps and resumed: the same weights
+    assert main(["--out", str(tmp_path / "b"), "--steps", "2", *common]) == 0
+    assert main(["--out", str(tmp_path / "b"), "--steps", "3", *common]) == 0
+    a, b = weights_of(tmp_path / "a"), weights_of(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "a" / "log.jsonl").read_text().count("\n") == 3
+
+    onnx_path = tmp_path / "a" / "model.onnx"
+    assert onnx_path.stat().st_size < 10 * 2**20
+    sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    backend = host(OnnxModel(onnx_path, name="trained", sha256=sha), "yolox_single")
+    detector = OnnxDetector(backend, class_id=PLATE, score_threshold=0.0, nms_iou=0.3, scales=(0.5, 1.0))
+    frame = cv2.imread(str(first_image("ro_train")))
+    found = detector.detect(frame)
+    assert found.xyxy.shape[1] == 4 and len(found.xyxy) > 0 and np.isfinite(found.xyxy).all()
+    assert (found.class_id == PLATE).all() and ((found.score >= 0) & (found.score <= 1)).all()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--export-only"], "no checkpoint to export"),
+    (["--data", "/nonexistent"], "no such annotation file"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(main(["--out", str(tmp_path / "run"), *args]))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err
