@@ -114,6 +114,7 @@ def score_point(cfg, sets, cache: dict, useful: Useful | None = None) -> dict:
                "zone_only_overmask": round(zoned_px / max(total, 1), 5), "overmask": round(outside / max(total, 1), 5)}
         if useful is not None:
             res["utility"] = {k: v["share"] for k, v in kept.result().items()}
+            res["utility_counts"] = kept.result()
         for name, tally in tallies.items():
             r = tally.result()
             res[name] = {"protected": r["protected_share"], "buckets": {k: v["share"] for k, v in r["buckets"].items()},
@@ -152,7 +153,8 @@ def main() -> int:
             print(f"  {name:13s} {cls:28s} over-masking {r['overmask'] * 100:.2f}%  zones/frame "
                   f"{r['zones_per_frame']:.2f} ({r['zoned_vehicle_share'] * 100:.0f}% of vehicles, "
                   f"{r['zone_only_overmask'] * 100:.2f}% of frame zone-only)"
-                  + "".join(f"  {k} kept {v * 100:.1f}%" for k, v in r.get("utility", {}).items() if v is not None),
+                  + "".join(f"  {k} kept {v['share'] * 100:.1f}% of {v['found_raw']}"
+                          for k, v in r.get("utility_counts", {}).items() if v["share"] is not None),
                   flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
