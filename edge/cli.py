@@ -348,7 +348,7 @@ EVAL_DATASETS = ("faces", "plates")
 def cmd_eval(args) -> int:
     harden_tool()  # before onnxruntime loads and before any image is decoded
     from edge.compose import load_config
-    from edge.eval import evaluate
+    from edge.eval import evaluate, footage
     from edge.progress import track
 
     if args.all and args.dataset:
@@ -368,19 +368,32 @@ def cmd_eval(args) -> int:
         print(f"eval: --limit {args.limit}: expected at least 1", file=sys.stderr)
         return 2
     cfg = load_config(args.config, args.set)
+    collector = None
+    if args.report:
+        from edge.compose import class_table
+        from edge.eval import report
+
+        try:  # before minutes of evaluation, not after
+            Path(args.report).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            print(f"eval: --report {args.report}: cannot make the folder ({e.strerror or e})", file=sys.stderr)
+            return 2
+        collector = report.Collector(classes=class_table(cfg), style=cfg.mask)
     try:
         if args.all or args.clips:
             sets, clips = evaluate.select(args.all, args.clips, args.only, args.data, args.clips_dir)
             result = evaluate.run_all(cfg, [s.limited(args.limit) for s in sets], shrink=args.shrink,
                                       keep_per_image=args.per_image, config_file=args.config, overrides=args.set,
                                       utility=args.utility, clips=clips, clip_limit=args.limit, progress=log.info,
-                                      report_dir=args.report)
+                                      on_image=collector.on_image if collector else None,
+                                      on_frame=collector.on_frame if collector else None)
+            page = result
             if result["sets"]:
                 print(evaluate.format_sets_table(result))
             if "wider_dev_face_targets" in result:
                 print(evaluate.format_targets(result["sets"]["wider_dev"]["classes"]["face"]))
             if result.get("clips"):
-                print(evaluate.format_clips_table(result["clips"]))
+                print(footage.format_clips_table(result["clips"]))
             print(f"{sum(s['images'] for s in result['sets'].values())} images, "
                   f"{sum(c['frames'] for c in result.get('clips', {}).values())} clip frames in {result['wall_s']} s")
         else:
@@ -389,19 +402,23 @@ def cmd_eval(args) -> int:
             items = evaluate.load_items(dataset, args.data)[: args.limit]
             result = evaluate.run(cfg, track(items, f"eval {dataset}"), dataset, shrink=args.shrink, keep_per_image=args.per_image,
                                   config_file=args.config, overrides=args.set, utility=args.utility,
-                                  report_dir=args.report)
+                                  on_image=collector.on_image if collector else None)
+            if collector is not None:
+                page = report.dataset_page(result, evaluate.DEFAULT_SETS[dataset][0], evaluate.DATASET_CLASS[dataset])
             name = args.name or f"{dataset}{'' if args.shrink == 1 else f' x{args.shrink:g}'}"
             print(evaluate.format_table({name: result}))
             if "targets" in result:
                 print(evaluate.format_targets(result))
-    except (evaluate.DatasetError, evaluate.ClipError) as e:
+    except (evaluate.DatasetError, footage.ClipError) as e:
         print(f"eval: {e}", file=sys.stderr)
         return 2
+    if collector is not None:
+        result["report"] = str(report.write(args.report, page, collector,
+                                            f"edge-anon eval: {args.config or 'the defaults'}"))
+        print(f"report: {result['report']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
-    if args.report:
-        print(f"report: {result['report']}")
     return 0
 
 

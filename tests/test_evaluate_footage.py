@@ -97,6 +97,7 @@ def test_cli_eval_clips_writes_json_and_table(tmp_path):
     (["--clips", "--dataset", "faces"], "give one of them"),
     (["--clips", "--only", "nope"], "no set or clip named nope"),
     (["--clips", "--clips-dir", "/missing"], "eval: /missing: no such folder"),
+    (["--clips", "--report", "/proc/no/report"], "eval: --report /proc/no/report: cannot make the folder"),
 ])
 def test_cli_eval_clips_refuses_in_one_line(argv, words):
     r = subprocess.run([sys.executable, "-m", "edge", "eval", *argv], capture_output=True, text=True, timeout=120)

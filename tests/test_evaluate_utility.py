@@ -173,5 +173,39 @@ def test_cli_eval_dataset_reports_utility(tmp_path, capsys):
     assert r["utility"]["vehicle"]["found_raw"] >= 1  # openalpr photos are of cars
     printed = capsys.readouterr().out
     assert "vehicles kept" in printed and "kept: of the persons" in printed
-    assert main(["eval", "--dataset", "plates", "--limit", "1", "--no-utility", "--json", str(out)]) == 0
-    assert "utility" not in json.loads(out.read_text())
+    assert main(["eval", "--dataset", "plates", "--limit", "1", "--no-utility", "--json", str(out),
+                 "--report", str(tmp_path / "rep")]) == 0
+    r = json.loads(out.read_text())
+    assert "utility" not in r and r["report"] == str(tmp_path / "rep/index.html")
+    page = (tmp_path / "rep/index.html").read_text()
+    assert "openalpr_dev" in page and "persons and vehicles still found" not in page  # no judge, no plot of it
+
+
+@pytest.mark.parametrize("status, style, expected", [
+    ("masked", "solid", "region"),  # the region painted in the style, the rest untouched
+    ("masked", "pixelate", "region"),
+    ("masked_whole", "pixelate", "whole"),  # the fail-closed fill is solid whatever the style
+    ("dropped", "pixelate", None),  # nothing left the pipeline
+])
+def test_in_style_is_what_the_pipeline_hands_out(tmp_path, status, style, expected):
+    from edge.frame import Frame, MaskedFrame
+    from edge.mask import MaskStyle
+
+    rng = np.random.default_rng(1)
+    original = rng.integers(1, 255, (40, 60, 3), np.uint8)
+    regions = np.array([[0, 0, 60, 40]] if status == "masked_whole" else [[10, 10, 30, 30]], np.int32)
+    out = None if status == "dropped" else MaskedFrame(Frame(original.copy(), "t", 0, 0, 0, "x"), regions,
+                                                       Detections(), status, {})
+    s = evaluate.Scored(evaluate.Item(tmp_path / "x.png", np.zeros((0, 4), np.float32), 0), np.zeros((0, 4)),
+                        np.zeros((40, 60), bool), 0.0, status == "dropped", original, regions, out)
+    got = s.in_style(MaskStyle(style=style))
+    if expected is None:
+        assert got is None
+    elif expected == "whole":
+        assert (got == 0).all()
+    else:
+        assert (got[10:30, 10:30] != original[10:30, 10:30]).any()
+        outside = np.ones((40, 60), bool)
+        outside[10:30, 10:30] = False
+        np.testing.assert_array_equal(got[outside], original[outside])
+    np.testing.assert_array_equal(s.original, original)  # painted on a copy

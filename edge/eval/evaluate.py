@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from edge import mask
-from edge.eval.footage import ClipError, clip_name, discover_clips, format_clips_table  # noqa: F401 (the CLI's)
+from edge.eval.footage import ClipError, clip_name, discover_clips
 from edge.eval.utility import Judge, UtilityTally, match, share_cell
 from edge.frame import FACE, PLATE, Detections, DroppedFrame, Frame, MaskedFrame
 from edge.mask import MaskStyle, painted_map
@@ -247,7 +247,10 @@ class Scored:
         if self.dropped or self.original is None or self.regions is None:
             return None
         image = self.original.copy()
-        mask.apply(image, self.regions, style)
+        if self.out is not None and self.out.status == "masked_whole":
+            mask.fill_whole(image, style)  # the fail-closed fill is solid whatever the style
+        else:
+            mask.apply(image, self.regions, style)
         return image
 
 
@@ -630,59 +633,36 @@ def _provenance(cfg, config_file, overrides, shrink, **extra) -> dict:
             "runtime": dataclasses.asdict(cfg.runtime), "overrides": list(overrides), "shrink": shrink, **extra}
 
 
-def _collector(cfg, report_dir):
-    """The report's frame collector (edge.eval.report) when one is asked for, else None."""
-    if report_dir is None:
-        return None
-    from edge.compose import class_table
-    from edge.eval.report import Collector
-
-    return Collector(classes=class_table(cfg), style=cfg.mask)
-
-
-def _write_report(report_dir, page: dict, collector, config_file: str | None) -> str:
-    from edge.eval.report import write
-
-    return str(write(report_dir, page, collector, f"edge-anon eval: {config_file or 'the defaults'}"))
-
-
 def run(cfg, items: list[Item], dataset: str, *, shrink: float = 1.0, keep_per_image: bool = False,
         config_file: str | None = None, overrides: Iterable[str] = (), utility: bool = True,
-        report_dir: str | Path | None = None) -> dict:
+        on_image: OnImage | None = None) -> dict:
     """`edge-anon eval --dataset`'s measurement: the config (already for_dataset) on the items, with what
     produced it, and (with `utility`) the utility retention in the config's own mask style. Faces are
-    checked against the wider_dev face targets as well. With `report_dir`, the HTML report there.
+    checked against the wider_dev face targets as well. `on_image` sees every image (a report's collector).
     """
     judge = Judge(cfg) if utility else None
-    collector = _collector(cfg, report_dir)
-    name = DEFAULT_SETS[dataset][0]
     result = evaluate(pipeline_for(cfg).process, items, shrink=shrink, keep_per_image=keep_per_image,
-                      judge=judge, style=cfg.mask, on_image=collector.on_image if collector else None, name=name)
+                      judge=judge, style=cfg.mask, on_image=on_image, name=DEFAULT_SETS[dataset][0])
     result["config"] = _provenance(cfg, config_file, overrides, shrink, dataset=dataset)
     if dataset == "faces":
         result["targets"] = check_targets(result)
-    if collector is not None:
-        one = {"classes": {DATASET_CLASS[dataset]: result}, "images": result["images"], "image_size": "-",
-               "incomplete": INCOMPLETE.get(name, ""), "overmask_share": result["overmask_share"],
-               "ms_per_image": result["ms_per_image"], **({"utility": result["utility"]} if judge else {})}
-        page = {"sets": {name: one}, "config": result["config"],
-                **({"utility_judge": {**judge.describe(), "style": cfg.mask.style}} if judge else {})}
-        result["report"] = _write_report(report_dir, page, collector, config_file)
+    if judge is not None:
+        result["utility_judge"] = {**judge.describe(), "style": cfg.mask.style}
     return result
 
 
 def run_all(cfg, sets: list[DevSet], *, shrink: float = 1.0, keep_per_image: bool = False,
             config_file: str | None = None, overrides: Iterable[str] = (), utility: bool = True,
             clips: list[Path] = (), clip_limit: int | None = None,
-            progress: Callable[[str], None] | None = None, report_dir: str | Path | None = None) -> dict:
+            progress: Callable[[str], None] | None = None, on_image: OnImage | None = None,
+            on_frame=None) -> dict:
     """`edge-anon eval --all`: the config as it is (every enabled stage on) on every set, one pipeline;
     with `utility`, utility retention in the config's own mask style; then the unlabelled `clips`
     (edge.eval.footage), each through the replay pipeline with its hold, at most `clip_limit` frames.
-    With `report_dir`, the HTML report there (edge.eval.report)."""
+    `on_image` and `on_frame` (edge.eval.footage.OnFrame) see every image and clip frame (a report's collector)."""
     from edge.eval.footage import evaluate_clips
 
     judge = Judge(cfg) if utility else None
-    collector = _collector(cfg, report_dir)
     t0 = time.perf_counter()
     report = {"sets": {}, "enabled": {name: c.enabled for name, c in cfg.detect.classes()}}
     if sets:
@@ -692,10 +672,10 @@ def run_all(cfg, sets: list[DevSet], *, shrink: float = 1.0, keep_per_image: boo
                 progress(f"{dev.name}: {len(dev.items)} images")
             report["sets"][dev.name] = evaluate_set(process, dev, shrink=shrink, keep_per_image=keep_per_image,
                                                     judge=judge, style=cfg.mask,
-                                                    on_image=collector.on_image if collector else None)
+                                                    on_image=on_image)
     if clips:
         report["clips"] = evaluate_clips(cfg, list(clips), judge, limit=clip_limit, progress=progress,
-                                         on_frame=collector.on_frame if collector else None)
+                                         on_frame=on_frame)
     if judge is not None:
         report["utility_judge"] = {**judge.describe(), "style": cfg.mask.style}
     report["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -703,6 +683,4 @@ def run_all(cfg, sets: list[DevSet], *, shrink: float = 1.0, keep_per_image: boo
     if wider is not None:
         report["wider_dev_face_targets"] = check_targets(wider)
     report["config"] = _provenance(cfg, config_file, overrides, shrink)
-    if collector is not None:
-        report["report"] = _write_report(report_dir, report, collector, config_file)
     return report

@@ -45,8 +45,7 @@ def clip_name(path: Path) -> str:
 
 
 def painted_by_class(out, classes, style) -> dict[str, float]:
-    """Share of the frame each masked class's regions cover (a pixel under two classes counts for both),
-    plus `held`: the regions the tracker held without a detection this frame."""
+    """Share of the frame each masked class's regions cover (a pixel under two classes counts for both)."""
     shape = out.frame.image.shape
     dets = out.detections
     share = {}

@@ -34,7 +34,8 @@ MAX_WIDTH = 1280  # a report frame's width: 1080p text and outlines stay readabl
 JPEG_QUALITY = 85
 PER_ORDER = 6  # frames shown per "worst" order of a set
 LOST_COLOUR = (0, 255, 255)  # yellow (BGR): a hue neither the classes nor the ground truth use
-CLASS_FILL = {"face": "#ff00ff", "plate": "#00c8c8", "person": "#e08000", "vehicle": "#2060ff", "overmask": "#888"}
+CLASS_FILL = {"face": "#ff00ff", "plate": "#00c8c8", "person": "#e08000", "vehicle": "#2060ff", "overmask": "#888",
+              "painted": "#b55"}
 
 # the orders a set's frames are shown in: (stat key, heading)
 SET_ORDERS = (("leaked", "most labelled objects leaked"), ("overmask", "most paint outside every label"),
@@ -176,7 +177,7 @@ def svg_bars(title: str, groups: list[tuple[str, list[tuple[str, float | None, s
     for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
         y = top_pad + plot_h * (1 - frac)
         value = frac * top
-        label = f"{100 * value:.0f}%" if percent else f"{value:g}"
+        label = f"{round(100 * value, 1):g}%" if percent else f"{value:g}"
         parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
                      f'<text x="{left - 4}" y="{y + 4:.1f}" class="tick" text-anchor="end">{label}</text>')
     for g, (label, bars) in enumerate(groups):
@@ -321,7 +322,7 @@ def page(report: dict, collector: Collector, title: str) -> str:
     if clips:
         shares = [c["painted_share_mean"] or 0.0 for c in clips.values()]
         body.append(svg_bars("unlabelled clips: mean share of the frame painted",
-                             [(n[:18], [("overmask", c["painted_share_mean"], f"max {_pct(c['painted_share_max'])}")])
+                             [(n[:18], [("painted", c["painted_share_mean"], f"max {_pct(c['painted_share_max'])}")])
                               for n, c in clips.items()], top=max(0.05, float(np.ceil(max(shares) * 20) / 20))))
     groups = _utility_groups({**sets, **{n[:18]: c for n, c in clips.items()}})
     if groups:
@@ -352,10 +353,19 @@ def page(report: dict, collector: Collector, title: str) -> str:
         body.append(f"<p>Painted: mean {_pct(c['painted_share_mean'])}, max {_pct(c['painted_share_max'])}; by class "
                     + _x(", ".join(f"{k} {_pct(v)}" for k, v in c["painted_share_by_class"].items()) or "-")
                     + f"; held {_pct(c['held_share_mean'])}.</p>")
-        body.append(f'<div class="plots">{svg_line(f"{n}: share of the frame painted, per frame", c["painted_share_per_frame"])}</div>')
+        body.append(f'<div class="plots">{svg_line("share of the frame painted, per frame", c["painted_share_per_frame"])}</div>')
         body += _figures(collector.cards.get(n, []), CLIP_ORDERS)
     tail = [f'<p id="verdict">not checked (scripts off)</p>{CHECK}</body></html>']
     return "\n".join(head + body + tail)
+
+
+def dataset_page(result: dict, set_name: str, class_name: str) -> dict:
+    """`eval --dataset`'s result (one class pooled) in the shape of an --all report of that one set."""
+    one = {"classes": {class_name: result}, "images": result["images"], "image_size": "-", "incomplete": "",
+           "overmask_share": result["overmask_share"], "ms_per_image": result["ms_per_image"],
+           **({"utility": result["utility"]} if "utility" in result else {})}
+    return {"sets": {set_name: one}, "config": result.get("config", {}),
+            **({"utility_judge": result["utility_judge"]} if "utility_judge" in result else {})}
 
 
 def write(folder: str | Path, report: dict, collector: Collector, title: str = "edge-anon evaluation") -> Path:
