@@ -13,7 +13,8 @@ from edge.mask import painted_map
 
 BERLIN = SHARED / "data" / "eval" / "dashcam" / "berlin_dev"
 FRAME = "26bbd04e-7921-4401-984d-0906d621822b.jpg"  # three plates; the full-frame pass finds none of them
-SETS = ["detect.context.enabled=true", "detect.plate.enabled=true", "detect.plate.score_threshold=0.3",
+SETS = ['detect.plate.model="lpd_yunet"',  # the frame's property below was measured with LPD-YuNet
+        "detect.context.enabled=true", "detect.plate.enabled=true", "detect.plate.score_threshold=0.3",
         "mask.style=solid", "service.deadline_ms=0"]
 
 
