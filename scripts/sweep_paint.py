@@ -145,6 +145,9 @@ def main() -> int:
     points, useful = [], Useful(cfg) if args.utility else None
     for values in itertools.product(*[v for _, v in axes]) if axes else [()]:
         overrides = [f"{k}={v}" for (k, _), v in zip(axes, values)]
+        if compose.class_table(compose.load_config(args.config, [*args.set, *overrides])) != compose.class_table(cfg):
+            raise SystemExit(f"sweep_paint: {' '.join(overrides)} changes the run's classes; the cached detections "
+                             f"do not fit it (switch a stage off by its thresholds instead, or use a fresh --cache)")
         res = score_point(compose.load_config(args.config, [*args.set, *overrides]), sets, cache, useful)
         points.append({"overrides": overrides, "sets": res})
         print(" ".join(overrides) or "(config as is)")
