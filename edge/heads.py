@@ -108,7 +108,7 @@ class HeadStage:
         self.person = classes.id("person") if "person" in classes.context else None
         self.head = classes.id(HEAD) if HEAD in classes.names and HEAD not in classes.context else None
 
-    def to_paint(self, masked: Detections, context: Detections) -> Detections:
+    def to_paint(self, masked: Detections, context: Detections, shape: tuple[int, int]) -> Detections:
         """The masked detections with faces grown toward heads, plus the head zone of every faceless person."""
         xyxy = masked.xyxy
         face = masked.class_id == FACE

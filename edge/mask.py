@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 
 from edge.checks import one_of, within
-from edge.frame import Detections
+from edge.frame import PLATE, ClassTable, Detections
+from edge.vehicles import PLATE_ZONE
 
 STYLES = ("pixelate", "solid", "blur")  # the first is the default
 
@@ -27,6 +28,10 @@ class MaskStyle:
     small_box_px: float = 32.0
     small_margin: float = 0.35  # margin used for boxes at or below half of small_box_px
     min_margin_px: int = 2
+    # plates and plate zones (tight_ids) are painted with this margin instead: a plate box holds the plate's
+    # corners and a zone is already the region where a plate may be, so the face margins would only paint
+    # scene (a 0.15 margin makes a box 1.69x its area); at least min_margin_px still
+    plate_margin: float = 0.05
     # pixelate: the box becomes at most this many cells across its larger side (at most 8: with more,
     # a face stays recognisable)...
     pixel_cells: int = 6
@@ -42,6 +47,7 @@ class MaskStyle:
         within(self, "small_box_px", 0.0, 1024.0)
         within(self, "small_margin", 0.0, 2.0)
         within(self, "min_margin_px", 0, 64)
+        within(self, "plate_margin", 0.0, 2.0)
         within(self, "pixel_cells", 1, 8)
         within(self, "min_cell_px", 2, 256)
         within(self, "blur_fraction", 1 / 3, 2.0)
@@ -57,14 +63,26 @@ def margins(wh: np.ndarray, style: MaskStyle) -> np.ndarray:
     return style.margin + t * max(style.small_margin - style.margin, 0)
 
 
-def regions(dets: Detections, shape: tuple[int, ...], style: MaskStyle) -> np.ndarray:
-    """Integer (N, 4) xyxy regions to paint: boxes grown by their margin and clipped to the frame."""
+def tight_ids(classes: ClassTable | None) -> np.ndarray:
+    """The class ids painted with plate_margin: plates and plate zones (plates alone without a class table)."""
+    if classes is None:
+        return np.array([PLATE])
+    return np.array([classes.id(n) for n in ("plate", PLATE_ZONE) if n in classes.names], np.int64)
+
+
+def regions(dets: Detections, shape: tuple[int, ...], style: MaskStyle, tight: np.ndarray | None = None) -> np.ndarray:
+    """Integer (N, 4) xyxy regions to paint: boxes grown by their margin and clipped to the frame.
+
+    `tight` (ids, from tight_ids) names the classes grown by plate_margin instead of margin / small_margin."""
     h, w = shape[:2]
     if len(dets) == 0:
         return np.zeros((0, 4), np.int32)
     xyxy = dets.xyxy.astype(np.float32)
     wh = xyxy[:, 2:] - xyxy[:, :2]
-    grow = np.maximum(wh * margins(wh, style)[:, None], style.min_margin_px)
+    frac = margins(wh, style)
+    if tight is not None and len(tight):
+        frac = np.where(np.isin(dets.class_id, tight), style.plate_margin, frac)
+    grow = np.maximum(wh * frac[:, None], style.min_margin_px)
     out = np.concatenate([np.floor(xyxy[:, :2] - grow), np.ceil(xyxy[:, 2:] + grow)], axis=1)
     out[:, 0::2] = np.clip(out[:, 0::2], 0, w)
     out[:, 1::2] = np.clip(out[:, 1::2], 0, h)

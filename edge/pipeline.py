@@ -52,8 +52,9 @@ def failure_reason(exc: BaseException) -> str:
 class PaintStage(Protocol):
     """A step from what was detected to what is painted (edge.heads: faces grown to heads, head zones)."""
 
-    def to_paint(self, masked: Detections, context: Detections) -> Detections:
-        """The masked detections to paint (kept, grown or added to), given the frame's context detections."""
+    def to_paint(self, masked: Detections, context: Detections, shape: tuple[int, int]) -> Detections:
+        """The masked detections to paint (kept, grown or added to), given the frame's context detections
+        and its (height, width)."""
         ...
 
 
@@ -76,6 +77,7 @@ class Pipeline:
         self.tracker, self.clock_ns = tracker, clock_ns
         # without a class table every detection is of a masked class, painted as found
         self.classes, self.stages = classes, tuple(stages)
+        self.tight = mask.tight_ids(classes)
 
     def process(self, frame: Frame) -> MaskedFrame | DroppedFrame:
         watch = Stopwatch()
@@ -98,14 +100,14 @@ class Pipeline:
         t0 = time.perf_counter()
         for stage in self.stages:
             # grown faces and zones are masked regions: the invariant below covers them
-            dets = stage.to_paint(dets, context)
+            dets = stage.to_paint(dets, context, frame.image.shape[:2])
         held = np.zeros(len(dets), bool)
         if self.tracker is not None:
             # after the paint stages, so what they add (head zones, plate zones) is held like a face
             # when the detector behind it misses a frame
             dets = self.tracker.update(frame, dets)
             held = self.tracker.last_held.copy()
-        boxes = mask.regions(dets, frame.image.shape, self.style)
+        boxes = mask.regions(dets, frame.image.shape, self.style, self.tight)
         mask.apply(frame.image, boxes, self.style)
         missed = mask.uncovered(dets.xyxy, boxes, frame.image.shape)
         if missed.size:  # the invariant, whatever the settings: every detection lies in painted pixels

@@ -44,6 +44,7 @@ def main() -> int:
                 found = ctx.detect(evaluate.read_image(item.path))
                 cache[key] = found.xyxy[found.class_id == vid]
             cars = cache[key].reshape(-1, 4)
+            frame_w = evaluate.read_image(item.path).shape[1]
             total += len(plates)
             wh = plates[:, 2:] - plates[:, :2]
             ar += (wh[:, 0] / np.maximum(wh[:, 1], 1e-6)).tolist()
@@ -61,7 +62,7 @@ def main() -> int:
                 b = plates[i]
                 rel.append([((b[0] + b[2]) / 2 - v[0]) / vw, ((b[1] + b[3]) / 2 - v[1]) / vh,
                             (b[2] - b[0]) / vw, (b[3] - b[1]) / vh, vw])
-                z = veh.zones(v[None], p)
+                z = veh.zones(v[None], p, frame_w)
                 zone_hit += int(veh.inside_share(b[None], z)[0, 0] >= 0.7)
         rel = np.array(rel).reshape(-1, 5)
         print(f"{dev.name}: {total} plates, {inside} in a detected vehicle, filter drops {dropped}, "

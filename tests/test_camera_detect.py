@@ -32,7 +32,7 @@ def load(tmp_path, text: str) -> config.Config:
 @pytest.mark.parametrize("detect, key, expected", [
     ("[cameras.detect.plate]\nscales = [0.5, 1.0]\n", "plate.scales", (0.5, 1.0)),
     ("[cameras.detect.plate]\nscales = [0.5, 1.0]\n", "plate.score_threshold", 0.4),  # inherited from [detect]
-    ("[cameras.detect.plate]\nscales = [0.5, 1.0]\n", "plate.model", "lpd_yunet"),  # default behind [detect]
+    ("[cameras.detect.plate]\nscales = [0.5, 1.0]\n", "plate.model", "yolox_plate"),  # default behind [detect]
     ("[cameras.detect.plate]\nenabled = false\n", "plate.enabled", False),
     ("[cameras.detect.plate]\nenabled = false\n", "face.score_threshold", 0.55),
     ("[cameras.detect.face]\nenabled = false\n", "plate.enabled", True),
@@ -105,9 +105,9 @@ def test_audit_model_records_name_every_model_and_the_cameras_it_runs_for(tmp_pa
         main.close()
         built["front"].close()
     by_name = {r["name"]: r for r in records}
-    assert set(by_name) == {"yunet_n", "lpd_yunet"}
+    assert set(by_name) == {"yunet_n", "yolox_plate"}
     assert by_name["yunet_n"]["cameras"] == ["rear"]  # front runs plates only
-    assert by_name["lpd_yunet"]["cameras"] == ["front", "rear"]
+    assert by_name["yolox_plate"]["cameras"] == ["front", "rear"]
     assert all(len(r["sha256"]) == 64 for r in records)
 
 

@@ -74,7 +74,7 @@ def test_missing_file():
 
 def test_partial_table_keeps_that_fields_defaults(tmp_path):
     cfg = config.load(write(tmp_path, "[detect.plate]\nenabled = true\n"))
-    assert cfg.detect.plate.model == "lpd_yunet" and cfg.detect.plate.nms_iou == 0.3
+    assert cfg.detect.plate.model == "yolox_plate" and cfg.detect.plate.nms_iou == 0.3
     assert cfg.detect.face.model == "yunet_n"
 
 

@@ -13,7 +13,8 @@ from edge.mask import painted_map
 
 BERLIN = SHARED / "data" / "eval" / "dashcam" / "berlin_dev"
 FRAME = "26bbd04e-7921-4401-984d-0906d621822b.jpg"  # three plates; the full-frame pass finds none of them
-SETS = ["detect.context.enabled=true", "detect.plate.enabled=true", "detect.plate.score_threshold=0.3",
+SETS = ['detect.plate.model="lpd_yunet"',  # the frame's property below was measured with LPD-YuNet
+        "detect.context.enabled=true", "detect.plate.enabled=true", "detect.plate.score_threshold=0.3",
         "mask.style=solid", "service.deadline_ms=0"]
 
 
@@ -114,6 +115,26 @@ def test_crops_share_one_call_of_one_shape(cars, calls, shapes):
     assert (out.class_id == PLATE).sum() == n  # each crop's whole-input box maps back inside the frame
     plates = out.xyxy[out.class_id == PLATE]
     assert (plates >= 0).all() and (plates[:, 2] <= 1280).all() and (plates[:, 3] <= 720).all()
+
+
+@pytest.mark.parametrize("score, crops", [(0.28, 1), (0.8, 2)])
+def test_a_box_that_cannot_be_a_vehicle_gets_no_crop(score, crops):
+    """The highway clip's weak 750 px "vehicle" flat on the road is searched for plates only when confident."""
+    seen = []
+
+    class Cars(FakeDetector):
+        def detect(self, image, watch=None):
+            return Detections(np.array([[100, 430, 850, 710], [900, 400, 1100, 520]], np.float32),
+                              np.array([score, 0.9], np.float32), np.array([5, 5]))
+
+    class Plates(FakeDetector):
+        def detect_batch(self, images, watch=None):
+            seen.append(len(images))
+            return [Detections() for _ in images]
+
+    GuidedDetector(Cars(), vehicle_id=5, params=veh.VehicleParams(), plates=Plates()).detect(
+        np.zeros((720, 1280, 3), np.uint8))
+    assert seen == [crops]
 
 
 def test_occupants_are_searched_in_the_windscreen_band_of_each_vehicle():

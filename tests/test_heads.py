@@ -154,7 +154,7 @@ def test_zones_at_the_frame_edge_are_painted_clipped(person, inside):
 def test_which_persons_get_a_zone(score, height, params, zoned):
     person = Detections(np.array([[100.0, 20.0, 160.0, 20.0 + height]], np.float32), np.array([score], np.float32),
                         np.array([PERSON], np.int32))
-    painted = HeadStage(params, CLASSES).to_paint(Detections(), person)
+    painted = HeadStage(params, CLASSES).to_paint(Detections(), person, (480, 640))
     assert (painted.class_id == HEAD).tolist() == ([True] if zoned else [])
 
 

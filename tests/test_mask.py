@@ -34,6 +34,26 @@ def test_region_geometry(box, style, expected):
     np.testing.assert_array_equal(mask.regions(dets(box), (120, 160, 3), style), [expected])
 
 
+@pytest.mark.parametrize("cls, tight, expected", [
+    (1, [1], (48, 38, 92, 82)),  # a plate: plate_margin 0.05 -> 2 px (the minimum) each side
+    (1, None, (44, 34, 96, 86)),  # no tight classes named: the face margin 0.15 -> 6 px
+    (0, [1], (44, 34, 96, 86)),  # a face is never tight
+    (3, [1, 3], (48, 38, 92, 82)),
+])
+def test_plates_and_plate_zones_are_painted_tightly(cls, tight, expected):
+    style = mask.MaskStyle(margin=0.15, small_box_px=0, plate_margin=0.05)
+    d = Detections(np.array([[50, 40, 90, 80]], np.float32), np.ones(1), np.array([cls]))
+    got = mask.regions(d, (120, 160, 3), style, None if tight is None else np.array(tight))
+    np.testing.assert_array_equal(got, [expected])
+
+
+def test_tight_classes_are_plates_and_plate_zones():
+    from edge.frame import ClassTable
+    table = ClassTable.of(["face", "plate", "head", "plate_zone"], ["person", "vehicle"])
+    assert sorted(mask.tight_ids(table).tolist()) == sorted([table.id("plate"), table.id("plate_zone")])
+    assert mask.tight_ids(None).tolist() == [1]
+
+
 def test_margin_grows_as_boxes_shrink():
     style = mask.MaskStyle(margin=0.1, small_box_px=32, small_margin=0.4)
     m = mask.margins(np.array([[64, 64], [32, 32], [24, 24], [16, 16], [8, 8]], np.float32), style)

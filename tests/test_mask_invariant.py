@@ -39,18 +39,18 @@ def frame(h: int = 120, w: int = 160, seed: int = 0) -> Frame:
 REGIONS = mask.regions  # the real one, before a test replaces it with a faulty one
 
 
-def one_pixel_short(dets, shape, style):
+def one_pixel_short(dets, shape, style, tight=None):
     """Every region ends one pixel left of its box's right edge: the kind of bug the invariant must catch."""
-    out = REGIONS(dets, shape, style)
+    out = REGIONS(dets, shape, style, tight)
     out[:, 2] = np.floor(dets.xyxy[:, 2]).astype(np.int32) - 1
     return out
 
 
 @pytest.mark.parametrize("regions, on_failure, expect", [
-    (lambda dets, shape, style: np.zeros((0, 4), np.int32), "drop", "dropped"),
-    (lambda dets, shape, style: np.zeros((0, 4), np.int32), "mask_whole", "masked_whole"),
-    (lambda dets, shape, style: REGIONS(dets, shape, style)[:1], "drop", "dropped"),
-    (lambda dets, shape, style: REGIONS(dets, shape, style)[:, [0, 1, 0, 3]], "drop", "dropped"),
+    (lambda dets, shape, style, tight=None: np.zeros((0, 4), np.int32), "drop", "dropped"),
+    (lambda dets, shape, style, tight=None: np.zeros((0, 4), np.int32), "mask_whole", "masked_whole"),
+    (lambda dets, shape, style, tight=None: REGIONS(dets, shape, style, tight)[:1], "drop", "dropped"),
+    (lambda dets, shape, style, tight=None: REGIONS(dets, shape, style, tight)[:, [0, 1, 0, 3]], "drop", "dropped"),
     (one_pixel_short, "drop", "dropped"),
     (one_pixel_short, "mask_whole", "masked_whole"),
 ])

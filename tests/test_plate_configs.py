@@ -67,6 +67,7 @@ def test_gpu_config_plate_cap_removes_the_huge_boxes_of_flat_frames(max_box_px, 
     cfg = config.override(config.load(ROOT / "configs/gpu-1080p.toml"),
                           {"runtime.provider": "cpu", "runtime.graph_preprocess": False, "runtime.fp16": False,
                            "detect.face.enabled": False, "detect.context.enabled": False,
+                           "detect.plate.model": "lpd_yunet",  # its property: our own model scores none there
                            "detect.plate.scales": [1.0], "detect.plate.score_threshold": 0.3,
                            "detect.plate.max_box_px": list(max_box_px)})
     detector = build_detector(cfg)

@@ -12,7 +12,7 @@ from edge.config import CameraConfig, Config, ConfigError, TrackConfig, from_dic
 from edge.frame import FACE, PLATE, Detections, DroppedFrame, Frame, MaskedFrame
 from edge.metrics import Metrics
 from edge.pipeline import Pipeline
-from edge.track import Tracker, TrackParams, for_camera
+from edge.track import Tracker, TrackParams, for_camera, hold_of
 
 H, W = 200, 400
 
@@ -82,6 +82,37 @@ def test_missed_detection_is_held_at_prediction_then_released(hold):
         assert out.score[0] == pytest.approx(0.9 * 0.9 ** k, rel=1e-5)
     out = t.update(frame_of(2 + hold), Detections())
     assert len(out) == 0 and live_tracks(t) == 0
+
+
+@pytest.mark.parametrize("hits, score, params, expected", [
+    (1, 0.9, dict(), 6),  # a confident box: the whole hold from its first detection
+    (1, 0.6, dict(), 6),
+    (3, 0.3, dict(), 6),  # found three times: the whole hold whatever its score
+    (2, 0.0, dict(), 4),  # half way by hits: 2 + 4 * 0.5
+    (1, 0.3, dict(), 4),  # half way by score
+    (1, 0.15, dict(), 3),  # 2 + 4 * 0.25
+    (1, 0.0, dict(), 2),  # no evidence: hold_min_frames
+    (1, 0.1, dict(full_hold_hits=1), 6),  # full_hold_hits 1: every track the whole hold (the old hold)
+    (1, 0.0, dict(hold_min_frames=0), 0),
+    (1, 0.0, dict(hold_frames=1), 1),  # hold_min_frames never exceeds hold_frames
+    (5, 0.9, dict(hold_frames=0), 0),
+])
+def test_hold_scales_with_hits_and_score(hits, score, params, expected):
+    p = TrackParams(**{"hold_frames": 6, "full_hold_hits": 3, "full_hold_score": 0.6, "hold_min_frames": 2, **params})
+    assert hold_of(np.array([hits]), np.array([score], np.float32), p).tolist() == [expected]
+
+
+@pytest.mark.parametrize("score, seen, held_for", [
+    (0.15, 1, 3),  # one weak box (a face on a tree top): a short hold, not hold_frames of paint
+    (0.15, 3, 6),  # the same box found three frames running: it is real enough, the whole hold
+    (0.9, 1, 6),
+])
+def test_a_weak_single_box_is_held_briefly(score, seen, held_for):
+    t = Tracker(TrackParams(hold_frames=6, full_hold_hits=3, full_hold_score=0.6, hold_min_frames=2))
+    for seq in range(seen):
+        t.update(frame_of(seq), dets(box_at(100, 80), score=score))
+    held = [len(t.update(frame_of(seen - 1 + k), Detections())) for k in range(1, 9)]
+    assert held == [1] * held_for + [0] * (8 - held_for)
 
 
 @pytest.mark.parametrize("xs, smoothing, expected_v", [
@@ -188,7 +219,8 @@ def test_state_unchanged_when_update_fails(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs", [dict(hold_frames=-1), dict(iou_threshold=1.5), dict(margin_growth=-0.1),
-                                    dict(velocity_smoothing=0.0), dict(max_tracks=0)])
+                                    dict(velocity_smoothing=0.0), dict(max_tracks=0),
+                                    dict(full_hold_hits=0), dict(full_hold_score=0.0), dict(hold_min_frames=-1)])
 def test_bad_arguments_are_refused(kwargs):
     with pytest.raises(ValueError):
         TrackParams(**kwargs)

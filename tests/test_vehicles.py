@@ -85,14 +85,40 @@ def test_plausibility_keeps_plates_of_vehicles_only(plate, cars, keep):
 
 
 @pytest.mark.parametrize("car, params, expected", [
-    ([300, 150, 500, 260], VehicleParams(zone_x=0.5, zone_y=0.7, zone_width=0.4, zone_height=0.3),
+    ([300, 150, 500, 260], VehicleParams(zone_x=0.5, zone_y=0.7, zone_width=0.4, zone_height=0.3, zone_lean=0.0),
      [360, 210.5, 440, 243.5]),
     # a zone reaching past the box is cut at the box
-    ([0, 0, 100, 100], VehicleParams(zone_x=0.5, zone_y=0.95, zone_width=0.5, zone_height=0.3), [25, 80, 75, 100]),
-    ([0, 0, 100, 100], VehicleParams(zone_x=0.0, zone_y=0.5, zone_width=1.0, zone_height=1.0), [0, 0, 50, 100]),
+    ([0, 0, 100, 100], VehicleParams(zone_x=0.5, zone_y=0.95, zone_width=0.5, zone_height=0.3, zone_lean=0.0),
+     [25, 80, 75, 100]),
+    ([0, 0, 100, 100], VehicleParams(zone_x=0.0, zone_y=0.5, zone_width=1.0, zone_height=1.0, zone_lean=0.0),
+     [0, 0, 50, 100]),
+    # leaning outward: the car's centre is 0.5 of a half frame right of the frame's centre (frame 800 wide):
+    # the zone centre moves 0.2 * 0.5 of the car's width to the right
+    ([500, 150, 700, 260], VehicleParams(zone_x=0.5, zone_y=0.5, zone_width=0.4, zone_height=0.2, zone_lean=0.2),
+     [580, 194, 660, 216]),
+    # ...and to the left on the frame's left side (0.75 of a half frame off: 0.15 of the width); the centre
+    # never leaves the box
+    ([0, 150, 200, 260], VehicleParams(zone_x=0.5, zone_y=0.5, zone_width=0.4, zone_height=0.2, zone_lean=0.2),
+     [30, 194, 110, 216]),
+    ([0, 150, 200, 260], VehicleParams(zone_x=0.1, zone_y=0.5, zone_width=0.4, zone_height=0.2, zone_lean=1.0),
+     [0, 194, 40, 216]),
+    ([300, 150, 500, 260], VehicleParams(zone_x=0.5, zone_y=0.5, zone_width=0.4, zone_height=0.2, zone_lean=0.5),
+     [360, 194, 440, 216]),  # a centred car does not lean
 ])
 def test_plate_zones_are_placed_from_the_vehicle_box(car, params, expected):
-    assert veh.zones(boxes(car), params)[0].tolist() == pytest.approx(expected)
+    assert veh.zones(boxes(car), params, 800)[0].tolist() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("car, score, ok", [
+    ([100, 430, 850, 710], 0.28, False),  # the highway clip's "vehicle" on the asphalt: 2.7 x 1, 0.59 of the frame
+    ([0, 600, 640, 720], 0.25, False),  # the own bonnet at the frame's bottom
+    ([100, 430, 850, 710], 0.8, True),  # as flat and wide but confident: a bus side, kept
+    ([100, 430, 500, 710], 0.28, True),  # not wide: 0.31 of the frame
+    ([100, 300, 850, 710], 0.28, True),  # not flat: 1.8 x 1
+    ([600, 400, 640, 410], 0.2, True),  # a distant car is flat in its box, and small
+])
+def test_boxes_that_cannot_be_vehicles(car, score, ok):
+    assert veh.possible(boxes(car), np.array([score], np.float32), (720, 1280), VehicleParams()).tolist() == [ok]
 
 
 class Fixed(FakeDetector):
@@ -142,7 +168,7 @@ def test_without_vehicles_in_the_context_stage_plates_are_left_alone():
                                                              'detect.context.classes=["person"]']))
     stage = veh.PlateZoneStage(VehicleParams(), classes)
     plates = Detections(boxes([0, 0, 300, 100]), [0.9], [PLATE])
-    assert stage.to_paint(plates, Detections()) is plates
+    assert stage.to_paint(plates, Detections(), (480, 640)) is plates
     assert "plate_zone" not in classes.names
 
 
@@ -151,7 +177,8 @@ def test_without_vehicles_in_the_context_stage_plates_are_left_alone():
     ("crop_height", 100000), ("max_zoom", float("inf")), ("plate_threshold", 0.0), ("min_aspect", -1.0),
     ("max_aspect", 0.5), ("max_width_share", 0.0), ("zone_y", 1.5), ("zone_width", 0.0), ("band_bottom", 0.0),
     ("face_threshold", 2.0), ("keep_below_px", -1.0), ("crop_lower", 0.0), ("zone_max_vehicle_px", -1.0),
-    ("lone_max_px", float("nan")),
+    ("lone_max_px", float("nan")), ("flat_aspect", 0.5), ("flat_width", 1.5), ("flat_score", -0.1),
+    ("zone_lean", 2.0), ("zone_lean", float("nan")),
 ])
 def test_bad_vehicle_settings_are_refused_in_one_line(key, value):
     with pytest.raises(ConfigError) as e:
@@ -197,3 +224,16 @@ def test_start_up_refuses_vehicle_stages_without_vehicles():
 @pytest.mark.parametrize("limit, expected", [(0.0, [ZONE]), (250.0, [ZONE]), (200.0, []), (150.0, [])])
 def test_vehicles_wider_than_the_zone_limit_get_no_zone(limit, expected):
     assert run([(VEHICLE, CAR)], VehicleParams(filter=True, zone_max_vehicle_px=limit)).detections.class_id.tolist() == expected
+
+
+@pytest.mark.parametrize("car, score, zoned", [
+    ([300, 150, 500, 260], 0.9, True),
+    ([300, 150, 500, 260], 0.25, True),  # a weak but vehicle-shaped box still gets its zone...
+    ([10, 200, 590, 300], 0.25, False),  # ...a weak flat box across the frame (5.8 x 1, 0.97 of it) none
+    ([10, 200, 590, 300], 0.9, True),
+])
+def test_zones_only_for_possible_vehicles_and_scored_as_them(car, score, zoned):
+    dets = Detections(boxes(car), np.array([score], np.float32), np.array([VEHICLE], np.int32))
+    out = veh.PlateZoneStage(VehicleParams(), CLASSES).to_paint(Detections(), dets, (300, 600))
+    assert out.class_id.tolist() == ([ZONE] if zoned else [])
+    assert out.score.tolist() == pytest.approx([score] if zoned else [])

@@ -62,7 +62,8 @@ class GuidedDetector:
     def _in_vehicles(self, image: np.ndarray, ctx: Detections, watch: Stopwatch) -> Detections:
         p = self.params
         hw = image.shape[:2]
-        cars = ctx.xyxy[ctx.class_id == self.vehicle_id]
+        is_car = ctx.class_id == self.vehicle_id
+        cars = ctx.xyxy[is_car][veh.possible(ctx.xyxy[is_car], ctx.score[is_car], hw, p)]
         cars = cars[veh.pick(cars, p.max_vehicles, p.min_vehicle_px)]
         parts = [ctx]
         if len(cars) == 0:

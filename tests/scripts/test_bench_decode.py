@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import MODELS, VIDEO, load_script, need
+from conftest import MODELS, ROOT, VIDEO, load_script, need
 
 
 def test_reports_bytes_and_decode_time_for_every_class(tmp_path):
@@ -11,7 +11,11 @@ def test_reports_bytes_and_decode_time_for_every_class(tmp_path):
     need(VIDEO / "udacity_CarND-Vehicle-Detection_test_video.mp4")
     module = load_script("bench_decode")
     out = tmp_path / "d.json"
-    assert module.main(["--size", "640x360", "--repeats", "2", "--json", str(out)]) == 0
+    # the GPU config with LPD-YuNet for plates: the default plate model (yolox_plate, family yolox_single)
+    # has no in-graph filter yet, its outputs come back whole (a gap for the GPU path, not a leak)
+    cfg = tmp_path / "gpu-lpd.toml"
+    cfg.write_text((ROOT / "configs/gpu-1080p.toml").read_text() + '\n[detect.plate]\nmodel = "lpd_yunet"\n')
+    assert module.main(["--config", str(cfg), "--size", "640x360", "--repeats", "2", "--json", str(out)]) == 0
     classes = json.loads(out.read_text())["classes"]
     assert set(classes) == {"face", "plate"}  # the GPU config runs both
     for row in classes.values():
