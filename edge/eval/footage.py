@@ -44,13 +44,14 @@ def clip_name(path: Path) -> str:
     return path.stem if path.is_file() else path.name
 
 
-def painted_by_class(out, classes, style) -> dict[str, float]:
-    """Share of the frame each masked class's regions cover (a pixel under two classes counts for both)."""
+def painted_by_class(out, classes, style, tight) -> dict[str, float]:
+    """Share of the frame each masked class's regions cover (a pixel under two classes counts for both);
+    `tight`: the pipeline's tightly painted class ids, so the shares are of the regions it really painted."""
     shape = out.frame.image.shape
     dets = out.detections
     share = {}
     for cid in np.unique(dets.class_id):
-        regions = mask.regions(dets.take(np.flatnonzero(dets.class_id == cid)), shape, style)
+        regions = mask.regions(dets.take(np.flatnonzero(dets.class_id == cid)), shape, style, tight)
         share[classes.names[int(cid)]] = float(mask.painted_map(shape, regions).mean())
     return share
 
@@ -96,12 +97,13 @@ def evaluate_clip(cfg, path: Path, detector, judge: Judge | None, *, limit: int 
                 continue
             masked_whole += out.status == "masked_whole"
             shares.append(float(mask.painted_map(out.frame.image.shape, out.regions).mean()))
-            for name, share in painted_by_class(out, pipeline.classes, pipeline.style).items():
+            for name, share in painted_by_class(out, pipeline.classes, pipeline.style, pipeline.tight).items():
                 by_class[name] = by_class.get(name, 0.0) + share
             if out.held.any():
                 rows = np.flatnonzero(out.held)
                 held += len(rows)
-                regions = mask.regions(out.detections.take(rows), out.frame.image.shape, pipeline.style)
+                regions = mask.regions(out.detections.take(rows), out.frame.image.shape, pipeline.style,
+                                       pipeline.tight)
                 held_share += float(mask.painted_map(out.frame.image.shape, regions).mean())
             counted, kept = match(judge.find(raw), judge.find(out.frame.image)) if judge is not None else (None, None)
             if counted is not None:
