@@ -405,7 +405,8 @@ def stages(cfg: Config, camera_id: str | None = None) -> str:
 
 def stage_warnings(cfg: Config, camera_id: str | None = None) -> list[str]:
     """Values that switch a stage off while it says it is on (the self-test catches the result; these
-    name the cause): `detect.face.score_threshold = 1: the face model's passes keep no box`."""
+    name the cause): `detect.face.region = [...]: its passes look at under 5% of the frame`. A score threshold
+    that keeps no box is refused by the config's validation (config.BLIND_SCORE) before it gets here."""
     section = camera_detect(cfg, camera_id)
     where = f"camera {camera_id}: " if camera_id else ""
     out = []
@@ -413,22 +414,13 @@ def stage_warnings(cfg: Config, camera_id: str | None = None) -> list[str]:
         if not c.enabled:
             out.append(f"{where}detect.{name}.enabled = false: no {name} model runs")
             continue
-        thresholds = c.thresholds or (c.score_threshold,) * len(c.scales)
-        if all(t >= 1.0 for t in thresholds):
-            out.append(f"{where}detect.{name}.score_threshold = {c.score_threshold:g}: its whole-frame passes "
-                       f"keep no box (scores are below 1)")
         if all(s < 0.1 for s in c.scales):
             out.append(f"{where}detect.{name}.scales = {list(c.scales)}: the frame shrunk to under a tenth; "
                        f"nothing of the sizes a camera sees survives")
         r = c.region
         if (r[2] - r[0]) * (r[3] - r[1]) < 0.05:
             out.append(f"{where}detect.{name}.region = {list(r)}: its passes look at under 5% of the frame")
-        if c.tiles.enabled and (c.tiles.score_threshold or c.score_threshold) >= 1.0:
-            out.append(f"{where}detect.{name}.tiles.score_threshold: the tiles keep no box (scores are below 1)")
     ctx, h, v = section.context, cfg.heads, cfg.vehicles
-    if ctx.enabled and ctx.score_threshold >= 1.0:
-        out.append(f"{where}detect.context.score_threshold = {ctx.score_threshold:g}: no person or vehicle is "
-                   f"found, so no head zone, no vehicle crop and no plate zone")
     if ctx.enabled and "person" in ctx.classes and h.fallback:
         if h.person_score >= 1.0:
             out.append(f"heads.person_score = {h.person_score:g}: no person gets a head zone")
@@ -436,9 +428,6 @@ def stage_warnings(cfg: Config, camera_id: str | None = None) -> list[str]:
             out.append(f"heads.min_person_px = {h.min_person_px:g}: only persons taller than a 4K frame get a "
                        f"head zone")
     if ctx.enabled and VEHICLE in ctx.classes:
-        if v.guided and v.plate_threshold >= 1.0:
-            out.append(f"vehicles.plate_threshold = {v.plate_threshold:g}: the plate search in vehicle crops keeps "
-                       f"no box")
         if (v.guided or v.zones) and v.min_vehicle_px >= 3840:
             out.append(f"vehicles.min_vehicle_px = {v.min_vehicle_px:g}: only vehicles wider than a 4K frame get a "
                        f"crop or a plate zone")

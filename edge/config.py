@@ -37,6 +37,13 @@ CAMERA_KINDS = ("camera", "replay")
 # a bound on what a size can make it allocate.
 MAX_SIDE_PX = 16384
 MAX_PASSES = 8  # entries of a scales list: each is one more inference pass and session per frame
+# A score threshold at or above this keeps (almost) no box: over 150 dev images (25 each of wider_dev,
+# street_dev, berlin_dev, ro_dev, oi_dev, openalpr_dev; every box above 0.05, the default pipeline) YuNet-n's
+# faces (sqrt(cls*obj), native and horizon band) peaked at 0.948, yolox_plate's plates (obj*cls, whole frame
+# and crops) at 0.876, the context model's persons at 0.915, and 1 vehicle box of 1256 reached 0.95. Such a
+# value on a stage that protects faces or plates is blind, and the privacy self-test cannot see every pass
+# alone (the horizon band, the whole-frame plate pass): refused here.
+BLIND_SCORE = 0.95
 
 
 log = logging.getLogger(__name__)
@@ -422,6 +429,40 @@ class Config(_Checked):
             raise ConfigError(f"vehicles.zone_max_vehicle_px: 0 (every vehicle) or above vehicles.min_vehicle_px "
                               f"({v.min_vehicle_px:g}), got {v.zone_max_vehicle_px:g}: no vehicle would get a plate "
                               f"zone (vehicles.zones = false switches them off)")
+        self._refuse_blind_thresholds()
+
+    def _refuse_blind_thresholds(self) -> None:
+        """A protecting stage whose score threshold keeps no box is refused, in every [detect] and
+        [cameras.detect] section: its value means "off" by accident (switching a stage off is said with
+        its `enabled`, which check-config then reports)."""
+        def refuse(key: str, value: float, what: str, off: str) -> None:
+            if value >= BLIND_SCORE:
+                raise ConfigError(f"{key}: at {BLIND_SCORE} or above, {what} would keep (almost) no box (almost "
+                                  f"every real face, plate, person and vehicle scores below it), got {value:g}; a "
+                                  f"blind pass the privacy self-test may not see alone ({off} switches it off)")
+
+        sections = [("detect", self.detect), *((f"cameras[{i}].detect", c.detect)
+                                                for i, c in enumerate(self.cameras) if c.detect is not None)]
+        for where, section in sections:
+            for name, c in section.classes():
+                if not c.enabled:
+                    continue
+                key = f"{where}.{name}"
+                refuse(f"{key}.score_threshold", c.score_threshold, f"the {name} model", f"{key}.enabled = false")
+                for i, t in enumerate(c.thresholds):
+                    refuse(f"{key}.thresholds[{i}]", t, f"its pass {i}", f"{key}.enabled = false")
+                if c.tiles.enabled:
+                    refuse(f"{key}.tiles.score_threshold", c.tiles.score_threshold, f"the {name} tiles",
+                           f"{key}.tiles.enabled = false")
+                if c.extra_models:
+                    refuse(f"{key}.extra_score_threshold", c.extra_score_threshold, f"the {name} ensemble",
+                           f"{key}.extra_models = []")
+            if section.context.enabled:
+                refuse(f"{where}.context.score_threshold", section.context.score_threshold,
+                       "the context stage (head zones, vehicle crops, plate zones)", f"{where}.context.enabled = false")
+        if self.vehicles.guided:
+            refuse("vehicles.plate_threshold", self.vehicles.plate_threshold, "the plate search in vehicle crops",
+                   "vehicles.guided = false")
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:

@@ -101,6 +101,8 @@ BAD_SETTINGS = [
     "mask.blur_fraction=0.05", "detect.face.thresholds=[nan]", "detect.face.scales=[inf]",
     "detect.face.tiles.max_box_px=nan", "service.deadline_ms=nan", "runtime.threads=3000",
     "track.max_tracks=100000", "output.sndhwm=0",
+    # valid range, blind: a score threshold no real face or plate reaches (config.BLIND_SCORE)
+    "detect.face.tiles.score_threshold=1.0", "detect.plate.score_threshold=0.95", "vehicles.plate_threshold=1.0",
 ]
 
 

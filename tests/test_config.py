@@ -242,6 +242,59 @@ def test_settings_that_would_detect_nothing_or_cost_too_much_are_refused(tmp_pat
         config.load(write(tmp_path, text + CAMERA))
 
 
+OWN_CAMERA = '[[cameras]]\nid = "b"\nsource = "1"\n'  # before CAMERA: cameras[0]
+# A score threshold no real face, plate, person or vehicle reaches (config.BLIND_SCORE, 0.95) on a stage that
+# protects faces or plates: (table text with {t} for the threshold, the key the refusal names)
+BLIND_THRESHOLDS = [
+    ("[detect.face]\nscore_threshold = {t}\n", "detect.face.score_threshold"),
+    ("[detect.face]\nscales = [1.0, 2.0]\nthresholds = [0.3, {t}]\n", "detect.face.thresholds[1]"),
+    ("[detect.face.tiles]\nscore_threshold = {t}\n", "detect.face.tiles.score_threshold"),
+    ("[detect.face]\nextra_models = [\"yunet_s\"]\nextra_score_threshold = {t}\n", "detect.face.extra_score_threshold"),
+    ("[detect.plate]\nscore_threshold = {t}\n", "detect.plate.score_threshold"),
+    ("[detect.plate.tiles]\nenabled = true\nscore_threshold = {t}\n", "detect.plate.tiles.score_threshold"),
+    ("[detect.context]\nclasses = [\"vehicle\"]\n[detect.person]\nmodel = \"yolox_nano\"\nscore_threshold = {t}\n",
+     "detect.person.score_threshold"),  # any masked class
+    ("[detect.context]\nscore_threshold = {t}\n", "detect.context.score_threshold"),
+    ("[vehicles]\nplate_threshold = {t}\n", "vehicles.plate_threshold"),
+    (OWN_CAMERA + "[cameras.detect.face.tiles]\nscore_threshold = {t}\n",
+     "cameras[0].detect.face.tiles.score_threshold"),
+    (OWN_CAMERA + "[cameras.detect.context]\nscore_threshold = {t}\n", "cameras[0].detect.context.score_threshold"),
+]
+
+
+@pytest.mark.parametrize("t", ["0.95", "1.0"])
+@pytest.mark.parametrize("text, key", BLIND_THRESHOLDS)
+def test_a_blind_score_threshold_is_refused(tmp_path, text, key, t):
+    with pytest.raises(ConfigError, match=re.escape(f"{key}: at 0.95 or above, ") + r".* got " + t.rstrip(".0")):
+        config.load(write(tmp_path, text.replace("{t}", t) + CAMERA))
+    assert config.load(write(tmp_path, text.replace("{t}", "0.94") + CAMERA)).cameras  # under it: loads
+
+
+@pytest.mark.parametrize("text", [
+    # a stage that is off has no pass to blind: its threshold is not read
+    "[detect.plate]\nenabled = false\nscore_threshold = 1.0\n",
+    "[detect.face.tiles]\nenabled = false\nscore_threshold = 1.0\n",
+    "[detect.face]\nextra_score_threshold = 1.0\n",  # no extra_models
+    "[detect.context]\nenabled = false\nscore_threshold = 1.0\n",
+    "[vehicles]\nguided = false\nplate_threshold = 1.0\n",
+])
+def test_the_threshold_of_a_stage_that_is_off_is_not_refused(tmp_path, text):
+    assert config.load(write(tmp_path, text + CAMERA)).cameras
+
+
+def test_no_default_nor_shipped_config_comes_near_the_blind_bound():
+    """What stays usable: every threshold the project ships is at most 0.5, far under config.BLIND_SCORE."""
+    def thresholds(cfg):
+        for section in [cfg.detect, *(c.detect for c in cfg.cameras if c.detect is not None)]:
+            for _, c in section.classes():
+                yield from (c.score_threshold, *c.thresholds, c.tiles.score_threshold, c.extra_score_threshold)
+            yield section.context.score_threshold
+        yield cfg.vehicles.plate_threshold
+
+    cfgs = [Config(), *(config.load(p) for p in sorted((ROOT / "configs").glob("*.toml")))]
+    assert len(cfgs) > 5 and max(t for cfg in cfgs for t in thresholds(cfg)) <= 0.5 < config.BLIND_SCORE
+
+
 @pytest.mark.parametrize("text", [
     "[detect.face]\nscales = [1.0, 8.0]\nmin_box_px = [0.0, 0.0]\nmax_box_px = [0.0, 16.0]\n",
     "[detect.face.tiles]\nenabled = true\nmax_box_px = 48.0\n",

@@ -279,7 +279,7 @@ def test_real_pipeline_on_wider_dev(yunet_model):
     assert r["dropped_frames"] == 0
     assert 0.3 < r["protected_share"] <= 1.0
     assert 0 < r["overmask_share"] < 0.2
-    none = evaluate.evaluate(evaluate.pipeline_for(_faces_cfg(**{"detect.face.score_threshold": 1.0})).process,
+    none = evaluate.evaluate(evaluate.pipeline_for(_faces_cfg(**{"detect.face.min_box_px": (16384.0,)})).process,
                              items)
     assert none["protected"] == 0 and none["overmask_share"] == 0
 

@@ -60,7 +60,7 @@ def test_a_clip_runs_through_the_replay_pipeline(judge, clip, hold):
 
 
 def test_a_clip_where_nothing_is_painted_keeps_everything(judge):
-    idle = override(Config(), {"detect.face.score_threshold": 1.0, "detect.face.tiles.score_threshold": 1.0,
+    idle = override(Config(), {"detect.face.min_box_px": (16384.0,), "detect.face.tiles.enabled": False,
                                "detect.plate.enabled": False, "detect.context.enabled": False})
     path = footage.discover_clips(need(VIDEO), [PETS])[0]
     r = footage.evaluate_clips(idle, [path], judge, limit=2)[PETS]

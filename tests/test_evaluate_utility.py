@@ -154,7 +154,7 @@ def test_evaluate_set_reports_utility_in_the_runs_style(judge):
     assert u["person"]["found_raw"] > 0 and u["vehicle"]["found_raw"] > 0
     # paint destroys something here (the defaults zone every vehicle's plate), never more than all
     assert 0 <= u["vehicle"]["still_found"] < u["vehicle"]["found_raw"]
-    idle = override(cfg, {"detect.face.score_threshold": 1.0, "detect.face.tiles.score_threshold": 1.0,
+    idle = override(cfg, {"detect.face.min_box_px": (16384.0,), "detect.face.tiles.enabled": False,
                           "detect.plate.enabled": False, "detect.context.enabled": False})  # paints nothing: everything is still there
     same = evaluate.evaluate_set(evaluate.pipeline_for(idle).process, dev, judge=judge, style=idle.mask)
     assert same["overmask_share"] == 0

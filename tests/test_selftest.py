@@ -78,11 +78,28 @@ def test_the_defaults_clear_every_floor_with_margin():
 # Issue 21's valid-but-blind settings: each is a `--set` that `check-config` (which loads the models and runs
 # the self-test as `run` does) must now refuse, naming what fell below its floor (or, where the value had no
 # meaning but "none", the key: refused by the config's validation before any model loads).
+BLIND_SCORE = "at 0.95 or above, "  # a score threshold (almost) no real face, plate, person or vehicle reaches
 BLIND = [
-    (["detect.face.score_threshold=1.0"], "faces with face model alone"),  # the horizon band alone is not enough
-    (["detect.face.score_threshold=1.0", "detect.face.tiles.score_threshold=1.0"], "0 of 30 faces with face model alone"),
-    (["detect.plate.score_threshold=1.0", "vehicles.plate_threshold=1.0"], "0 of 14 plates with plate model alone"),
-    (["detect.context.score_threshold=1.0"], "0 of 30 faces with head zones alone"),
+    (["detect.face.score_threshold=1.0"], "--set detect.face.score_threshold=1.0: " + BLIND_SCORE + "the face model"),
+    (["detect.face.score_threshold=1.0", "detect.face.tiles.score_threshold=1.0"],
+     "--set detect.face.score_threshold=1.0: " + BLIND_SCORE),
+    # the horizon band and the whole-frame plate pass: the self-test's photos cannot see either alone
+    (["detect.face.tiles.score_threshold=1.0"], "--set detect.face.tiles.score_threshold=1.0: " + BLIND_SCORE
+     + "the face tiles would keep (almost) no box"),
+    (["detect.face.tiles.score_threshold=0.95"], "--set detect.face.tiles.score_threshold=0.95: " + BLIND_SCORE),
+    (["detect.face.thresholds=[0.99]"], "--set detect.face.thresholds=[0.99]: detect.face.thresholds[0]: "
+                                        + BLIND_SCORE + "its pass 0"),
+    (["detect.plate.score_threshold=1.0"], "--set detect.plate.score_threshold=1.0: " + BLIND_SCORE
+     + "the plate model"),
+    (["detect.plate.score_threshold=1.0", "vehicles.plate_threshold=1.0"], "--set detect.plate.score_threshold=1.0: "),
+    (["vehicles.plate_threshold=0.97"], "--set vehicles.plate_threshold=0.97: " + BLIND_SCORE
+     + "the plate search in vehicle crops"),
+    (["detect.context.score_threshold=1.0"], "--set detect.context.score_threshold=1.0: " + BLIND_SCORE
+     + "the context stage"),
+    # under the bound the self-test is in charge: a high threshold on the passes it sees alone falls
+    (["detect.face.score_threshold=0.9", "detect.face.tiles.score_threshold=0.9"], "faces with face model alone"),
+    (["detect.plate.score_threshold=0.9", "vehicles.plate_threshold=0.9"], "0 of 14 plates with plate model alone"),
+    (["detect.context.score_threshold=0.9"], "faces with head zones alone"),
     (["heads.min_person_px=16384"], "0 of 30 faces with head zones alone"),
     (["heads.person_score=1.0"], "0 of 30 faces with head zones alone"),
     (["heads.zone_per_height=0.001", "heads.zone_per_width=0.0"], "faces with head zones alone"),
@@ -93,7 +110,7 @@ BLIND = [
     (["detect.face.region=[0.0,0.0,0.01,0.01]"], "faces with face model alone"),
     (["detect.face.scales=[0.01]"], "faces with face model alone"),
     (["detect.face.min_box_px=[16384.0]"], "faces with face model alone"),
-    (["vehicles.plate_threshold=1.0"], "plates with plate model alone"),  # the crops blind, the whole-frame pass not
+    (["vehicles.plate_threshold=1.0"], "--set vehicles.plate_threshold=1.0: " + BLIND_SCORE),
     (["mask.margin=0.0", "mask.small_margin=0.0", "mask.min_margin_px=0", "heads.grow_side=0.0",
       "heads.grow_up=0.0", "heads.grow_down=0.0"], "faces (floor"),
 ]
@@ -107,17 +124,35 @@ def test_check_config_refuses_a_blind_setting_in_one_line(tmp_path, sets, fell):
     assert "Traceback" not in r.stderr
     [line] = r.stderr.strip().splitlines()
     assert line.startswith("invalid: ") and fell in line, line
-    if "self-test" in line:
+    if not fell.startswith("--set "):  # not refused by the validation: the self-test ran and fell
         assert line.startswith("invalid: self-test: camera front protects ")
         assert "[selftest] skip" in line  # and says how to opt out on purpose
 
 
-def test_a_camera_whose_own_thresholds_blind_it_is_named(tmp_path):
+@pytest.mark.parametrize("own, key", [
+    ("[cameras.detect.face]\nscore_threshold = 1.0\n", "cameras[1].detect.face.score_threshold"),
+    ("[cameras.detect.face.tiles]\nscore_threshold = 0.96\n", "cameras[1].detect.face.tiles.score_threshold"),
+    ("[cameras.detect.plate]\nthresholds = [0.3, 0.95]\nscales = [0.5, 1.0]\n",
+     "cameras[1].detect.plate.thresholds[1]"),
+    ("[cameras.detect.context]\nscore_threshold = 1.0\n", "cameras[1].detect.context.score_threshold"),
+])
+def test_a_camera_whose_own_threshold_is_blind_is_refused_by_validation(tmp_path, own, key):
+    """A camera's own [cameras.detect] value wins over a safe --set: a blind one is refused as the file loads,
+    before any model, with or without the --set."""
+    (tmp_path / "c.toml").write_text(CAMERA + '[[cameras]]\nid = "rear"\nsource = "1"\n' + own)
+    for flags in ([], ["--set", "detect.face.score_threshold=0.3"]):
+        r = edge("check-config", "--no-models", tmp_path / "c.toml", *flags)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        [line] = r.stderr.strip().splitlines()
+        assert line.startswith("invalid: ") and f"c.toml: {key}: {BLIND_SCORE}" in line, line
+
+
+def test_a_camera_whose_own_settings_blind_it_is_named(tmp_path):
     """Per-camera [cameras.detect] values win over a safe --set: the camera that went blind is refused."""
     (tmp_path / "c.toml").write_text(CAMERA + '[[cameras]]\nid = "rear"\nsource = "1"\n'
-                                     '[cameras.detect.face]\nscore_threshold = 1.0\n'
-                                     '[cameras.detect.face.tiles]\nscore_threshold = 1.0\n')
-    r = edge("check-config", tmp_path / "c.toml", "--set", "detect.face.score_threshold=0.3")
+                                     '[cameras.detect.face]\nmin_box_px = [16384.0]\n'
+                                     '[cameras.detect.face.tiles]\nenabled = false\n')
+    r = edge("check-config", tmp_path / "c.toml", "--set", "detect.face.min_box_px=[0.0]")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "self-test: camera rear protects 0 of 30 faces with face model alone" in r.stderr
     assert "camera front" not in r.stderr  # the camera on the defaults passed
@@ -125,16 +160,12 @@ def test_a_camera_whose_own_thresholds_blind_it_is_named(tmp_path):
 
 @pytest.mark.parametrize("sets, warning", [
     ([], None),
-    (["detect.face.score_threshold=1.0"], "camera front: detect.face.score_threshold = 1: its whole-frame passes keep no box"),
-    # blind passes the self-test cannot see (its faces are found natively, its plates in vehicle crops): warned
-    (["detect.face.tiles.score_threshold=1.0"], "detect.face.tiles.score_threshold: the tiles keep no box"),
-    (["detect.plate.score_threshold=1.0"], "detect.plate.score_threshold = 1: its whole-frame passes keep no box"),
+    # a blind score threshold no longer gets here: refused by the validation (BLIND above)
+    (["detect.face.score_threshold=0.9"], None),
     (["detect.plate.region=[0.0,0.0,0.1,0.1]"], "detect.plate.region = [0.0, 0.0, 0.1, 0.1]: its passes look at under 5%"),
     (["detect.face.scales=[0.01]"], "detect.face.scales = [0.01]: the frame shrunk to under a tenth"),
-    (["detect.context.score_threshold=1.0"], "no person or vehicle is found, so no head zone"),
     (["heads.person_score=1.0"], "heads.person_score = 1: no person gets a head zone"),
     (["heads.min_person_px=16384"], "heads.min_person_px = 16384: only persons taller than a 4K frame"),
-    (["vehicles.plate_threshold=1.0"], "vehicles.plate_threshold = 1: the plate search in vehicle crops keeps no box"),
     (["vehicles.min_vehicle_px=16384"], "vehicles.min_vehicle_px = 16384: only vehicles wider than a 4K frame"),
     (["detect.plate.enabled=false"], "detect.plate.enabled = false: no plate model runs"),
 ])
@@ -151,7 +182,8 @@ def test_check_config_says_what_each_stage_does_and_warns_where_a_value_disables
     assert "self-test: not run (--no-models" in r.stdout
 
 
-BLIND_SET = ["--set", "detect.face.score_threshold=1.0", "--set", "detect.face.tiles.score_threshold=1.0"]
+# valid, and blind to every face of the reference set: only faces larger than any frame, no horizon band
+BLIND_SET = ["--set", "detect.face.min_box_px=[16384.0]", "--set", "detect.face.tiles.enabled=false"]
 
 
 @pytest.mark.parametrize("command", ["run", "replay", "batch"])
@@ -172,6 +204,24 @@ def test_the_commands_refuse_to_start_below_a_floor(tmp_path, command):
     assert not out.exists() or not any(out.rglob("*.png"))  # nothing was written
     if command == "batch":
         assert "Ray" not in r.stderr and not out.exists()  # refused in the driver, before Ray or any input
+
+
+@pytest.mark.parametrize("command", ["run", "replay", "batch"])
+def test_the_commands_refuse_a_blind_threshold_before_any_model_loads(tmp_path, command):
+    """The same validation as check-config's: the horizon band's threshold, which the self-test cannot see alone."""
+    out, blind = tmp_path / "out", ["--set", "detect.face.tiles.score_threshold=1.0"]
+    if command == "run":
+        (tmp_path / "c.toml").write_text(f'[output]\nkind = "folder"\ndir = "{out}"\n[[cameras]]\nid = "cam"\n'
+                                         f'kind = "replay"\nsource = "{need(VIDEO / CLIP)}"\nrealtime = false\n')
+        r = edge("run", "-c", tmp_path / "c.toml", *blind)
+    else:
+        r = edge(command, need(VIDEO / CLIP), "--output-dir", out, *blind)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    [line] = [x for x in r.stderr.splitlines() if "tiles.score_threshold" in x]
+    assert "--set detect.face.tiles.score_threshold=1.0: " + BLIND_SCORE in line
+    assert "self-test" not in r.stderr.replace("the privacy self-test may not see", "")  # refused before it runs
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_a_deliberate_skip_is_loud_and_on_every_record(tmp_path):
