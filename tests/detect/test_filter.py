@@ -177,6 +177,7 @@ def test_config_switch(graph_filter):
 
     cfg = override(Config(), {"runtime.graph_preprocess": True, "runtime.graph_filter": graph_filter,
                               "detect.plate.enabled": True, "detect.plate.scales": [1.0],
+                              "detect.plate.model": "lpd_yunet",  # a family with an in-graph filter
                               "detect.context.enabled": False})
     det = build_detector(cfg)
     try:

@@ -82,7 +82,8 @@ def offset_config(tmp_path) -> Path:
                              hashlib.sha256(data).hexdigest()))
         (cards / card.name).write_text(text)
     path = tmp_path / "c.toml"
-    path.write_text(f'[models]\ncards_dir = "{cards}"\nmirrors = ["{mirror}", "{MODELS}"]\n'
+    # our own plate model lies beside its card in models/: the copied cards need it as a mirror
+    path.write_text(f'[models]\ncards_dir = "{cards}"\nmirrors = ["{mirror}", "{MODELS}", "{ROOT / "models"}"]\n'
                     f'[[cameras]]\nid = "front"\nsource = "0"\n')
     return path
 
