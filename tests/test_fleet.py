@@ -38,16 +38,22 @@ def audit(folder: Path) -> tuple[dict, dict]:
     return start, end
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    if not CLIP.exists():
+def lossless_head(source: Path, frames: int, fps: float, path: Path) -> Path:
+    """The first `frames` frames of a shared clip as an FFV1 .mkv at `path` (skips when the clip is missing)."""
+    if not source.exists():
         pytest.skip("shared clip missing")
-    path = tmp_path_factory.mktemp("clips") / "drive.mkv"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 25.0, (1280, 720))
-    for image in video_frames(CLIP)[:FRAMES]:
+    images = video_frames(source)[:frames]
+    h, w = images[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
+    for image in images:
         writer.write(image)
     writer.release()
     return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return lossless_head(CLIP, FRAMES, 25.0, tmp_path_factory.mktemp("clips") / "drive.mkv")
 
 
 @pytest.fixture(scope="module")
@@ -327,14 +333,7 @@ SMALL = ["-c", str(ROOT / "configs" / "fast-faces-only.toml"), "--set", "fleet.c
 @pytest.fixture(scope="module")
 def small_clip(tmp_path_factory) -> Path:
     """12 frames of the pedestrian clip, lossless: 6 chunks of 2."""
-    if not PETS.exists():
-        pytest.skip("shared clip missing")
-    path = tmp_path_factory.mktemp("small") / "pets.mkv"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 10.0, (480, 360))
-    for image in video_frames(PETS)[:12]:
-        writer.write(image)
-    writer.release()
-    return path
+    return lossless_head(PETS, 12, 10.0, tmp_path_factory.mktemp("small") / "pets.mkv")
 
 
 def private_tmp() -> Path:
