@@ -116,3 +116,20 @@ def test_tensorrt_without_gpu_lands_on_cpu_and_says_so(caplog):
     with pytest.raises(ProviderUnavailable):
         OnnxModel(path, name="yunet_n", sha256=YUNET_SHA,
                   options=SessionOptions(provider="tensorrt", require_provider=True))
+
+
+@pytest.mark.parametrize("spin, entry", [(False, "0"), (True, "1")])
+def test_spinning_reaches_the_session(spin, entry):
+    # several sessions share the cores one after another: idle pools must not spin by default
+    model = OnnxModel(need(MODELS / "yunet_n_dynamic.onnx"), name="yunet_n", sha256=YUNET_SHA,
+                      options=SessionOptions(spin=spin))
+    assert model.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == entry
+
+
+def test_config_spin_defaults_off_and_is_a_bool():
+    from edge.config import Config, ConfigError, override
+
+    assert Config().runtime.spin is False
+    assert override(Config(), {"runtime.spin": True}).runtime.spin is True
+    with pytest.raises(ConfigError, match="spin"):
+        override(Config(), {"runtime.spin": 2})

@@ -23,6 +23,11 @@ class SessionOptions:
     provider: str = "cpu"  # cpu | cuda | tensorrt
     require_provider: bool = False  # refuse to run when the asked-for provider is not the one used
     threads: int = 0  # onnxruntime intra-op threads; 0 = its choice
+    # onnxruntime's intra-op threads spin-wait after each run by default. The pipeline runs several
+    # sessions one after another on the same cores (faces, plates, context, vehicle crops), and the idle
+    # pools' spinning takes the cores from the session that works: 2 cores, 1080p defaults, 349 ms p50
+    # spinning vs 280 ms not (scripts/profile_latency.py). Worth it only with one session per core set.
+    spin: bool = False
     device_id: int = 0
     # cuDNN convolution algorithm choice per input shape: "exhaustive" times every algorithm once
     # per shape (onnxruntime's default; the warm-up pays it), "heuristic" and "default" skip that.

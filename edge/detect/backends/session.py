@@ -117,6 +117,7 @@ class OnnxModel:
         so.log_severity_level = 3  # onnxruntime's per-initializer warnings would drown real problems
         if options.threads:
             so.intra_op_num_threads = options.threads
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spin else "0")
         self.session = create_session(data, so, options, f"{name} ({self.path})")
         self.provider = self.session.get_providers()[0]
         wanted = PROVIDERS[options.provider][0]
