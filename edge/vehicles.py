@@ -84,6 +84,9 @@ class VehicleParams:
     # and found by the model when it shows; its zone is most of the fallback's paint (berlin_dev: vehicles
     # of 400+ px hold 4% of frame area in zones, 28 of 130 plates)
     zone_max_vehicle_px: float = 0.0
+    # a plate scored below this is painted but does not excuse its vehicle from a zone: the plate model's
+    # weak boxes are cheap to paint and often the plate, yet often a grille or a sticker beside it
+    zone_plate_score: float = 0.0
     # occupants: the face model on the windscreen band of each vehicle, zoomed
     occupants: bool = False
     band_top: float = 0.0  # the band: from this fraction of the vehicle box's height...
@@ -118,6 +121,7 @@ class VehicleParams:
         within(self, "zone_width", 0.05, 1.0)
         within(self, "zone_height", 0.05, 1.0)
         within(self, "zone_max_vehicle_px", 0.0, 16384.0)
+        within(self, "zone_plate_score", 0.0, 1.0)
         within(self, "band_top", 0.0, 0.9)
         within(self, "band_bottom", 0.1, 1.0)
         if not self.band_bottom > self.band_top:
@@ -271,7 +275,8 @@ class PlateZoneStage:
         w = widths(vehicles)
         wide = np.flatnonzero((w >= self.params.min_vehicle_px)
                               & ((w < self.params.zone_max_vehicle_px) | (self.params.zone_max_vehicle_px == 0)))
-        need = wide[plateless(vehicles[wide], masked.xyxy[is_plate], self.params.plate_in_vehicle)]
+        sure = is_plate & (masked.score >= self.params.zone_plate_score)
+        need = wide[plateless(vehicles[wide], masked.xyxy[sure], self.params.plate_in_vehicle)]
         if not len(need):
             return masked
         found = zones(vehicles[need], self.params, shape[1])

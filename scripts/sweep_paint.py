@@ -14,6 +14,9 @@
    protected when >= 70% of its pixels are painted; over-masking = paint outside every labelled box.
 3. Per set and point: protected share per class, over-masking, and the plate-zone fallback's share of it
    (zones per frame, share of the detected vehicles that got one, zone paint outside labelled boxes).
+   A grid key `min_score.CLASS` (e.g. `--grid min_score.plate=0.2,0.3`) drops that class's cached
+   detections below the score before painting: a threshold sweep on one cache collected at the lowest
+   threshold (the whole-frame pass and the crops' plates share the class, so they share the threshold).
    With `--utility`: the share of persons and vehicles the judge (edge.eval.utility, as `edge-anon eval`
    judges) finds on the raw image that it still finds once the regions are painted in the point's
    mask.style (so `--grid mask.style=pixelate,blur,solid` compares styles on the same regions).
@@ -71,8 +74,9 @@ class Useful:
         tally.add(*utility.kept_flags(self.raw[key], self.judge.find(masked)))
 
 
-def score_point(cfg, sets, cache: dict, useful: Useful | None = None) -> dict:
+def score_point(cfg, sets, cache: dict, useful: Useful | None = None, min_score: dict | None = None) -> dict:
     classes = compose.class_table(cfg)
+    floors = {classes.id(name): float(v) for name, v in (min_score or {}).items()}
     stages = compose.paint_stages(cfg, classes)
     tight = mask.tight_ids(classes)
     zone_id = classes.id(veh.PLATE_ZONE) if veh.PLATE_ZONE in classes.names else -1
@@ -86,6 +90,8 @@ def score_point(cfg, sets, cache: dict, useful: Useful | None = None) -> dict:
             key = f"{dev.name}/{item.path.name}"
             raw, shape = cache[key], tuple(cache[key + "#shape"].tolist())
             dets = Detections(raw[:, :4].copy(), raw[:, 4].copy(), raw[:, 5].astype(np.int32))
+            for cid, floor in floors.items():
+                dets = dets.take(np.flatnonzero((dets.class_id != cid) | (dets.score >= floor)))
             masked, context = split(dets, classes)
             for stage in stages:
                 masked = stage.to_paint(masked, context, shape)
@@ -144,13 +150,16 @@ def main() -> int:
     axes = [(k, v.split(",")) for k, _, v in (g.partition("=") for g in args.grid)]
     points, useful = [], Useful(cfg) if args.utility else None
     for values in itertools.product(*[v for _, v in axes]) if axes else [()]:
-        overrides = [f"{k}={v}" for (k, _), v in zip(axes, values)]
+        chosen = [f"{k}={v}" for (k, _), v in zip(axes, values)]
+        overrides = [o for o in chosen if not o.startswith("min_score.")]
+        floors = {o.partition("=")[0].removeprefix("min_score."): o.partition("=")[2] for o in chosen
+                  if o.startswith("min_score.")}
         if compose.class_table(compose.load_config(args.config, [*args.set, *overrides])) != compose.class_table(cfg):
             raise SystemExit(f"sweep_paint: {' '.join(overrides)} changes the run's classes; the cached detections "
                              f"do not fit it (switch a stage off by its thresholds instead, or use a fresh --cache)")
-        res = score_point(compose.load_config(args.config, [*args.set, *overrides]), sets, cache, useful)
-        points.append({"overrides": overrides, "sets": res})
-        print(" ".join(overrides) or "(config as is)")
+        res = score_point(compose.load_config(args.config, [*args.set, *overrides]), sets, cache, useful, floors)
+        points.append({"overrides": chosen, "sets": res})
+        print(" ".join(chosen) or "(config as is)")
         for name, r in res.items():
             cls = "  ".join(f"{c} {r[c]['protected'] * 100:.1f}%" for c in ("face", "plate") if c in r)
             print(f"  {name:13s} {cls:28s} over-masking {r['overmask'] * 100:.2f}%  zones/frame "

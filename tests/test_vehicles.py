@@ -178,7 +178,7 @@ def test_without_vehicles_in_the_context_stage_plates_are_left_alone():
     ("max_aspect", 0.5), ("max_width_share", 0.0), ("zone_y", 1.5), ("zone_width", 0.0), ("band_bottom", 0.0),
     ("face_threshold", 2.0), ("keep_below_px", -1.0), ("crop_lower", 0.0), ("zone_max_vehicle_px", -1.0),
     ("lone_max_px", float("nan")), ("flat_aspect", 0.5), ("flat_width", 1.5), ("flat_score", -0.1),
-    ("zone_lean", 2.0), ("zone_lean", float("nan")),
+    ("zone_lean", 2.0), ("zone_lean", float("nan")), ("zone_plate_score", 1.5), ("zone_plate_score", -0.1),
 ])
 def test_bad_vehicle_settings_are_refused_in_one_line(key, value):
     with pytest.raises(ConfigError) as e:
@@ -237,3 +237,17 @@ def test_zones_only_for_possible_vehicles_and_scored_as_them(car, score, zoned):
     out = veh.PlateZoneStage(VehicleParams(), CLASSES).to_paint(Detections(), dets, (300, 600))
     assert out.class_id.tolist() == ([ZONE] if zoned else [])
     assert out.score.tolist() == pytest.approx([score] if zoned else [])
+
+
+@pytest.mark.parametrize("plate_score, zone_plate_score, expected", [
+    (0.15, 0.0, [PLATE]),  # any kept plate excuses its vehicle (the old rule)
+    (0.15, 0.2, [PLATE, ZONE]),  # a weak plate is painted, and the vehicle keeps its zone
+    (0.25, 0.2, [PLATE]),  # a plate at or above zone_plate_score excuses it
+    (0.2, 0.2, [PLATE]),
+])
+def test_weak_plates_do_not_excuse_their_vehicle_from_a_zone(plate_score, zone_plate_score, expected):
+    plate = Detections(boxes([370, 225, 430, 243]), np.array([plate_score], np.float32), np.array([PLATE], np.int32))
+    car = Detections(boxes(CAR), np.array([0.9], np.float32), np.array([VEHICLE], np.int32))
+    out = veh.PlateZoneStage(VehicleParams(zone_plate_score=zone_plate_score), CLASSES).to_paint(plate, car, (300, 600))
+    assert sorted(out.class_id.tolist()) == sorted(expected)
+    assert out.xyxy[0].tolist() == plate.xyxy[0].tolist()  # the plate itself is always kept
