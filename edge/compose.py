@@ -396,7 +396,8 @@ def stages(cfg: Config, camera_id: str | None = None) -> str:
                 (v.occupants, f"occupants' faces in windscreen bands ({section.face.model})"),
                 (v.filter, "implausible plate boxes dropped"),
                 (v.zones, f"plate zones of plateless vehicles (vehicles {widths}; zone {v.zone_width:g} x "
-                          f"{v.zone_height:g} of the vehicle box)")) if on]
+                          f"{v.zone_height:g} of the vehicle box; a plate excuses its vehicle from >= "
+                          f"{v.zone_plate_score:g})")) if on]
     h = cfg.heads
     if h.grow_side or h.grow_up or h.grow_down:
         parts.append(f"faces grown to heads (side {h.grow_side:g}, up {h.grow_up:g}, down {h.grow_down:g})")

@@ -35,9 +35,9 @@ def one_image(cfg, car, plate_found):
 
 @pytest.mark.parametrize("found, zones, overmask", [
     (True, 0, 0.0),  # the plate found and painted as boxed: no zone, nothing outside the label
-    # no plate found: the centred car's zone, 0.65 x 100 by 0.45 x 50 px at y 125 + 0.62 x 50, covers the plate;
-    # its 65 x 22.5 px (rounded out to 66 x 24) minus the 40 x 10 plate is over-masking
-    (False, 1, (66 * 24 - 400) / 80000),
+    # no plate found: the centred car's zone, 0.5 x 100 by 0.45 x 50 px at y 125 + 0.62 x 50, covers the plate;
+    # its 50 x 22.5 px (rounded out to 50 x 24) minus the 40 x 10 plate is over-masking
+    (False, 1, (50 * 24 - 400) / 80000),
 ])
 def test_zones_fire_only_for_plateless_vehicles_and_their_cost_is_counted(sweep, found, zones, overmask):
     cfg = compose.load_config(None, CFG)
@@ -47,6 +47,15 @@ def test_zones_fire_only_for_plateless_vehicles_and_their_cost_is_counted(sweep,
     assert r["zones_per_frame"] == zones and r["zoned_vehicle_share"] == zones
     assert r["overmask"] == pytest.approx(overmask, abs=1e-5)
     assert r["zone_only_overmask"] == pytest.approx(overmask, abs=1e-5)
+
+
+@pytest.mark.parametrize("floor, zones", [(0.5, 0), (0.8, 0), (0.9, 1)])
+def test_a_min_score_replays_a_higher_threshold(sweep, floor, zones):
+    # the cached plate (0.8) is dropped below the floor: its car then gets a zone
+    cfg = compose.load_config(None, CFG)
+    sets, cache = one_image(cfg, [150, 125, 250, 175], True)
+    r = sweep.score_point(cfg, sets, cache, min_score={"plate": floor})["set"]
+    assert r["zones_per_frame"] == zones and r["plate"]["protected"] == 1.0
 
 
 def test_a_flat_weak_box_spawns_no_zone(sweep):
