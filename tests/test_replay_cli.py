@@ -125,6 +125,8 @@ def test_a_terminal_gets_the_progress_line_and_the_summary_and_the_log_goes_wher
     if log_in_file:
         text = log.read_text()
         assert "stats {" in text and "ready: " in text and "replay: complete" not in text
+        models = text.split("ready: ", 1)[1].splitlines()[0].split("models ", 1)[1].split(", ")
+        assert len(models) == len(set(models))  # a model run in two stages is named once
 
 
 def test_no_progress_when_stderr_is_not_a_terminal_but_the_summary_is_there(tmp_path, faces_folder):

@@ -235,7 +235,7 @@ class Service:
             t.start()
         self.notifier.ready(self.status_line())
         log.info("ready: %d camera(s), models %s", len(threads),
-                 ", ".join(f"{n}@{s[:12]}" for n, s in self.detector.models))
+                 ", ".join(f"{n}@{s[:12]}" for n, s in dict.fromkeys(self.detector.models)))
         interval = self.cfg.service.stats_interval_s
         next_stats, next_status = now + interval, now + STATUS_INTERVAL_S
         while any(t.is_alive() for t in threads) and not self.stop.wait(0.2):
