@@ -89,9 +89,11 @@ class VehicleParams:
     zone_width: float = 0.5  # zone size, fractions of the vehicle box's width / height
     zone_height: float = 0.45
     # vehicles at least this wide (frame px) get no zone; 0 = every vehicle. A near vehicle's plate is large
-    # and found by the model when it shows; its zone is most of the fallback's paint (berlin_dev: vehicles
-    # of 400+ px hold 4% of frame area in zones, 28 of 130 plates)
-    zone_max_vehicle_px: float = 0.0
+    # (~130 px on a 500 px car) and found by the model when it shows; its zone is much of the fallback's
+    # paint. 500 against 0, the four plate sets (scripts/sweep_paint.py, out/sweep_zmax*.json): no plate lost
+    # on any, over-masking berlin_dev 2.91 -> 2.33%, oi_dev 7.14 -> 6.45%, openalpr_dev 5.47 -> 5.02%, ro_dev
+    # 4.42 -> 4.34%, vehicles still found as many or more; 300 loses an oi_dev plate, 250 a berlin_dev one
+    zone_max_vehicle_px: float = 500.0
     # a plate scored below this is painted but does not excuse its vehicle from a zone: the plate model's
     # weak boxes are cheap to paint and often the plate, yet often a grille or a sticker beside it (berlin_dev,
     # crops at 0.1: 0 loses 2 plates of 130 to such boxes beside the plate, 0.2 none)

@@ -106,7 +106,9 @@ BLIND = [
     (["vehicles.zone_max_vehicle_px=1"], "--set vehicles.zone_max_vehicle_px=1: 0 (every vehicle) or above "
                                           "vehicles.min_vehicle_px (40), got 1: no vehicle would get a plate zone"),
     (["vehicles.zone_width=0.05", "vehicles.zone_height=0.05"], "plates with plate zones alone"),
-    (["vehicles.min_vehicle_px=16384"], "0 of 14 plates with plate zones alone"),
+    (["vehicles.zone_max_vehicle_px=0", "vehicles.min_vehicle_px=16384"], "0 of 14 plates with plate zones alone"),
+    (["vehicles.min_vehicle_px=16384"], "--set vehicles.min_vehicle_px=16384: vehicles.zone_max_vehicle_px: 0 (every "
+                                        "vehicle) or above vehicles.min_vehicle_px (16384), got 500"),
     (["detect.face.region=[0.0,0.0,0.01,0.01]"], "faces with face model alone"),
     (["detect.face.scales=[0.01]"], "faces with face model alone"),
     (["detect.face.min_box_px=[16384.0]"], "faces with face model alone"),
@@ -166,7 +168,8 @@ def test_a_camera_whose_own_settings_blind_it_is_named(tmp_path):
     (["detect.face.scales=[0.01]"], "detect.face.scales = [0.01]: the frame shrunk to under a tenth"),
     (["heads.person_score=1.0"], "heads.person_score = 1: no person gets a head zone"),
     (["heads.min_person_px=16384"], "heads.min_person_px = 16384: only persons taller than a 4K frame"),
-    (["vehicles.min_vehicle_px=16384"], "vehicles.min_vehicle_px = 16384: only vehicles wider than a 4K frame"),
+    (["vehicles.zone_max_vehicle_px=0", "vehicles.min_vehicle_px=16384"],
+     "vehicles.min_vehicle_px = 16384: only vehicles wider than a 4K frame"),
     (["detect.plate.enabled=false"], "detect.plate.enabled = false: no plate model runs"),
 ])
 def test_check_config_says_what_each_stage_does_and_warns_where_a_value_disables_it(tmp_path, sets, warning):
