@@ -60,18 +60,27 @@ def check_stop(stop: StopCheck | None, step: str) -> None:
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """The config file (or the built-in defaults when `path` is None) with `KEY=VALUE` overrides applied."""
     cfg = config_mod.load(path) if path else Config()
+    changes, typed = {}, {}
     for item in overrides or ():
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         key = key.strip()
-        try:
-            cfg = config_mod.override(cfg, {key: config_mod.parse_value(value.strip())})
-        except ConfigError as e:
-            # name the flag as typed, once: the loader's own message repeats the key (`override k: k: ...`)
-            detail = str(e).removeprefix(f"override {key}: ").removeprefix(f"{key}: ")
-            raise ConfigError(f"--set {item}: {detail}") from None
-    return cfg
+        changes.pop(key, None)  # a key set twice: the last wins, in the order given
+        changes[key], typed[key] = config_mod.parse_value(value.strip()), item
+    if not changes:
+        return cfg
+    try:
+        # all at once, validated once: the result counts, not the order (a limit lifted after the value it
+        # limits is as good as before it)
+        return config_mod.override(cfg, changes)
+    except ConfigError as e:
+        detail = str(e).removeprefix(f"override {', '.join(changes)}: ")
+        # name the flag as typed, once: the loader's message starts with the key it refuses
+        key = next((k for k in changes if detail == k or detail.startswith(f"{k}:")), None)
+        if key is not None:
+            raise ConfigError(f"--set {typed[key]}: {detail.removeprefix(f'{key}: ')}") from None
+        raise ConfigError(f"--set {' '.join(typed[k] for k in changes)}: {detail}") from None
 
 
 def class_table(cfg: Config) -> ClassTable:

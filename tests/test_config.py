@@ -230,6 +230,32 @@ def test_bad_override_value_is_refused_by_name(table, key, value):
         load_config(None, [f"{table}.{key}={value}"])
 
 
+@pytest.mark.parametrize("sets", [
+    ["vehicles.zone_max_vehicle_px=0", "vehicles.min_vehicle_px=600"],
+    ["vehicles.min_vehicle_px=600", "vehicles.zone_max_vehicle_px=0"],  # the limit lifted after: as good
+])
+def test_overrides_are_validated_together_whatever_their_order(sets):
+    from edge.compose import load_config
+
+    v = load_config(None, sets).vehicles
+    assert (v.min_vehicle_px, v.zone_max_vehicle_px) == (600, 0)
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["vehicles.min_vehicle_px=600"], "--set vehicles.min_vehicle_px=600: vehicles.zone_max_vehicle_px: 0 (every "
+                                      "vehicle) or above"),  # the value the user set is named, not the default
+    (["mask.style=solid", "vehicles.zone_y=1.5"], "--set vehicles.zone_y=1.5: must be within 0.0..1.0"),
+    (["vehicles.zone_y=0.5", "vehicles.zone_y=1.5"], "--set vehicles.zone_y=1.5: "),  # the last of a key wins
+    (["mask.margin=nan", "mask.style=solid"], "--set mask.margin=nan: must be a finite number"),
+])
+def test_a_refused_override_names_its_flag_once(sets, message):
+    from edge.compose import load_config
+
+    with pytest.raises(ConfigError) as e:
+        load_config(None, sets)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value) and "override" not in str(e.value)
+
+
 @pytest.mark.parametrize("text, key", [
     # a box-size window that no box passes: that pass (or the tiles) would silently detect nothing
     ("[detect.face]\nscales = [1.0]\nmin_box_px = [40.0]\nmax_box_px = [30.0]\n", "detect.face.max_box_px[0]"),
