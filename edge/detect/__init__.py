@@ -10,7 +10,8 @@ from edge.timing import Stopwatch
 
 
 class Detector(Protocol):
-    #: (name, sha256) of every model this detector runs, for headers and audit records
+    #: (name, sha256) of every model this detector runs, each once (a model two stages run is one model),
+    #: for headers and audit records
     models: tuple[tuple[str, str], ...]
     #: the onnxruntime providers its models actually run on, for STATUS= and the metrics
     providers: tuple[str, ...]

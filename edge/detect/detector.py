@@ -132,6 +132,11 @@ class OnnxDetector(_ClassDetector):
         return groups
 
 
+def distinct_models(detectors) -> tuple[tuple[str, str], ...]:
+    """The members' (name, sha256) in member order, each once: a model two stages run is one model."""
+    return tuple(dict.fromkeys(m for d in detectors for m in d.models))
+
+
 def to_detections(c: Candidates, class_id: int, nms_iou: float) -> Detections:
     """The merged candidates of one frame as validated Detections: a decoder's output is checked here, once."""
     kept = c.take(merge(c, nms_iou))
@@ -146,7 +151,7 @@ class EnsembleDetector(_ClassDetector):
             raise ValueError("an ensemble needs at least one member, all of one class")
         self.members, self.nms_iou = list(members), nms_iou
         self.class_id = members[0].class_id
-        self.models = tuple(m for d in self.members for m in d.models)
+        self.models = distinct_models(self.members)
         self.providers = tuple(p for d in self.members for p in d.providers)
         self.passes = tuple(p for d in self.members for p in d.passes)
 
@@ -179,7 +184,7 @@ class MultiDetector:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.detectors = list(detectors)
-        self.models = tuple(m for d in self.detectors for m in d.models)
+        self.models = distinct_models(self.detectors)
         self.providers = tuple(sorted({p for d in self.detectors for p in d.providers}))
         self.timeout_s = timeout_s
         # the first member runs on the caller's thread; the pool only takes the others

@@ -18,6 +18,7 @@ import numpy as np
 
 from edge import vehicles as veh
 from edge.detect import Detector
+from edge.detect.detector import distinct_models
 from edge.frame import Detections
 from edge.timing import Stopwatch
 
@@ -46,7 +47,7 @@ class GuidedDetector:
         self.context, self.vehicle_id, self.params = context, vehicle_id, params
         self.plates, self.faces = plates, faces
         members = [d for d in (context, plates, faces) if d is not None]
-        self.models = tuple(m for d in members for m in d.models)
+        self.models = distinct_models(members)
         self.providers = tuple(sorted({p for d in members for p in d.providers}))
 
     def detect(self, image: np.ndarray, watch: Stopwatch | None = None) -> Detections:

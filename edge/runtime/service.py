@@ -235,7 +235,7 @@ class Service:
             t.start()
         self.notifier.ready(self.status_line())
         log.info("ready: %d camera(s), models %s", len(threads),
-                 ", ".join(f"{n}@{s[:12]}" for n, s in dict.fromkeys(self.detector.models)))
+                 ", ".join(f"{n}@{s[:12]}" for n, s in self.detector.models))
         interval = self.cfg.service.stats_interval_s
         next_stats, next_status = now + interval, now + STATUS_INTERVAL_S
         while any(t.is_alive() for t in threads) and not self.stop.wait(0.2):
@@ -404,7 +404,7 @@ def model_records(detector, camera_detectors: dict, cameras: list[str]) -> list[
     """Every model that runs, once, with its sha256 and the cameras it runs for (audit record, metrics)."""
     users: dict[tuple[str, str], list[str]] = {}
     for cam in cameras:
-        for model in dict.fromkeys(camera_detectors.get(cam, detector).models):  # a model run by two stages: once
+        for model in camera_detectors.get(cam, detector).models:
             users.setdefault(tuple(model), []).append(cam)
     return [{"name": n, "sha256": s, "cameras": cams} for (n, s), cams in users.items()]
 

@@ -51,6 +51,13 @@ class Fake:
         pass
 
 
+def test_a_model_two_members_run_is_named_once():
+    # two stages running the same model (the plate model on the whole frame and in vehicle crops)
+    face, plate, crops = Fake(FACE), Fake(PLATE), Fake(PLATE)
+    multi = MultiDetector([face, plate, crops], concurrent=False)
+    assert multi.models == (face.models[0], plate.models[0])
+
+
 def test_members_overlap_in_time_and_share_the_frame():
     """The face member blocks until the plate member has started: only a concurrent run gets past that."""
     started = threading.Event()
