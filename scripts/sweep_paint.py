@@ -151,13 +151,13 @@ def main() -> int:
     points, useful = [], Useful(cfg) if args.utility else None
     for values in itertools.product(*[v for _, v in axes]) if axes else [()]:
         chosen = [f"{k}={v}" for (k, _), v in zip(axes, values)]
-        overrides = [o for o in chosen if not o.startswith("min_score.")]
-        floors = {o.partition("=")[0].removeprefix("min_score."): o.partition("=")[2] for o in chosen
-                  if o.startswith("min_score.")}
-        if compose.class_table(compose.load_config(args.config, [*args.set, *overrides])) != compose.class_table(cfg):
+        overrides = [f"{k}={v}" for (k, _), v in zip(axes, values) if not k.startswith("min_score.")]
+        floors = {k.removeprefix("min_score."): v for (k, _), v in zip(axes, values) if k.startswith("min_score.")}
+        point = compose.load_config(args.config, [*args.set, *overrides])
+        if compose.class_table(point) != compose.class_table(cfg):
             raise SystemExit(f"sweep_paint: {' '.join(overrides)} changes the run's classes; the cached detections "
                              f"do not fit it (switch a stage off by its thresholds instead, or use a fresh --cache)")
-        res = score_point(compose.load_config(args.config, [*args.set, *overrides]), sets, cache, useful, floors)
+        res = score_point(point, sets, cache, useful, floors)
         points.append({"overrides": chosen, "sets": res})
         print(" ".join(chosen) or "(config as is)")
         for name, r in res.items():
