@@ -24,6 +24,8 @@ ray = pytest.importorskip("ray")
 CLIP = VIDEO / "udacity_CarND-Vehicle-Detection_test_video.mp4"
 FRAMES = 24
 CHUNK = 10
+# `edge-anon batch` on the default config, small chunks and a small object store (its own embedded Ray)
+BATCH = ["--set", f"fleet.chunk_frames={CHUNK}", "--set", "fleet.num_cpus=2", "--set", "fleet.object_store_mb=100"]
 
 pytestmark = [pytest.mark.slow]
 
@@ -248,13 +250,10 @@ def test_a_corrupt_input_fails_alone_and_is_reported(clip, tmp_path):
     bad.write_bytes(os.urandom(50_000))
     listing = tmp_path / "inputs.txt"
     listing.write_text(f"{clip}\n{bad}\n{tmp_path / 'missing.mkv'}\n")
-    # short: Ray's socket paths live under it, and a Unix socket path has at most 107 bytes
-    private = Path(tempfile.mkdtemp(prefix="eb-"))
+    private = private_tmp()
     env = {**os.environ, "TMPDIR": str(private)}
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "edge", "batch", str(listing), "--output-dir", str(out),
-                           "--set", f"fleet.chunk_frames={CHUNK}", "--set", "fleet.num_cpus=2",
-                           "--set", "fleet.object_store_mb=100"],
+    proc = subprocess.run([sys.executable, "-m", "edge", "batch", str(listing), "--output-dir", str(out), *BATCH],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=400)
     assert proc.returncode == 1, proc.stderr
     assert "drive: complete, 24 frames in" in proc.stderr
@@ -292,21 +291,12 @@ def test_the_fleet_table_refuses_what_it_cannot_run(key, value):
 def test_ctrl_c_then_a_rerun_gives_the_uninterrupted_result(local_ray, cfg, clip, batched, tmp_path):
     """SIGINT to `edge-anon batch` once the ledger holds a chunk: exit 130, Ray's folder gone; the rerun
     (here in-process) does only what is left and writes what an uninterrupted run wrote."""
-    from edge.fleet.plan import LEDGER_DIR, LEDGER_NAME
     from edge.fleet.run import run_batch
 
-    private = Path(tempfile.mkdtemp(prefix="eb-"))
+    private = private_tmp()
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "edge", "batch", str(clip), "--output-dir", str(out),
-                             "--set", f"fleet.chunk_frames={CHUNK}", "--set", "fleet.num_cpus=2",
-                             "--set", "fleet.object_store_mb=100"],
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "TMPDIR": str(private)})
-    ledger = out / LEDGER_DIR / LEDGER_NAME
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if ledger.exists() and '"chunk"' in ledger.read_text():
-            break
-        time.sleep(0.2)
+    proc = batch_proc([clip], out, private, flags=BATCH)
+    wait_for_a_chunk(proc, out)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     left = list(private.iterdir())
@@ -341,13 +331,14 @@ def private_tmp() -> Path:
     return Path(tempfile.mkdtemp(prefix="eb-"))
 
 
-def batch_proc(inputs: list, out: Path, private: Path, *extra: str) -> subprocess.Popen:
+def batch_proc(inputs: list, out: Path, private: Path, *extra: str, flags: list[str] = SMALL) -> subprocess.Popen:
+    """`edge-anon batch` with `flags` (the cheap config by default) and `extra`, its Ray instance in `private`."""
     from edge.fleet.reaper import INSTANCE_VAR
 
     # not marked as a process of this module's own embedded instance (local_ray), whose reaper would end it
     env = {k: v for k, v in os.environ.items() if k != INSTANCE_VAR}
     return subprocess.Popen([sys.executable, "-m", "edge", "batch", *map(str, inputs), "--output-dir", str(out),
-                             *SMALL, *extra], stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                             *flags, *extra], stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             env={**env, "TMPDIR": str(private)}, start_new_session=True)
 
 
