@@ -404,7 +404,7 @@ def model_records(detector, camera_detectors: dict, cameras: list[str]) -> list[
     """Every model that runs, once, with its sha256 and the cameras it runs for (audit record, metrics)."""
     users: dict[tuple[str, str], list[str]] = {}
     for cam in cameras:
-        for model in camera_detectors.get(cam, detector).models:
+        for model in dict.fromkeys(camera_detectors.get(cam, detector).models):  # a camera once per model
             users.setdefault(tuple(model), []).append(cam)
     return [{"name": n, "sha256": s, "cameras": cams} for (n, s), cams in users.items()]
 
