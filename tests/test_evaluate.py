@@ -508,3 +508,25 @@ def test_cli_eval_refuses_an_unwritable_json_before_evaluating(tmp_path, where, 
     assert r.stdout == "" and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
     assert r.stderr.startswith(f"eval: --json {path}: {words}"), r.stderr
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("changes, painted", [
+    # faces only: the one painted class is the whole over-masking
+    ({"detect.plate.enabled": False, "detect.context.enabled": False}, {"face"}),
+    # the defaults: faces, head zones, plates, plate zones, each a part of the over-masking
+    ({}, {"face", "head", "plate", "plate_zone"}),
+])
+def test_evaluate_set_splits_over_masking_by_the_class_painted(changes, painted):
+    from conftest import SHARED
+
+    dev = evaluate.discover(need(SHARED / "data/eval"), ["berlin_dev"])[0].limited(3)
+    pipeline = evaluate.pipeline_for(override(Config(), changes))
+    r = evaluate.evaluate_set(pipeline.process, dev, painter=pipeline)
+    parts = r["overmask_by_class"]
+    assert set(parts) == painted and r["overmask_share"] > 0
+    # each class's paint outside labels is part of all paint outside labels; together they cover it
+    assert all(0 < v <= r["overmask_share"] + 1e-5 for v in parts.values())
+    assert sum(parts.values()) >= r["overmask_share"] - 1e-5
+    if len(painted) == 1:
+        assert parts.popitem()[1] == pytest.approx(r["overmask_share"], abs=1e-5)
+    assert evaluate.evaluate_set(pipeline.process, dev.limited(1))["overmask_by_class"] == {}  # no painter

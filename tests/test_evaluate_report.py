@@ -1,6 +1,7 @@
 """The HTML report: plots as pure functions, the worst-first choice, masked pixels only, and a real headless browser."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -142,6 +143,8 @@ def test_the_report_is_one_folder_of_html_and_jpegs(built):
     for heading in ("most labelled objects leaked", "most paint outside every label", "most vehicles lost",
                     "most of the frame painted"):
         assert heading in page
+    parts = json.loads((built / "report.json").read_text())["sets"]["berlin_dev"]["overmask_by_class"]
+    assert parts and f"by what was painted: {next(iter(parts))} " in page
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (scripts/setup.sh installs it with apt-get)")

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from edge import mask
-from edge.eval.footage import ClipError, clip_name, discover_clips
+from edge.eval.footage import ClipError, clip_name, discover_clips, painted_by_class
 from edge.eval.utility import Judge, UtilityTally, match, share_cell
 from edge.frame import FACE, PLATE, Detections, DroppedFrame, Frame, MaskedFrame
 from edge.mask import MaskStyle, painted_map
@@ -164,13 +164,17 @@ def protected_flags(painted: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.array([painted[box_pixels(b, h, w)].mean() >= PROTECTED_SHARE for b in boxes], bool)
 
 
+def labelled_map(shape: tuple[int, int], boxes: np.ndarray) -> np.ndarray:
+    """The pixels inside any ground-truth box."""
+    inside = np.zeros(shape, bool)
+    for b in boxes:
+        inside[box_pixels(b, *shape)] = True
+    return inside
+
+
 def outside_share(painted: np.ndarray, boxes: np.ndarray) -> int:
     """Painted pixels outside every ground-truth box."""
-    inside = np.zeros_like(painted)
-    h, w = painted.shape
-    for b in boxes:
-        inside[box_pixels(b, h, w)] = True
-    return int((painted & ~inside).sum())
+    return int((painted & ~labelled_map(painted.shape, boxes)).sum())
 
 
 class CrossCheckError(AssertionError):
@@ -406,9 +410,12 @@ def warm_up(process: Callable[[Frame], MaskedFrame | DroppedFrame], item: Item, 
 def evaluate_set(process: Callable[[Frame], MaskedFrame | DroppedFrame], dev: DevSet, *,
                  shrink: float = 1.0, color=(0, 0, 0), keep_per_image: bool = False,
                  judge: Judge | None = None, style: MaskStyle | None = None,
-                 on_image: OnImage | None = None) -> dict:
+                 on_image: OnImage | None = None, painter=None) -> dict:
     """Per labelled class: protected share per bucket; over-masking outside every box of any class;
-    with a judge, utility retention of the same regions painted in `style` (the run's own).
+    with a judge, utility retention of the same regions painted in `style` (the run's own). With
+    `painter` (the edge.pipeline.Pipeline behind `process`): the over-masking of each painted class's
+    own regions (face, head zone, plate, plate zone...), which says what the over-masking is made of
+    (a pixel painted for two classes counts for both, so the parts may sum to more than the whole).
 
     The set's first image is run once untimed first, so ms/img is the steady per-frame cost.
     """
@@ -417,6 +424,7 @@ def evaluate_set(process: Callable[[Frame], MaskedFrame | DroppedFrame], dev: De
     ids = {name: EVAL_CLASSES[name] for name in dev.labelled}
     tallies = {name: Tally() for name in ids}
     outside = total = dropped = 0
+    by_class: dict[str, float] = {}
     times, sizes, per_image = [], [], []
     useful = UtilityTally()
     for s in score_images(process, dev.items, shrink=shrink, color=color):
@@ -425,10 +433,15 @@ def evaluate_set(process: Callable[[Frame], MaskedFrame | DroppedFrame], dev: De
         for name, cid in ids.items():
             f = tallies[name].add(s.painted, s.boxes[labels == cid])
             row[name] = [int(f.sum()), int(len(f))]
-        out_px = outside_share(s.painted, s.boxes)
+        outside_labels = ~labelled_map(s.painted.shape, s.boxes)
+        out_px = int((s.painted & outside_labels).sum())
         outside += out_px
         total += s.painted.size
         dropped += s.dropped
+        if painter is not None and painter.classes is not None and s.out is not None and s.out.status == "masked":
+            for cls, share in painted_by_class(s.out, painter.classes, painter.style, painter.tight,
+                                               outside_labels).items():
+                by_class[cls] = by_class.get(cls, 0) + share * s.painted.size
         times.append(s.ms)
         sizes.append(s.painted.shape[::-1])
         row["overmask"] = round(out_px / s.painted.size, 5)
@@ -443,6 +456,7 @@ def evaluate_set(process: Callable[[Frame], MaskedFrame | DroppedFrame], dev: De
     result = {"images": len(times), "dropped_frames": dropped, "labelled": list(dev.labelled),
               "incomplete": dev.incomplete, "image_size": image_size(sizes),
               "overmask_share": round(outside / total, 5) if total else 0.0,
+              "overmask_by_class": {k: round(v / total, 5) for k, v in sorted(by_class.items())} if total else {},
               "ms_per_image": summarize(np.zeros(0), np.zeros(0, bool), 0, 0, times)["ms_per_image"],
               "classes": classes}
     if judge is not None:
@@ -581,8 +595,13 @@ def format_sets_table(report: dict) -> str:
     if "off" in "".join(lines):
         notes["off"] = "the config runs no detector for this class"
     lines += [f"{k} {v.rstrip(';')}" for k, v in notes.items()]
+    parts = [f"{name} " + ", ".join(f"{cls} {100 * v:.2f}%" for cls, v in r["overmask_by_class"].items())
+             for name, r in report["sets"].items() if r.get("overmask_by_class")]
     lines.append("over-masking: share of frame area painted outside every labelled box of any class; "
                  "ms/img: the whole pipeline per image (the judge not included)")
+    if parts:
+        lines.append("over-masking by what was painted (a pixel painted for two classes counts for both): "
+                     + "; ".join(parts))
     if "utility" in next(iter(report["sets"].values()), {}):
         lines.append(UTILITY_NOTE)
     return "\n".join(lines)
@@ -666,13 +685,13 @@ def run_all(cfg, sets: list[DevSet], *, shrink: float = 1.0, keep_per_image: boo
     t0 = time.perf_counter()
     report = {"sets": {}, "enabled": {name: c.enabled for name, c in cfg.detect.classes()}}
     if sets:
-        process = pipeline_for(cfg).process
+        pipeline = pipeline_for(cfg)
         for dev in sets:
             if progress is not None:
                 progress(f"{dev.name}: {len(dev.items)} images")
-            report["sets"][dev.name] = evaluate_set(process, dev, shrink=shrink, keep_per_image=keep_per_image,
-                                                    judge=judge, style=cfg.mask,
-                                                    on_image=on_image)
+            report["sets"][dev.name] = evaluate_set(pipeline.process, dev, shrink=shrink,
+                                                    keep_per_image=keep_per_image, judge=judge, style=cfg.mask,
+                                                    on_image=on_image, painter=pipeline)
     if clips:
         report["clips"] = evaluate_clips(cfg, list(clips), judge, limit=clip_limit, progress=progress,
                                          on_frame=on_frame)

@@ -44,15 +44,17 @@ def clip_name(path: Path) -> str:
     return path.stem if path.is_file() else path.name
 
 
-def painted_by_class(out, classes, style, tight) -> dict[str, float]:
+def painted_by_class(out, classes, style, tight, where: np.ndarray | None = None) -> dict[str, float]:
     """Share of the frame each masked class's regions cover (a pixel under two classes counts for both);
-    `tight`: the pipeline's tightly painted class ids, so the shares are of the regions it really painted."""
+    `tight`: the pipeline's tightly painted class ids, so the shares are of the regions it really painted;
+    `where` (a boolean map of the frame): only the painted pixels it marks count, e.g. those outside labels."""
     shape = out.frame.image.shape
     dets = out.detections
     share = {}
     for cid in np.unique(dets.class_id):
-        regions = mask.regions(dets.take(np.flatnonzero(dets.class_id == cid)), shape, style, tight)
-        share[classes.names[int(cid)]] = float(mask.painted_map(shape, regions).mean())
+        painted = mask.painted_map(shape, mask.regions(dets.take(np.flatnonzero(dets.class_id == cid)), shape,
+                                                       style, tight))
+        share[classes.names[int(cid)]] = float((painted if where is None else painted & where).mean())
     return share
 
 

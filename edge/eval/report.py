@@ -345,6 +345,9 @@ def page(report: dict, collector: Collector, title: str) -> str:
         body.append(f'<h2 id="set-{_x(n)}">{_x(n)} ({r["images"]} images, {_x(r["image_size"])})</h2>')
         if r.get("incomplete"):
             body.append(f"<p>Labels incomplete: {_x(r['incomplete'])}; its over-masking overstates the cost.</p>")
+        if r.get("overmask_by_class"):
+            body.append(f"<p>Over-masking {_pct(r['overmask_share'])}, by what was painted: "
+                        + _x(", ".join(f"{k} {_pct(v)}" for k, v in r["overmask_by_class"].items())) + ".</p>")
         body.append(f'<div class="plots">{_set_plots(n, r)}</div>')
         body += _figures(collector.cards.get(n, []), SET_ORDERS)
     for n, c in clips.items():
