@@ -29,15 +29,18 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from benchlib import harden_tool
+from benchlib import SHARED, harden_tool
 
 from edge import compose, mask, vehicles as veh
+from edge.config import ConfigError
 from edge.eval import evaluate, utility
 from edge.frame import Detections
+from edge.models.registry import ModelError
 from edge.pipeline import split
 
 
@@ -129,6 +132,42 @@ def score_point(cfg, sets, cache: dict, useful: Useful | None = None, min_score:
     return out
 
 
+def grid_points(args, cfg) -> list[tuple[list[str], object, dict[str, float]]]:
+    """Each point of the grid: its KEY=VALUE list, its config and its per-class score floors; a bad key or
+    value is a ConfigError naming the grid."""
+    axes = []
+    for g in args.grid:
+        key, eq, values = g.partition("=")
+        if not eq or not values:
+            raise ConfigError(f"--grid {g!r}: expected KEY=V1,V2,...")
+        axes.append((key, values.split(",")))
+    out = []
+    for values in itertools.product(*[v for _, v in axes]) if axes else [()]:
+        chosen = [f"{k}={v}" for (k, _), v in zip(axes, values)]
+        overrides = [f"{k}={v}" for (k, _), v in zip(axes, values) if not k.startswith("min_score.")]
+        floors = {}
+        for (k, _), v in zip(axes, values):
+            if k.startswith("min_score."):
+                try:
+                    floors[k.removeprefix("min_score.")] = f = float(v)
+                except ValueError:
+                    f = float("nan")
+                if not 0.0 <= f <= 1.0:
+                    raise ConfigError(f"--grid {k}={v}: expected a score within 0..1")
+                if k.removeprefix("min_score.") not in compose.class_table(cfg).names:
+                    raise ConfigError(f"--grid {k}: the run has no class {k.removeprefix('min_score.')!r} "
+                                      f"(classes: {', '.join(compose.class_table(cfg).names)})")
+        try:
+            point = compose.load_config(args.config, [*args.set, *overrides])
+        except ConfigError as e:
+            raise ConfigError(f"--grid: {e}") from None
+        if compose.class_table(point) != compose.class_table(cfg):
+            raise ConfigError(f"--grid {' '.join(overrides)} changes the run's classes; the cached detections "
+                              f"do not fit it (switch a stage off by its thresholds instead, or use a fresh --cache)")
+        out.append((chosen, point, floors))
+    return out
+
+
 def main() -> int:
     harden_tool()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -140,23 +179,21 @@ def main() -> int:
     ap.add_argument("--utility", action="store_true", help="judge persons and vehicles kept after masking")
     ap.add_argument("--json", help="write every point's figures here")
     args = ap.parse_args()
-    cfg = compose.load_config(args.config, args.set)
-    sets = evaluate.discover(evaluate.shared_root() / "data" / "eval", args.only)
-    cache = dict(np.load(args.cache)) if args.cache and Path(args.cache).exists() else {}
-    before = len(cache)
-    cache = collect(cfg, sets, cache)
+    if (SHARED / "models").is_dir():
+        os.environ.setdefault("EDGE_MODEL_PATH", str(SHARED / "models"))
+    try:
+        cfg = compose.load_config(args.config, args.set)
+        grid = grid_points(args, cfg)  # every point checked before the detector runs for minutes
+        sets = evaluate.discover(evaluate.shared_root() / "data" / "eval", args.only)
+        cache = dict(np.load(args.cache)) if args.cache and Path(args.cache).exists() else {}
+        before = len(cache)
+        cache = collect(cfg, sets, cache)
+    except (ConfigError, ModelError, evaluate.DatasetError, OSError) as e:
+        ap.exit(2, f"{ap.prog}: {e}\n")
     if args.cache and len(cache) != before:
         np.savez(args.cache, **cache)
-    axes = [(k, v.split(",")) for k, _, v in (g.partition("=") for g in args.grid)]
     points, useful = [], Useful(cfg) if args.utility else None
-    for values in itertools.product(*[v for _, v in axes]) if axes else [()]:
-        chosen = [f"{k}={v}" for (k, _), v in zip(axes, values)]
-        overrides = [f"{k}={v}" for (k, _), v in zip(axes, values) if not k.startswith("min_score.")]
-        floors = {k.removeprefix("min_score."): v for (k, _), v in zip(axes, values) if k.startswith("min_score.")}
-        point = compose.load_config(args.config, [*args.set, *overrides])
-        if compose.class_table(point) != compose.class_table(cfg):
-            raise SystemExit(f"sweep_paint: {' '.join(overrides)} changes the run's classes; the cached detections "
-                             f"do not fit it (switch a stage off by its thresholds instead, or use a fresh --cache)")
+    for chosen, point, floors in grid:
         res = score_point(point, sets, cache, useful, floors)
         points.append({"overrides": chosen, "sets": res})
         print(" ".join(chosen) or "(config as is)")

@@ -64,3 +64,23 @@ def test_a_flat_weak_box_spawns_no_zone(sweep):
     cache["set/a.png"][0, 4] = 0.3
     r = sweep.score_point(cfg, sets, cache)["set"]
     assert r["zones_per_frame"] == 0 and r["plate"]["protected"] == 0.0 and r["overmask"] == 0.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "mask.margin=nan"], "--grid: "),
+    (["--grid", "mask.no_such_key=1"], "--grid: "),
+    (["--set", "detect.face.score_threshold=2"], "score_threshold"),
+    (["--grid", "min_score.plate=x"], "expected a score within 0..1"),
+    (["--grid", "min_score.ghost=0.5"], "no class 'ghost'"),
+    (["--grid", "mask.margin"], "expected KEY=V1,V2"),
+    (["--only", "no_such_set"], "no_such_set"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, str(root / "scripts/sweep_paint.py"), "--only", "berlin_dev",
+                        "--cache", str(tmp_path / "none.npz"), *args], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1
