@@ -39,6 +39,7 @@ class Recipe:
     plate_centred: float = 0.85  # share of crops centred on a plate
     flip: float = 0.5
     blur: float = 0.15
+    plate_widths: tuple[float, float] = PLATE_WIDTHS  # px: the range a centred plate is rescaled to
 
 
 def load_sets(folders: list[Path], limit: int | None = None) -> list[list[Source]]:
@@ -99,7 +100,7 @@ def sample(rng: np.random.Generator, sets: list[list[Source]], recipe: Recipe) -
     h, w = image.shape[:2]
     if len(src.boxes) and rng.random() < recipe.plate_centred:
         box = src.boxes[rng.integers(len(src.boxes))]
-        width = float(np.exp(rng.uniform(*np.log(PLATE_WIDTHS))))
+        width = float(np.exp(rng.uniform(*np.log(recipe.plate_widths))))
         scale = min(width / max(box[2] - box[0], 1.0), MAX_UPSCALE)
         cx, cy = (box[0] + box[2]) / 2 * scale, (box[1] + box[3]) / 2 * scale
         x0 = cx - SIZE / 2 + rng.uniform(-0.35, 0.35) * SIZE

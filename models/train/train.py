@@ -46,6 +46,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="torch threads; 1 is fastest on a small machine another job also uses")
     p.add_argument("--base", type=Path, default=None,
                    help=f"COCO YOLOX-Nano ONNX to start from (default: the '{BASE_CARD}' card, resolved by sha256)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="a one-class plate export (e.g. models/yolox_plate.onnx) to continue from, its plate "
+                        "predictor included, instead of the COCO weights with a fresh one")
+    p.add_argument("--plate-widths", type=float, nargs=2, default=data.PLATE_WIDTHS, metavar=("MIN", "MAX"),
+                   help="px: the range plate-centred crops rescale a plate's width to (default %(default)s)")
     p.add_argument("--export-only", action="store_true",
                    help="train nothing: export the EMA weights of OUT/last.pt (also while a run goes on)")
     p.add_argument("--export-to", type=Path, default=None, help="the ONNX file to write (default OUT/model.onnx)")
@@ -55,6 +60,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if not (math.isfinite(a.lr) and a.lr > 0):
         p.error("--lr must be a positive number")
+    lo, hi = a.plate_widths
+    if not (math.isfinite(lo) and math.isfinite(hi) and data.MIN_SIDE <= lo < hi <= data.SIZE):
+        p.error(f"--plate-widths must be two numbers with {data.MIN_SIDE:g} <= MIN < MAX <= {data.SIZE}")
+    a.plate_widths = (lo, hi)
+    if a.init is not None and a.base is not None:
+        p.error("--init and --base both name the starting weights: give one")
     return a
 
 
@@ -127,9 +138,12 @@ def train(a: argparse.Namespace, log=print) -> Path:
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     sets = data.load_sets([a.data / s for s in SETS], a.limit)
-    recipe = data.Recipe(WEIGHTS)
+    recipe = data.Recipe(WEIGHTS, plate_widths=a.plate_widths)
     net = YoloxNano(num_classes=1)
-    load_onnx(net, base_weights(a.base), keep_classes=False)
+    if a.init is not None:
+        load_onnx(net, a.init, keep_classes=True)
+    else:
+        load_onnx(net, base_weights(a.base), keep_classes=False)
     ema = Ema(net)
     opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=a.weight_decay)
     a.out.mkdir(parents=True, exist_ok=True)

@@ -96,8 +96,50 @@ def test_a_few_steps_train_export_and_run_in_the_pipeline_and_a_resumed_run_matc
     assert (found.class_id == PLATE).all() and ((found.score >= 0) & (found.score <= 1)).all()
 
 
+@needs_data
+def test_a_run_continues_from_a_plate_export_with_its_plate_predictor(tmp_path):
+    """--init starts from a one-class export (models/yolox_plate.onnx), its plate predictor included: the
+    starting weights reproduce that model's output, and a few steps train on from there."""
+    import onnxruntime as ort
+
+    own = Path(__file__).resolve().parents[2] / "models" / "yolox_plate.onnx"
+    net = YoloxNano(num_classes=1)
+    load_onnx(net, own, keep_classes=True)
+    net.eval()
+    x = cv2.resize(cv2.imread(str(first_image("ro_train"))), (320, 320)).transpose(2, 0, 1)[None].astype(np.float32)
+    ref = ort.InferenceSession(str(own), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    with torch.no_grad():
+        assert np.abs(net.export_rows(torch.from_numpy(x)).numpy() - ref).max() < 1e-3
+    assert ref[..., 5].max() > 0.5  # a dashcam frame with plates: the trained plate predictor came along
+    common = ["--batch", "2", "--limit", "4", "--data", str(TRAIN), "--plate-widths", "20", "300"]
+    assert main(["--out", str(tmp_path / "a"), "--steps", "2", "--init", str(own), *common]) == 0
+    assert main(["--out", str(tmp_path / "b"), "--steps", "2", "--base", str(COCO), *common]) == 0
+    a, b = weights_of(tmp_path / "a"), weights_of(tmp_path / "b")
+    head = [k for k in a if k.startswith("cls_preds")]
+    assert head and not all(torch.equal(a[k], b[k]) for k in head)
+
+
+@needs_data
+@pytest.mark.parametrize("widths", [(12.0, 24.0), (150.0, 300.0)])
+def test_plate_centred_crops_rescale_plates_within_the_widths(widths):
+    sets = data.load_sets([TRAIN / "ro_train"], limit=8)
+    recipe = data.Recipe((1.0,), plate_centred=1.0, flip=0.0, blur=0.0, plate_widths=widths)
+    rng = np.random.default_rng(0)
+    widest = [float((b[:, 2] - b[:, 0]).max()) for b in (data.sample(rng, sets, recipe)[1] for _ in range(24)) if len(b)]
+    assert len(widest) >= 12
+    # the centred plate is the widest unless a larger one shares the crop; clipping only narrows it
+    assert np.median(widest) <= widths[1] + 1 and max(widest) >= widths[0]
+    if widths[0] > 100:
+        assert np.median(widest) > 100  # large plates, where the default widths stop at 200
+
+
 @pytest.mark.parametrize("args, message", [
     (["--steps", "0"], "--steps must be at least 1"),
+    (["--plate-widths", "1", "50"], "--plate-widths must be two numbers"),
+    (["--plate-widths", "80", "40"], "--plate-widths must be two numbers"),
+    (["--plate-widths", "nan", "40"], "--plate-widths must be two numbers"),
+    (["--init", "x.onnx", "--base", "y.onnx"], "--init and --base"),
+    (["--init", "/nonexistent.onnx", "--limit", "2"], "/nonexistent.onnx"),
     (["--lr", "nan"], "--lr must be a positive number"),
     (["--export-only"], "no checkpoint to export"),
     (["--data", "/nonexistent"], "no such annotation file"),
