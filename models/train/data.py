@@ -40,6 +40,10 @@ class Recipe:
     flip: float = 0.5
     blur: float = 0.15
     plate_widths: tuple[float, float] = PLATE_WIDTHS  # px: the range a centred plate is rescaled to
+    # share of crops whose plates are smudged (blurred or pixelated until no character is left), boxes
+    # kept: a plate blurred by motion, distance or an earlier anonymizer is still a plate to find, and
+    # the dashcam dev footage is full of them; teaches the plate's shape and place, not only its text
+    plate_blur: float = 0.0
 
 
 def load_sets(folders: list[Path], limit: int | None = None) -> list[list[Source]]:
@@ -91,6 +95,23 @@ def _colour(rng: np.random.Generator, crop: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR)
 
 
+def smudge_plates(rng: np.random.Generator, crop: np.ndarray, boxes: np.ndarray) -> None:
+    """Blur or pixelate each plate box in place so that its characters are gone (the box stays a target)."""
+    for x1, y1, x2, y2 in boxes:
+        x1, y1 = int(np.floor(x1)), int(np.floor(y1))
+        x2, y2 = int(np.ceil(x2)), int(np.ceil(y2))
+        roi = crop[y1:y2, x1:x2]
+        h, w = roi.shape[:2]
+        if h < 2 or w < 2:
+            continue
+        if rng.random() < 0.5:
+            roi[:] = cv2.GaussianBlur(roi, (0, 0), max(h * rng.uniform(0.15, 0.4), 0.8))
+        else:
+            cells = int(rng.integers(3, 9))
+            small = cv2.resize(roi, (cells, max(1, round(cells * h / w))), interpolation=cv2.INTER_AREA)
+            roi[:] = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
 def sample(rng: np.random.Generator, sets: list[list[Source]], recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
     """One augmented crop (H, W, 3) uint8 and its (N, 4) float32 plate boxes."""
     p = np.asarray(recipe.weights, np.float64)
@@ -113,6 +134,8 @@ def sample(rng: np.random.Generator, sets: list[list[Source]], recipe: Recipe) -
     if rng.random() < recipe.flip:
         crop = np.ascontiguousarray(crop[:, ::-1])
         boxes = np.column_stack([SIZE - boxes[:, 2], boxes[:, 1], SIZE - boxes[:, 0], boxes[:, 3]])
+    if recipe.plate_blur and len(boxes) and rng.random() < recipe.plate_blur:
+        smudge_plates(rng, crop, boxes)
     crop = _colour(rng, crop)
     if rng.random() < recipe.blur:
         crop = cv2.GaussianBlur(crop, (0, 0), rng.uniform(0.5, 1.2))

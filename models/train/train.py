@@ -51,6 +51,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "predictor included, instead of the COCO weights with a fresh one")
     p.add_argument("--plate-widths", type=float, nargs=2, default=data.PLATE_WIDTHS, metavar=("MIN", "MAX"),
                    help="px: the range plate-centred crops rescale a plate's width to (default %(default)s)")
+    p.add_argument("--plate-blur", type=float, default=0.0, metavar="P",
+                   help="share of crops whose plates are blurred or pixelated beyond reading, boxes kept "
+                        "(default %(default)s)")
     p.add_argument("--export-only", action="store_true",
                    help="train nothing: export the EMA weights of OUT/last.pt (also while a run goes on)")
     p.add_argument("--export-to", type=Path, default=None, help="the ONNX file to write (default OUT/model.onnx)")
@@ -64,6 +67,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if not (math.isfinite(lo) and math.isfinite(hi) and data.MIN_SIDE <= lo < hi <= data.SIZE):
         p.error(f"--plate-widths must be two numbers with {data.MIN_SIDE:g} <= MIN < MAX <= {data.SIZE}")
     a.plate_widths = (lo, hi)
+    if not 0.0 <= a.plate_blur <= 1.0:  # NaN fails too
+        p.error("--plate-blur must be a share within 0..1")
     if a.init is not None and a.base is not None:
         p.error("--init and --base both name the starting weights: give one")
     return a
@@ -138,7 +143,7 @@ def train(a: argparse.Namespace, log=print) -> Path:
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     sets = data.load_sets([a.data / s for s in SETS], a.limit)
-    recipe = data.Recipe(WEIGHTS, plate_widths=a.plate_widths)
+    recipe = data.Recipe(WEIGHTS, plate_widths=a.plate_widths, plate_blur=a.plate_blur)
     net = YoloxNano(num_classes=1)
     if a.init is not None:
         load_onnx(net, a.init, keep_classes=True)

@@ -111,7 +111,7 @@ def test_a_run_continues_from_a_plate_export_with_its_plate_predictor(tmp_path):
     with torch.no_grad():
         assert np.abs(net.export_rows(torch.from_numpy(x)).numpy() - ref).max() < 1e-3
     assert ref[..., 5].max() > 0.5  # a dashcam frame with plates: the trained plate predictor came along
-    common = ["--batch", "2", "--limit", "4", "--data", str(TRAIN), "--plate-widths", "20", "300"]
+    common = ["--batch", "2", "--limit", "4", "--data", str(TRAIN), "--plate-widths", "20", "300", "--plate-blur", "0.5"]
     assert main(["--out", str(tmp_path / "a"), "--steps", "2", "--init", str(own), *common]) == 0
     assert main(["--out", str(tmp_path / "b"), "--steps", "2", "--base", str(COCO), *common]) == 0
     a, b = weights_of(tmp_path / "a"), weights_of(tmp_path / "b")
@@ -133,7 +133,27 @@ def test_plate_centred_crops_rescale_plates_within_the_widths(widths):
         assert np.median(widest) > 100  # large plates, where the default widths stop at 200
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_smudged_plates_lose_their_characters_and_nothing_else_changes(seed):
+    rng = np.random.default_rng(seed)
+    crop = np.full((data.SIZE, data.SIZE, 3), 90, np.uint8)
+    crop[100:130, 60:180] = 230
+    for x in range(66, 175, 9):  # dark "characters" on a white plate
+        crop[105:125, x:x + 4] = 20
+    before = crop.copy()
+    box = np.array([[60, 100, 180, 130]], np.float32)
+    data.smudge_plates(rng, crop, box)
+    outside = np.ones(crop.shape[:2], bool)
+    outside[100:130, 60:180] = False
+    assert np.array_equal(crop[outside], before[outside])
+    detail = [cv2.Laplacian(cv2.cvtColor(c[100:130, 60:180], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var() for c in (before, crop)]
+    assert detail[1] < detail[0] / 4
+    assert abs(float(crop[100:130, 60:180].mean()) - float(before[100:130, 60:180].mean())) < 25  # still a light plate
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--plate-blur", "1.5"], "--plate-blur must be a share within 0..1"),
+    (["--plate-blur", "nan"], "--plate-blur must be a share within 0..1"),
     (["--steps", "0"], "--steps must be at least 1"),
     (["--plate-widths", "1", "50"], "--plate-widths must be two numbers"),
     (["--plate-widths", "80", "40"], "--plate-widths must be two numbers"),
