@@ -105,7 +105,8 @@ def score_point(cfg, sets, cache: dict, useful: Useful | None = None, min_score:
             labels = item.labels()
             for name, tally in tallies.items():
                 tally.add(painted, item.boxes[labels == evaluate.EVAL_CLASSES[name]])
-            outside += evaluate.outside_share(painted, item.boxes)  # outside every labelled box, any class
+            outside_labels = ~evaluate.labelled_map(shape, item.boxes)  # outside every labelled box, any class
+            outside += int((painted & outside_labels).sum())
             # the zones' own cost: their pixels outside every labelled box and every other region
             is_zone = masked.class_id == zone_id
             zones += int(is_zone.sum())
@@ -113,10 +114,7 @@ def score_point(cfg, sets, cache: dict, useful: Useful | None = None, min_score:
             if is_zone.any():
                 others = mask.painted_map(shape, mask.regions(masked.take(np.flatnonzero(~is_zone)), shape, cfg.mask, tight))
                 zmap = mask.painted_map(shape, mask.regions(masked.take(np.flatnonzero(is_zone)), shape, cfg.mask, tight))
-                inside = np.zeros(shape, bool)
-                for b in item.boxes:
-                    inside[evaluate.box_pixels(b, *shape)] = True
-                zoned_px += int((zmap & ~others & ~inside).sum())
+                zoned_px += int((zmap & ~others & outside_labels).sum())
             total += shape[0] * shape[1]
         res = {"images": len(dev.items), "zones_per_frame": round(zones / max(len(dev.items), 1), 3),
                "zoned_vehicle_share": round(zones / max(vehicles, 1), 3),
@@ -135,33 +133,34 @@ def score_point(cfg, sets, cache: dict, useful: Useful | None = None, min_score:
 def grid_points(args, cfg) -> list[tuple[list[str], object, dict[str, float]]]:
     """Each point of the grid: its KEY=VALUE list, its config and its per-class score floors; a bad key or
     value is a ConfigError naming the grid."""
+    classes = compose.class_table(cfg)
     axes = []
     for g in args.grid:
         key, eq, values = g.partition("=")
         if not eq or not values:
             raise ConfigError(f"--grid {g!r}: expected KEY=V1,V2,...")
         axes.append((key, values.split(",")))
+        if key.startswith("min_score."):
+            name = key.removeprefix("min_score.")
+            for v in axes[-1][1]:
+                try:
+                    floor = float(v)
+                except ValueError:
+                    floor = float("nan")
+                if not 0.0 <= floor <= 1.0:
+                    raise ConfigError(f"--grid {key}={v}: expected a score within 0..1")
+            if name not in classes.names:
+                raise ConfigError(f"--grid {key}: the run has no class {name!r} (classes: {', '.join(classes.names)})")
     out = []
     for values in itertools.product(*[v for _, v in axes]) if axes else [()]:
         chosen = [f"{k}={v}" for (k, _), v in zip(axes, values)]
         overrides = [f"{k}={v}" for (k, _), v in zip(axes, values) if not k.startswith("min_score.")]
-        floors = {}
-        for (k, _), v in zip(axes, values):
-            if k.startswith("min_score."):
-                try:
-                    floors[k.removeprefix("min_score.")] = f = float(v)
-                except ValueError:
-                    f = float("nan")
-                if not 0.0 <= f <= 1.0:
-                    raise ConfigError(f"--grid {k}={v}: expected a score within 0..1")
-                if k.removeprefix("min_score.") not in compose.class_table(cfg).names:
-                    raise ConfigError(f"--grid {k}: the run has no class {k.removeprefix('min_score.')!r} "
-                                      f"(classes: {', '.join(compose.class_table(cfg).names)})")
+        floors = {k.removeprefix("min_score."): float(v) for (k, _), v in zip(axes, values) if k.startswith("min_score.")}
         try:
             point = compose.load_config(args.config, [*args.set, *overrides])
         except ConfigError as e:
             raise ConfigError(f"--grid: {e}") from None
-        if compose.class_table(point) != compose.class_table(cfg):
+        if compose.class_table(point) != classes:
             raise ConfigError(f"--grid {' '.join(overrides)} changes the run's classes; the cached detections "
                               f"do not fit it (switch a stage off by its thresholds instead, or use a fresh --cache)")
         out.append((chosen, point, floors))

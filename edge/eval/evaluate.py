@@ -425,6 +425,7 @@ def evaluate_set(process: Callable[[Frame], MaskedFrame | DroppedFrame], dev: De
     tallies = {name: Tally() for name in ids}
     outside = total = dropped = 0
     by_class: dict[str, float] = {}
+    split_paint = painter is not None and painter.classes is not None
     times, sizes, per_image = [], [], []
     useful = UtilityTally()
     for s in score_images(process, dev.items, shrink=shrink, color=color):
@@ -438,7 +439,7 @@ def evaluate_set(process: Callable[[Frame], MaskedFrame | DroppedFrame], dev: De
         outside += out_px
         total += s.painted.size
         dropped += s.dropped
-        if painter is not None and painter.classes is not None and s.out is not None and s.out.status == "masked":
+        if split_paint and s.out is not None and s.out.status == "masked":
             for cls, share in painted_by_class(s.out, painter.classes, painter.style, painter.tight,
                                                outside_labels).items():
                 by_class[cls] = by_class.get(cls, 0) + share * s.painted.size
