@@ -395,6 +395,9 @@ def stages(cfg: Config, camera_id: str | None = None) -> str:
             parts.append(f"head zones of faceless persons (persons >= {h.min_person_px:g} px tall scoring >= "
                          f"{max(h.person_score, ctx.score_threshold):g}; zone {h.zone_per_height:g} of their "
                          f"height or {h.zone_per_width:g} of their width)")
+        if "person" in ctx.classes and h.lone_share:
+            parts.append(f"face boxes of >= {h.lone_share:g} of the frame scoring < {h.lone_score:g} in no person "
+                         f"box dropped")
         v = cfg.vehicles
         widths = f"{v.min_vehicle_px:g}..{f'{v.zone_max_vehicle_px:g}' if v.zone_max_vehicle_px else 'any'} px wide"
         if VEHICLE in ctx.classes:
