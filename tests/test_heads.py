@@ -263,7 +263,7 @@ def test_real_frame_annotated_heads_are_protected_by_the_zones():
 
 def test_real_frame_a_large_weak_false_face_is_not_painted():
     """berlin_dev 56e87b64: YuNet finds a 423 x 520 'face' at 0.44 on a parked car, with no person around it;
-    painted with the head growth it covered a third of the frame. The defaults leave it out."""
+    painted with the head growth it covered a quarter of the frame. The defaults leave it out."""
     image = cv2.imread(str(need(SHARED / "data" / "eval" / "dashcam" / "berlin_dev" / "images"
                                 / "56e87b64-49fc-4245-8e97-323ca842d38b.jpg")))
     painted = {}
