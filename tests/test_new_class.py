@@ -22,6 +22,8 @@ from edge.frame import Frame
 IMAGE = "7_Cheering_Cheering_7_118.jpg"
 DECODER = '''"""A decoder as a new family would ship it: here it reuses YuNet's arithmetic under its own name."""
 from edge.detect.families.yunet import CHANNELS, MULTIPLE, PAD_VALUE, STRIDES, candidates  # noqa: F401
+
+FILTER_GROUPS = ()  # no in-graph score threshold of its own
 '''
 
 

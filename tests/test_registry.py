@@ -138,7 +138,24 @@ def test_a_module_that_is_no_decoder_is_refused_as_family(tmp_path: Path, monkey
     with pytest.raises(ModelError) as e:
         registry.load_card(path)
     assert "'family': edge/detect/families/helpers.py is not a decoder: it lacks candidates, MULTIPLE" in str(e.value)
+    assert "FILTER_GROUPS" in str(e.value)  # every family says whether it has an in-graph threshold
     assert "helpers" not in families.FAMILIES
+
+
+def test_a_family_with_filter_groups_but_no_filtered_decoder_is_refused(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    from edge.detect import families
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "halfway.py").write_text("from edge.detect.families.yunet import CHANNELS, FILTER_GROUPS, MULTIPLE, "
+                                       "PAD_VALUE, candidates  # noqa: F401\n")
+    monkeypatch.setattr(families, "__path__", [*families.__path__, str(folder)])
+    monkeypatch.delitem(sys.modules, "edge.detect.families.halfway", raising=False)
+    with pytest.raises(ModelError, match="halfway.py is not a decoder: it lacks filtered_candidates"):
+        registry.load_card(write_card(tmp_path, mutated("family", "halfway")))
+    assert "halfway" not in families.FAMILIES
 
 
 def test_fixed_size_without_multiple_is_valid(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ def load_backend(path: str | Path, *, name: str, sha256: str, family: str, optio
     fam = family_module(family)
     if graph_preprocess:
         kind = GraphBackend
-        if graph_filter and getattr(fam, "FILTER_GROUPS", ()):
+        if graph_filter and fam.FILTER_GROUPS:
             kind = FilterBackend
         elif graph_filter:
             log.info("model %s: family %s has no in-graph score filter; its outputs are decoded on the host",

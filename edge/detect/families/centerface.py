@@ -13,6 +13,7 @@ STRIDE = 4
 MULTIPLE = 32
 CHANNELS = "RGB"
 PAD_VALUE = 0  # what the padding of an input is filled with
+FILTER_GROUPS = ()  # no in-graph score threshold: its outputs are decoded on the host
 
 
 def candidates(outputs: list[np.ndarray], input_hw: tuple[int, int], score_threshold: float,

@@ -21,6 +21,7 @@ MULTIPLE = 32
 CHANNELS = "BGR"
 PAD_VALUE = 114  # what the model was trained with around a letterboxed image
 COCO_CLASSES = 80
+FILTER_GROUPS = ()  # no in-graph score threshold (a score is objectness x the best of a group's classes)
 GROUPS: dict[str, tuple[int, ...]] = {"person": (0,), "bicycle": (1,), "vehicle": (2, 3, 5, 7)}
 
 

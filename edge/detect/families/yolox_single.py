@@ -10,7 +10,9 @@ import numpy as np
 
 from edge.detect.families.yolox import CHANNELS, MULTIPLE, PAD_VALUE, anchor_boxes, checked_rows
 
-__all__ = ["CHANNELS", "MULTIPLE", "PAD_VALUE", "candidates"]
+__all__ = ["CHANNELS", "FILTER_GROUPS", "MULTIPLE", "PAD_VALUE", "candidates"]
+
+FILTER_GROUPS = ()  # no in-graph score threshold: its outputs are decoded on the host
 
 
 def candidates(outputs: list[np.ndarray], input_hw: tuple[int, int], score_threshold: float,
