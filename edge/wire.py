@@ -21,7 +21,7 @@ Only in dropped headers: ``reason``. Only in masked headers: ``shape`` [h, w, 3]
 ``dtype`` "uint8", ``encoding`` "raw" (BGR bytes, C order) or "jpeg", ``models``
 [{"name", "sha256"}], ``boxes`` (regions actually painted, [[x1, y1, x2, y2], ...]),
 ``detections`` (:meth:`edge.frame.Detections.to_list`, class names from the run's class table: what
-the boxes were painted for) and ``context`` (the same rows for context classes, persons and vehicles,
+the boxes were painted for, each with ``held``: true when the tracker held it from earlier frames) and ``context`` (the same rows for context classes, persons and vehicles,
 found and never painted themselves).
 
 Optional in every header: ``selftest_skipped`` (str), the reason given by ``[selftest] skip`` when the
@@ -77,6 +77,16 @@ def clean_timings(timings: dict) -> dict[str, float]:
         if math.isfinite(value):
             out[str(key)] = round(value, 3)
     return out
+
+
+def painted_for(item: MaskedFrame, classes: ClassTable = BUILTIN_CLASSES) -> list[dict]:
+    """The detections the regions were painted for, as JSON-ready rows (Detections.to_list) each with `held`:
+    true when the tracker held it from earlier frames (a prediction, not this frame's detection)."""
+    rows = item.detections.to_list(classes)
+    held = item.held if len(item.held) == len(rows) else np.zeros(len(rows), bool)
+    for row, h in zip(rows, held.tolist()):
+        row["held"] = bool(h)
+    return rows
 
 
 def painted_boxes(item: MaskedFrame) -> list[list[int]]:
@@ -146,7 +156,7 @@ def encode(item: MaskedFrame | DroppedFrame, encoding: str = "raw", jpeg_quality
         encoding=encoding,
         models=[{"name": str(name), "sha256": str(sha)} for name, sha in item.models],
         boxes=painted_boxes(item),
-        detections=item.detections.to_list(classes),
+        detections=painted_for(item, classes),
         context=item.context.to_list(classes),
     )
     header["timings_ms"] = clean_timings({**item.timings_ms, "encode": _ms_since(t0)})
@@ -228,6 +238,8 @@ def _check_masked_fields(header: dict) -> tuple[int, int]:
         xyxy = det.get("xyxy")
         if not isinstance(xyxy, list) or len(xyxy) != 4 or not all(_is_number(v) for v in xyxy):
             raise WireError(f"header detection xyxy {xyxy!r}, expected 4 numbers")
+        if not isinstance(det.get("held", False), bool):  # optional: older senders do not write it
+            raise WireError(f"header detection held {det['held']!r}, expected true or false")
     return h, w
 
 

@@ -203,3 +203,8 @@ def video_frames(path) -> list[np.ndarray]:
             cap.release()
             return frames
         frames.append(image)
+
+
+def unheld(rows: list[dict]) -> list[dict]:
+    """Detections.to_list rows as the wire and detections.jsonl carry them for a frame nothing was held in."""
+    return [{**row, "held": False} for row in rows]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from edge import wire
+from conftest import unheld
 from edge.frame import FACE, PLATE, Detections, DroppedFrame, Frame, MaskedFrame
 from edge.wire import WireError, decode, encode
 
@@ -47,7 +48,7 @@ def test_masked_header_carries_identity_models_boxes_and_timings():
     assert (header["shape"], header["dtype"], header["encoding"]) == ([48, 64, 3], "uint8", "raw")
     assert header["models"] == [{"name": "yunet.onnx", "sha256": SHA}]
     assert header["boxes"] == [[0, 0, 12, 14], [18, 3, 42, 17]]
-    assert header["detections"] == item.detections.to_list()
+    assert header["detections"] == unheld(item.detections.to_list())
     assert [d["class"] for d in header["detections"]] == ["face", "plate"]
     assert header["timings_ms"]["detect"] == 1.25 and header["timings_ms"]["encode"] >= 0
     np.testing.assert_array_equal(image, item.frame.image)
@@ -270,3 +271,25 @@ def test_decode_rejects_a_selftest_skipped_that_is_not_text():
     header["selftest_skipped"] = True
     with pytest.raises(WireError, match="selftest_skipped is bool, expected str"):
         decode([parts[0], json.dumps(header).encode()])
+
+
+@pytest.mark.parametrize("held, expected", [
+    (np.array([False, True]), [False, True]),  # the plate was held by the tracker, the face detected
+    (np.zeros(0, bool), [False, False]),  # no flags (a frame built without a tracker): nothing was held
+])
+def test_each_detection_says_whether_the_tracker_held_it(held, expected):
+    item = masked()
+    item.held = held
+    header, _ = decode(encode(item))
+    assert [d["held"] for d in header["detections"]] == expected
+    assert [d["class"] for d in header["detections"]] == ["face", "plate"]
+
+
+@pytest.mark.parametrize("held", [1, "yes", None])
+def test_a_held_flag_that_is_not_a_boolean_is_refused(held):
+    parts = as_bytes(encode(masked()))
+    header = json.loads(parts[1])
+    header["detections"][0]["held"] = held
+    parts[1] = json.dumps(header).encode()
+    with pytest.raises(WireError, match="held"):
+        decode(parts)

@@ -240,7 +240,7 @@ def masked_record(item: MaskedFrame, classes: ClassTable, write_ms: float, **ext
     """The detections.jsonl record of a written frame; `extra` keys follow the status (a video's frame index)."""
     frame = item.frame
     return {"camera_id": frame.camera_id, "seq": frame.seq, "status": item.status, **extra,
-            "boxes": wire.painted_boxes(item), "detections": item.detections.to_list(classes),
+            "boxes": wire.painted_boxes(item), "detections": wire.painted_for(item, classes),
             "context": item.context.to_list(classes),
             "timings_ms": wire.clean_timings({**item.timings_ms, "write": write_ms})}
 

@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import unheld
 from edge.frame import FACE, PLATE, Detections, DroppedFrame, Frame, MaskedFrame
 from edge.sinks.folder import JSONL_NAME, FolderSink, FolderSinkError, frame_stem, safe_stem
 
@@ -38,8 +39,17 @@ def test_masked_frame_becomes_lossless_png_and_a_line(tmp_path):
     assert (record["camera_id"], record["seq"], record["status"]) == ("front", 3, "masked")
     assert "reason" not in record
     assert record["boxes"] == [[0, 0, 6, 6], [9, 1, 21, 9]]
-    assert record["detections"] == item.detections.to_list()
+    assert record["detections"] == unheld(item.detections.to_list())
     assert record["timings_ms"]["detect"] == 3.5 and "write" in record["timings_ms"]
+
+
+def test_a_held_region_is_flagged_in_its_record(tmp_path):
+    item = masked()
+    item.held = np.array([True, False])  # the face was held by the tracker, the plate detected
+    with FolderSink(tmp_path / "out") as sink:
+        assert sink.send(item) is True
+    (record,) = lines(tmp_path / "out")
+    assert [(d["class"], d["held"]) for d in record["detections"]] == [("face", True), ("plate", False)]
 
 
 @pytest.mark.parametrize("annotate", [False, True])
@@ -55,7 +65,7 @@ def test_annotate_writes_the_overlay_on_the_masked_image_and_the_same_record(tmp
     assert np.array_equal(item.frame.image, before)  # drawn on a copy: the outcome's pixels are untouched
     assert np.array_equal(png, before) != annotate  # the overlay drew something, or nothing at all
     (record,) = lines(tmp_path)
-    assert record["boxes"] == [[0, 0, 6, 6], [9, 1, 21, 9]] and record["detections"] == item.detections.to_list()
+    assert record["boxes"] == [[0, 0, 6, 6], [9, 1, 21, 9]] and record["detections"] == unheld(item.detections.to_list())
 
 
 def test_dropped_frame_gets_a_line_and_no_image(tmp_path):

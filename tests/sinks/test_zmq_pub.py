@@ -82,7 +82,7 @@ def test_headers_and_pixels_end_to_end_over_tcp(subscribe, pub):
     assert (h1["camera_id"], h1["seq"], h1["status"], h1["masked"]) == ("cam0", 1, "masked", True)
     assert (h1["t_capture_mono_ns"], h1["t_capture_wall_ns"], h1["name"]) == (11, 21, "n1")
     assert h1["boxes"] == [[1, 2, 10, 12]]
-    assert h1["detections"] == [{"xyxy": [2.0, 3.0, 9.0, 11.0], "class": "face", "score": 0.8}]
+    assert h1["detections"] == [{"xyxy": [2.0, 3.0, 9.0, 11.0], "class": "face", "score": 0.8, "held": False}]
     assert h1["models"] == [{"name": "yunet", "sha256": SHA}]
     assert h1["timings_ms"]["detect"] == 2.0 and "encode" in h1["timings_ms"]
     np.testing.assert_array_equal(px1, items[0].frame.image)
