@@ -21,8 +21,8 @@ Only in dropped headers: ``reason``. Only in masked headers: ``shape`` [h, w, 3]
 ``dtype`` "uint8", ``encoding`` "raw" (BGR bytes, C order) or "jpeg", ``models``
 [{"name", "sha256"}], ``boxes`` (regions actually painted, [[x1, y1, x2, y2], ...]),
 ``detections`` (:meth:`edge.frame.Detections.to_list`, class names from the run's class table: what
-the boxes were painted for, each with ``held``: true when the tracker held it from earlier frames) and ``context`` (the same rows for context classes, persons and vehicles,
-found and never painted themselves).
+the boxes were painted for, each with ``held``: true when the tracker held it from earlier frames) and
+``context`` (the same rows for context classes, persons and vehicles, found and never painted themselves).
 
 Optional in every header: ``selftest_skipped`` (str), the reason given by ``[selftest] skip`` when the
 run started without its privacy self-test (edge.selftest); absent when the self-test ran and passed.
