@@ -183,6 +183,10 @@ class MaskedFrame:
     # Per row of `detections`: whether the tracker held it (a prediction, not this frame's detection)
     held: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
+    def held_flags(self) -> np.ndarray:
+        """`held`, one flag per row of `detections` (all False where no flags were recorded)."""
+        return self.held if len(self.held) == len(self.detections) else np.zeros(len(self.detections), bool)
+
 
 @dataclass(slots=True)
 class DroppedFrame:

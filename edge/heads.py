@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.checks import within
 from edge.frame import FACE, ClassTable, Detections
+from edge.vehicles import inside_share
 
 HEAD = "head"  # the masked class of head zones
 
@@ -103,20 +104,9 @@ def head_zones(persons: np.ndarray, params: HeadParams) -> np.ndarray:
     return np.column_stack([cx - zw / 2, top, cx + zw / 2, top + zh]).astype(np.float32)
 
 
-def inside(faces: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(boxes, faces): the share of each face's area inside each box."""
-    if len(faces) == 0 or len(boxes) == 0:
-        return np.zeros((len(boxes), len(faces)), np.float32)
-    lt = np.maximum(boxes[:, None, :2], faces[None, :, :2])
-    rb = np.minimum(boxes[:, None, 2:], faces[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area = np.maximum((faces[:, 2:] - faces[:, :2]).prod(axis=1), 1e-9)
-    return (inter / area[None, :]).astype(np.float32)
-
-
 def faceless(zones: np.ndarray, faces: np.ndarray, share: float) -> np.ndarray:
     """Per zone, True when no face has at least `share` of its area inside it."""
-    return ~(inside(faces, zones) >= share).any(axis=1)
+    return ~(inside_share(faces, zones) >= share).any(axis=0)
 
 
 def lone(faces: Detections, persons: np.ndarray, frame_px: float, params: HeadParams) -> np.ndarray:
@@ -125,7 +115,7 @@ def lone(faces: Detections, persons: np.ndarray, frame_px: float, params: HeadPa
     if not params.lone_share or len(faces) == 0:
         return np.zeros(len(faces), bool)
     area = np.clip(faces.xyxy[:, 2:] - faces.xyxy[:, :2], 0, None).prod(axis=1)
-    alone = ~(inside(faces.xyxy, persons) >= params.face_in_zone).any(axis=0)
+    alone = ~(inside_share(faces.xyxy, persons) >= params.face_in_zone).any(axis=1)
     return (area >= params.lone_share * frame_px) & (faces.score < params.lone_score) & alone
 
 

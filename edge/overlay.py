@@ -87,7 +87,7 @@ def region_labels(item: MaskedFrame, classes: ClassTable = BUILTIN_CLASSES) -> t
         return [WHOLE_LABEL] * len(item.regions), [False] * len(item.regions)
     dets = item.detections
     names = classes.names_of(dets.class_id)
-    held = item.held if len(item.held) == len(dets) else np.zeros(len(dets), bool)
+    held = item.held_flags()
     labels, flags = [], []
     for j in pair_regions(item.regions, dets.xyxy, item.frame.image.shape).tolist():
         if j < 0:

@@ -83,8 +83,7 @@ def painted_for(item: MaskedFrame, classes: ClassTable = BUILTIN_CLASSES) -> lis
     """The detections the regions were painted for, as JSON-ready rows (Detections.to_list) each with `held`:
     true when the tracker held it from earlier frames (a prediction, not this frame's detection)."""
     rows = item.detections.to_list(classes)
-    held = item.held if len(item.held) == len(rows) else np.zeros(len(rows), bool)
-    for row, h in zip(rows, held.tolist()):
+    for row, h in zip(rows, item.held_flags().tolist()):
         row["held"] = bool(h)
     return rows
 
