@@ -159,6 +159,31 @@ def test_every_ray_worker_is_hardened(local_ray):
         assert state["pid"] != os.getpid()
 
 
+# a fresh process that starts the embedded instance and says whether Ray's token authentication is on
+AUTH_PROBE = ("from edge.fleet.run import LocalRay\n"
+              "with LocalRay(num_cpus=1, object_store_mb=100):\n"
+              "    from ray._raylet import AuthenticationMode, get_authentication_mode\n"
+              "    print(get_authentication_mode() == AuthenticationMode.TOKEN)\n")
+
+
+@pytest.mark.parametrize("mode, token", [(None, "True"), ("disabled", "False"), ("token", "True")])
+def test_the_embedded_instance_keeps_token_auth_and_prints_no_ray_notice(tmp_path, mode, token):
+    """Token authentication stays on unless the user's RAY_AUTH_MODE says otherwise, and Ray's notices
+    (token authentication, object spilling through an unstable API) stay off the user's terminal."""
+    from edge.fleet.reaper import INSTANCE_VAR
+
+    env = {k: v for k, v in os.environ.items() if k not in (INSTANCE_VAR, "RAY_AUTH_MODE")}
+    if mode is not None:
+        env["RAY_AUTH_MODE"] = mode
+    private = private_tmp()
+    r = subprocess.run([sys.executable, "-c", AUTH_PROBE], capture_output=True, text=True, cwd=ROOT,
+                       env={**env, "TMPDIR": str(private)}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [token]
+    assert "Token authentication" not in r.stderr and "unstable API" not in r.stderr, r.stderr
+    private.rmdir()
+
+
 def test_a_worker_killed_mid_run_costs_a_retry_never_a_missing_or_unmasked_frame(local_ray, clip, replayed,
                                                                                   tmp_path):
     from edge.compose import load_config

@@ -69,6 +69,9 @@ def worker_env() -> dict:
             "env_vars": {"ORT_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}}
 
 
+RAY_AUTH_VAR = "RAY_AUTH_MODE"
+
+
 class LocalRay:
     """An embedded Ray instance whose every file lies in one private folder, removed at close().
 
@@ -78,8 +81,12 @@ class LocalRay:
     """
 
     def __init__(self, num_cpus: int, object_store_mb: int, temp_root: str | None = None) -> None:
-        import json
-
+        if "ray" not in sys.modules:
+            # Ray turns token authentication on for a new local instance and prints a notice about it on every
+            # run; asking for it ourselves keeps it without the notice (a user's own RAY_AUTH_MODE wins). Ray
+            # reads the variable when it is first imported: set later, driver and instance disagree and
+            # ray.init fails, so a process that imported Ray already keeps Ray's own default (and notice).
+            os.environ.setdefault(RAY_AUTH_VAR, "token")
         import ray
 
         from edge.fleet import reaper
@@ -97,9 +104,7 @@ class LocalRay:
         try:
             ray.init(num_cpus=num_cpus, object_store_memory=object_store_mb * 2**20,
                      _temp_dir=str(self.private / "ray"), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False, runtime_env=worker_env(),
-                     _system_config={"object_spilling_config": json.dumps(
-                         {"type": "filesystem", "params": {"directory_path": str(self.spill)}})})
+                     configure_logging=False, runtime_env=worker_env(), object_spilling_directory=str(self.spill))
         except BaseException:
             self._release()
             raise
@@ -503,9 +508,9 @@ def _one_line(e: BaseException) -> str:
 @contextlib.contextmanager
 def connect(cfg: Config, address: str | None, temp_root: str | None = None):
     """Ray for this run: a cluster at `address` (joined, left alone at the end), else an embedded instance."""
-    import ray
-
     if address:
+        import ray
+
         ray.init(address=address, runtime_env=worker_env(), log_to_driver=False, configure_logging=False)
         try:
             yield None
