@@ -15,6 +15,8 @@ from torch import nn
 
 STRIDES = (8, 16, 32)
 PRIOR_PROB = 0.01  # the head's initial class probability (YOLOX's own choice)
+# the decoupled head's modules; everything else (backbone and PAFPN) is the trunk
+HEAD = ("stems", "cls_convs", "cls_preds", "reg_convs", "reg_preds", "obj_preds")
 
 
 class Conv(nn.Module):
@@ -137,6 +139,12 @@ class YoloxNano(nn.Module):
             reg_feat = self.reg_convs[k](feat)
             outs.append(torch.cat([self.reg_preds[k](reg_feat), self.obj_preds[k](reg_feat), cls_out], 1))
         return outs
+
+    def freeze_trunk(self) -> None:
+        """Backbone and PAFPN keep their weights: only the head trains (on the COCO trunk's own features)."""
+        for name, module in self.named_children():
+            if name not in HEAD:
+                module.requires_grad_(False)
 
     def export_rows(self, x: torch.Tensor) -> torch.Tensor:
         """[N, A, 5 + C] in the export's layout: raw box offsets, then objectness and classes as sigmoids."""

@@ -54,6 +54,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--plate-blur", type=float, default=0.0, metavar="P",
                    help="share of crops whose plates are blurred or pixelated beyond reading, boxes kept "
                         "(default %(default)s)")
+    p.add_argument("--freeze-trunk", action="store_true",
+                   help="train the head only, on the COCO trunk (backbone and PAFPN) of the context model, "
+                        "whose weights stay as they are")
     p.add_argument("--export-only", action="store_true",
                    help="train nothing: export the EMA weights of OUT/last.pt (also while a run goes on)")
     p.add_argument("--export-to", type=Path, default=None, help="the ONNX file to write (default OUT/model.onnx)")
@@ -71,6 +74,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error("--plate-blur must be a share within 0..1")
     if a.init is not None and a.base is not None:
         p.error("--init and --base both name the starting weights: give one")
+    if a.freeze_trunk and a.init is not None:
+        p.error("--freeze-trunk keeps the COCO trunk as it is: start it from --base (or the default), not --init")
     return a
 
 
@@ -99,10 +104,13 @@ class Ema:
             p.requires_grad_(False)
 
     def update(self, net: torch.nn.Module, step: int) -> None:
+        """Average the weights that train; frozen ones stay exactly as loaded (no rounding drift)."""
         d = min(0.999, (1 + step) / (10 + step))
+        training = {name for name, p in net.named_parameters() if p.requires_grad}
         with torch.no_grad():
-            for e, p in zip(self.net.state_dict().values(), net.state_dict().values()):
-                e.mul_(d).add_(p.detach(), alpha=1 - d)
+            for (name, e), p in zip(self.net.state_dict().items(), net.state_dict().values()):
+                if name in training:
+                    e.mul_(d).add_(p.detach(), alpha=1 - d)
 
 
 def save(path: Path, **state) -> None:
@@ -149,12 +157,18 @@ def train(a: argparse.Namespace, log=print) -> Path:
         load_onnx(net, a.init, keep_classes=True)
     else:
         load_onnx(net, base_weights(a.base), keep_classes=False)
+    if a.freeze_trunk:
+        net.freeze_trunk()
     ema = Ema(net)
-    opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=a.weight_decay)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=a.weight_decay)
     a.out.mkdir(parents=True, exist_ok=True)
     ckpt, step = a.out / "last.pt", 0
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=True)
+        if bool(state.get("freeze_trunk", False)) != a.freeze_trunk:
+            raise ValueError(f"{ckpt}: trained {'with' if state.get('freeze_trunk') else 'without'} --freeze-trunk; "
+                             f"resume it the same way (or use another --out)")
         net.load_state_dict(state["net"])
         ema.net.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
@@ -172,7 +186,7 @@ def train(a: argparse.Namespace, log=print) -> Path:
                 raise FloatingPointError(f"step {step}: loss is {float(loss)}; last checkpoint kept in {ckpt}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
             opt.step()
             ema.update(net, step)
             step += 1
@@ -181,7 +195,8 @@ def train(a: argparse.Namespace, log=print) -> Path:
                                       "s": round(time.monotonic() - t0, 2), **parts}) + "\n")
             if step % a.checkpoint_every == 0 or step == a.steps:
                 journal.flush()
-                save(ckpt, net=net.state_dict(), ema=ema.net.state_dict(), opt=opt.state_dict(), step=step)
+                save(ckpt, net=net.state_dict(), ema=ema.net.state_dict(), opt=opt.state_dict(), step=step,
+                     freeze_trunk=a.freeze_trunk)
                 log(f"step {step}/{a.steps}: mean loss {np.mean(window):.3f} over the last {len(window)} steps, "
                     f"{time.monotonic() - t0:.0f} s this session")
                 window = []

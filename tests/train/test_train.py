@@ -15,7 +15,7 @@ from edge.detect.backends.session import OnnxModel  # noqa: E402
 from edge.detect.detector import OnnxDetector  # noqa: E402
 from edge.frame import PLATE  # noqa: E402
 from models.train import data  # noqa: E402
-from models.train.net import YoloxNano, load_onnx  # noqa: E402
+from models.train.net import HEAD, YoloxNano, load_onnx  # noqa: E402
 from models.train.train import main  # noqa: E402
 
 COCO = MODELS / "yolox_nano_kazuhito00.onnx"
@@ -120,6 +120,25 @@ def test_a_run_continues_from_a_plate_export_with_its_plate_predictor(tmp_path):
 
 
 @needs_data
+def test_a_frozen_trunk_run_trains_the_head_alone_on_the_exact_coco_trunk(tmp_path, capsys):
+    """--freeze-trunk: backbone and PAFPN stay the context model's COCO weights bit for bit (in the weights and
+    in their average, which is what gets exported), the head trains; a resume without the flag is refused."""
+    common = ["--batch", "2", "--limit", "4", "--data", str(TRAIN), "--base", str(COCO)]
+    assert main(["--out", str(tmp_path / "a"), "--steps", "2", "--freeze-trunk", *common]) == 0
+    coco = YoloxNano(num_classes=1)
+    load_onnx(coco, COCO, keep_classes=False)
+    ref = coco.state_dict()
+    state = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    trunk = [k for k in ref if k.split(".")[0] not in HEAD]
+    head = [k for k in ref if k.split(".")[0] in HEAD and not k.startswith("cls_preds")]  # cls_preds: fresh
+    assert trunk and all(torch.equal(state[w][k], ref[k]) for w in ("net", "ema") for k in trunk)
+    assert head and any(not torch.equal(state["net"][k], ref[k]) for k in head)
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path / "a"), "--steps", "3", *common]) == 2
+    assert "trained with --freeze-trunk; resume it the same way" in capsys.readouterr().err
+
+
+@needs_data
 @pytest.mark.parametrize("widths", [(12.0, 24.0), (150.0, 300.0)])
 def test_plate_centred_crops_rescale_plates_within_the_widths(widths):
     sets = data.load_sets([TRAIN / "ro_train"], limit=8)
@@ -159,6 +178,7 @@ def test_smudged_plates_lose_their_characters_and_nothing_else_changes(seed):
     (["--plate-widths", "80", "40"], "--plate-widths must be two numbers"),
     (["--plate-widths", "nan", "40"], "--plate-widths must be two numbers"),
     (["--init", "x.onnx", "--base", "y.onnx"], "--init and --base"),
+    (["--init", "x.onnx", "--freeze-trunk"], "--freeze-trunk keeps the COCO trunk as it is"),
     (["--init", "/nonexistent.onnx", "--limit", "2"], "/nonexistent.onnx"),
     (["--lr", "nan"], "--lr must be a positive number"),
     (["--export-only"], "no checkpoint to export"),
