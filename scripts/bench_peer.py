@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """Peer benchmark: deface 1.5.0 and this project on the same frames, in one run, each restricted to N threads.
 
-    .venv/bin/python scripts/bench_peer.py                      # 720p, faces at native scale, 2 threads
-    .venv/bin/python scripts/bench_peer.py --frames 38 --json out/bench_peer.json
+    .venv/bin/python scripts/bench_peer.py                      # 720p, the shipped defaults, 2 threads
+    .venv/bin/python scripts/bench_peer.py --size 1920x1080 --json out/bench_peer_1080.json
+    .venv/bin/python scripts/bench_peer.py -c configs/fast-faces-only.toml   # faces alone, as deface does
 
 deface runs in its own virtualenv (out/peer-venv, created on first use: the deface wheel, CPU
 onnxruntime, onnx so deface picks its onnxruntime backend) as a subprocess; what is timed there is
 deface's own per-frame work, `centerface(frame, threshold)` + `anonymize_frame(...)` with its CLI
 defaults (threshold 0.2, mask scale 1.3, blurred ellipses), decode excluded. Ours is
-`Pipeline.process` (detect, merge, mask) built from the default config with faces at scale 1.0 and
-plates off, decode excluded too. Both get the same decoded frames (piped to the peer, never written), the same
+`Pipeline.process` (detect, merge, mask) built from the config as given (the shipped defaults unless -c /
+--set say otherwise: faces with the horizon band, plates, persons and vehicles; the stages are printed),
+decode excluded too. Both get the same decoded frames (piped to the peer, never written), the same
 warm-up, and onnxruntime / OpenCV / OpenMP limited to --threads.
 """
 from __future__ import annotations
@@ -85,11 +87,10 @@ def run_ours(frames: np.ndarray, threads: int, warmup: int, config: str | None, 
 
     cv2.setNumThreads(threads)
     from edge import config as config_mod
-    from edge.compose import build_pipeline, load_config
+    from edge.compose import build_pipeline, load_config, stages
     from edge.frame import Frame, MaskedFrame
 
-    cfg = load_config(config, [f"runtime.threads={threads}", "detect.face.scales=[1.0]", "detect.plate.enabled=false",
-                         *overrides])
+    cfg = load_config(config, [f"runtime.threads={threads}", *overrides])
     cfg = config_mod.override(cfg, {"service.deadline_ms": 0.0})
     pipeline = build_pipeline(cfg)
     times, faces = [], []
@@ -105,7 +106,7 @@ def run_ours(frames: np.ndarray, threads: int, warmup: int, config: str | None, 
             times.append(ms)
             faces.append(int(len(out.regions)))
     return {"ms": times, "faces": faces, "provider": cfg.runtime.provider,
-            "config": {"file": config, "overrides": overrides}}
+            "config": {"file": config, "overrides": overrides}, "stages": stages(cfg)}
 
 
 def stats(ms: list[float]) -> dict:
@@ -146,11 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     ratio_mean = ps["mean"] / os_["mean"]
     print(f"{len(frames)} frames {w}x{h} from {args.video.name}, {args.threads} threads, decode excluded (contended "
           f"unless the machine was quiet)")
-    print(f"{'':22s} {'mean':>8s} {'p50':>8s} {'p90':>8s} {'max':>8s} {'faces/frame':>12s}")
+    print(f"{'':22s} {'mean':>8s} {'p50':>8s} {'p90':>8s} {'max':>8s} {'regions/frame':>14s}")
     for name, s, r in (("deface 1.5.0", ps, peer), ("edge (this project)", os_, ours)):
         print(f"{name:22s} {s['mean']:8.1f} {s['p50']:8.1f} {s['p90']:8.1f} {s['max']:8.1f} "
-              f"{np.mean(r['faces']):12.2f}")
+              f"{np.mean(r['faces']):14.2f}")
     print(f"ratio deface/ours: p50 {ratio_p50:.2f}x, mean {ratio_mean:.2f}x (target >= {args.target:g}x)")
+    print(f"ours ran: {ours['stages']}")
     args.json.write_text(json.dumps({
         "video": str(args.video), "frames": len(frames), "size": [w, h], "threads": args.threads,
         "peer": {**peer, "stats": ps}, "ours": {**ours, "stats": os_},

@@ -26,6 +26,17 @@ def test_our_side_masks_every_frame(bench):
     assert len(ours["ms"]) == 2 and all(ms > 0 for ms in ours["ms"]) and len(ours["faces"]) == 2
 
 
+@pytest.mark.parametrize("config, shipped", [(None, True), ("configs/fast-faces-only.toml", False)])
+def test_our_side_runs_the_config_as_given(bench, config, shipped):
+    """No hidden overrides: the defaults as shipped (horizon band, plates, persons and vehicles) unless -c says."""
+    from conftest import ROOT
+
+    frames = bench.read_frames(need(VIDEO / "vtest_pets2009_480x360.avi"), 1, None)
+    ours = bench.run_ours(frames, threads=1, warmup=0, config=config and str(ROOT / config), overrides=[])
+    for stage in ("tiles 2x", "plate (yolox_plate)", "context person+vehicle", "plates in vehicle crops"):
+        assert (stage in ours["stages"]) == shipped, ours["stages"]
+
+
 def test_stats_and_thread_env(bench):
     s = bench.stats([10.0, 20.0, 30.0])
     assert (s["mean"], s["p50"], s["max"]) == (20.0, 20.0, 30.0)
