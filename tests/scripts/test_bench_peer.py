@@ -23,7 +23,7 @@ def test_read_frames_resizes_to_the_asked_size(bench):
 def test_our_side_masks_every_frame(bench):
     frames = bench.read_frames(need(VIDEO / "vtest_pets2009_480x360.avi"), 2, None)
     ours = bench.run_ours(frames, threads=1, warmup=1, config=None, overrides=[])
-    assert len(ours["ms"]) == 2 and all(ms > 0 for ms in ours["ms"]) and len(ours["faces"]) == 2
+    assert len(ours["ms"]) == 2 and all(ms > 0 for ms in ours["ms"]) and len(ours["regions"]) == 2
 
 
 @pytest.mark.parametrize("config, shipped", [(None, True), ("configs/fast-faces-only.toml", False)])
@@ -50,11 +50,11 @@ def test_the_peer_gets_the_frames_through_a_pipe_not_a_file(bench, monkeypatch, 
         "import io, json, sys, numpy as np\n"
         "threads, warmup = int(sys.argv[1]), int(sys.argv[2])\n"
         "frames = np.load(io.BytesIO(sys.stdin.buffer.read()))\n"
-        "print(json.dumps({'ms': [1.0] * len(frames), 'faces': [int(frames.sum() % 1000)], 'shape': frames.shape}))\n"))
+        "print(json.dumps({'ms': [1.0] * len(frames), 'regions': [int(frames.sum() % 1000)], 'shape': frames.shape}))\n"))
     monkeypatch.chdir(tmp_path)
     frames = np.random.default_rng(1).integers(0, 256, (3, 18, 32, 3), dtype=np.uint8)
     got = bench.run_peer(Path(sys.executable), frames, threads=1, warmup=0)
-    assert got["shape"] == [3, 18, 32, 3] and got["faces"] == [int(frames.sum() % 1000)]
+    assert got["shape"] == [3, 18, 32, 3] and got["regions"] == [int(frames.sum() % 1000)]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -63,7 +63,7 @@ def test_the_peer_runs_without_core_dumps_and_not_dumpable(bench, monkeypatch, t
         "import json, resource, sys\n"
         "sys.stdin.buffer.read()\n"
         "dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE\n"
-        "print(json.dumps({'ms': [], 'faces': [], 'core': resource.getrlimit(resource.RLIMIT_CORE), "
+        "print(json.dumps({'ms': [], 'regions': [], 'core': resource.getrlimit(resource.RLIMIT_CORE), "
         "'dumpable': dumpable}))\n"))
     got = bench.run_peer(Path(sys.executable), np.zeros((1, 2, 2, 3), np.uint8), threads=1, warmup=0)
     assert got["core"] == [0, 0] and got["dumpable"] == 0
